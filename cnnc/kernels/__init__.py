@@ -1,0 +1,49 @@
+"""Numba kernels of the cnnc runtime, one module per op family.
+
+The tensor convention (docs/DESIGN.md): every activation is a 4-D C-contiguous float32
+buffer ``(N, Cbuf, H, W)`` (a feature vector is ``(N, Cbuf, 1, 1)``); a kernel takes a buffer
+and a channel offset for each operand, reads only its input channels and writes only its
+output channels. Scalars are Python ints and floats, so each kernel has exactly one type
+signature and is compiled once (and cached on disk).
+"""
+
+from .conv import conv2d
+from .dense import dense, dense_blas
+from .elementwise import (
+    ACT_CODES,
+    ACT_LEAKY,
+    ACT_NONE,
+    ACT_RELU,
+    ACT_SIGMOID,
+    ACT_TANH,
+    activation,
+    add,
+    softmax,
+)
+from .layout import copy_channels, pad2d
+from .norm import batchnorm, batchnorm_coefficients, lrn
+from .pool import avgpool2d, global_avgpool, global_maxpool, maxpool2d
+
+__all__ = [
+    "ACT_CODES",
+    "ACT_LEAKY",
+    "ACT_NONE",
+    "ACT_RELU",
+    "ACT_SIGMOID",
+    "ACT_TANH",
+    "activation",
+    "add",
+    "avgpool2d",
+    "batchnorm",
+    "batchnorm_coefficients",
+    "conv2d",
+    "copy_channels",
+    "dense",
+    "dense_blas",
+    "global_avgpool",
+    "global_maxpool",
+    "lrn",
+    "maxpool2d",
+    "pad2d",
+    "softmax",
+]

@@ -1,0 +1,116 @@
+"""Element-wise kernels: activations, residual add and channel softmax.
+
+All tensors follow the runtime convention of docs/DESIGN.md: a 4-D C-contiguous float32
+buffer ``(N, Cbuf, H, W)`` and a channel offset; a kernel touches only its own channels.
+"""
+
+import numba
+import numpy as np
+
+ACT_NONE = 0
+ACT_RELU = 1
+ACT_LEAKY = 2  # slope ``alpha``
+ACT_SIGMOID = 3
+ACT_TANH = 4
+
+#: Activation codes by the names the graph uses in ``attrs["activation"]``.
+ACT_CODES = {
+    "none": ACT_NONE,
+    "relu": ACT_RELU,
+    "leaky_relu": ACT_LEAKY,
+    "sigmoid": ACT_SIGMOID,
+    "tanh": ACT_TANH,
+}
+
+
+@numba.njit(cache=True, fastmath=True)
+def activate_into(src, dst, act, alpha):
+    """``dst[i] = act(src[i])`` for 1-D contiguous float32 arrays of equal size.
+
+    ``dst`` may be ``src`` (in place). The switch on ``act`` sits outside the loops so each
+    loop is branch-free and vectorises. Sigmoid is computed as ``0.5*tanh(x/2) + 0.5``, which
+    never overflows.
+    """
+    a = np.float32(alpha)
+    half = np.float32(0.5)
+    zero = np.float32(0.0)
+    if act == ACT_RELU:
+        for i in range(src.size):
+            dst[i] = max(src[i], zero)
+    elif act == ACT_LEAKY:
+        for i in range(src.size):
+            v = src[i]
+            dst[i] = v if v > zero else a * v
+    elif act == ACT_SIGMOID:
+        for i in range(src.size):
+            dst[i] = half * np.tanh(half * src[i]) + half
+    elif act == ACT_TANH:
+        for i in range(src.size):
+            dst[i] = np.tanh(src[i])
+    else:
+        for i in range(src.size):
+            dst[i] = src[i]
+
+
+@numba.njit(cache=True, fastmath=True)
+def channel_segment(buf, n, c0, C):
+    """The channels ``c0 .. c0+C-1`` of image ``n`` of ``buf`` as one contiguous 1-D view."""
+    plane = buf.shape[2] * buf.shape[3]
+    flat = buf.reshape(buf.shape[0], buf.shape[1] * plane)
+    return flat[n, c0 * plane : (c0 + C) * plane]
+
+
+@numba.njit(cache=True, fastmath=True)
+def activation(x, xc0, C, out, oc0, act, alpha):
+    """``out[:, oc0:oc0+C] = act(x[:, xc0:xc0+C])``; ``act`` is an ``ACT_*`` code.
+
+    ``alpha`` is the leaky-relu slope (ignored otherwise). ``out`` may be ``x`` (in place,
+    normally with ``oc0 == xc0``); x and out must have the same spatial size.
+    """
+    for n in range(x.shape[0]):
+        activate_into(channel_segment(x, n, xc0, C), channel_segment(out, n, oc0, C), act, alpha)
+
+
+@numba.njit(cache=True, fastmath=True)
+def add(a, ac0, b, bc0, C, out, oc0, act, alpha):
+    """``out[:, oc0:oc0+C] = act(a[:, ac0:ac0+C] + b[:, bc0:bc0+C])``.
+
+    All three have the same spatial size; ``out`` may alias ``a`` or ``b`` (same channels).
+    """
+    for n in range(out.shape[0]):
+        sa = channel_segment(a, n, ac0, C)
+        sb = channel_segment(b, n, bc0, C)
+        so = channel_segment(out, n, oc0, C)
+        for i in range(so.size):
+            so[i] = sa[i] + sb[i]
+        activate_into(so, so, act, alpha)
+
+
+@numba.njit(cache=True, fastmath=True)
+def softmax(x, xc0, C, out, oc0):
+    """Softmax over the channels ``xc0 .. xc0+C-1`` at every ``(n, h, w)``, into ``out``.
+
+    Numerically stable: the per-position maximum is subtracted before ``exp``. ``out`` may be
+    ``x`` (in place); for a feature vector the buffers are ``(N, Cbuf, 1, 1)``.
+    """
+    H, W = x.shape[2], x.shape[3]
+    plane = H * W
+    for n in range(x.shape[0]):
+        src = channel_segment(x, n, xc0, C)
+        dst = channel_segment(out, n, oc0, C)
+        # Work on whole planes at a time so the loops over positions vectorise.
+        peak = src[:plane].copy()
+        for c in range(1, C):
+            for p in range(plane):
+                peak[p] = max(peak[p], src[c * plane + p])
+        total = np.zeros(plane, np.float32)
+        for c in range(C):
+            for p in range(plane):
+                e = np.exp(src[c * plane + p] - peak[p])
+                dst[c * plane + p] = e
+                total[p] += e
+        for p in range(plane):
+            total[p] = np.float32(1.0) / total[p]
+        for c in range(C):
+            for p in range(plane):
+                dst[c * plane + p] *= total[p]
