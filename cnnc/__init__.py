@@ -1,0 +1,25 @@
+"""cnnc: a compiler for convolutional network descriptions.
+
+    net = cnnc.compile_file("googlenet.cnn")
+    y = net(x)
+"""
+
+from .errors import (CnncArtifactError, CnncError, CnncImportError, CnncInputError,
+                     CnncNameError, CnncShapeError, CnncSyntaxError, CnncValueError,
+                     CnncWeightError)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CnncArtifactError", "CnncError", "CnncImportError", "CnncInputError", "CnncNameError",
+    "CnncShapeError", "CnncSyntaxError", "CnncValueError", "CnncWeightError",
+    "compile_file", "compile_source", "load",
+]
+
+
+def __getattr__(name):
+    # The runtime pulls in Numba; `cnnc check` and friends should not pay for it.
+    if name in ("compile_file", "compile_source", "load", "Network"):
+        from . import runtime
+        return getattr(runtime, name)
+    raise AttributeError(f"module 'cnnc' has no attribute {name!r}")
