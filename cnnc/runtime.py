@@ -1,0 +1,410 @@
+"""Lowering and execution: the optimised graph becomes Numba kernel calls on planned buffers.
+
+Every tensor is a view (buffer, c0) as docs/DESIGN.md describes. `plan_buffers`
+places tensors: alias ops (identity, dropout, flatten, slice) are views of their
+input, the branches of an in-place concat are views of the concat, and with
+memory reuse on, tensors whose lifetimes do not overlap share storage.
+Kernels take shapes and attributes as arguments, so each compiles once per
+type signature and is cached on disk by Numba.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+
+from . import kernels as K
+from .errors import CnncError, CnncInputError
+from .graph import build_graph, load_program, load_source
+from .weights import bind_parameters, check_weights, init_parameters
+
+ACT_CODES = {"none": K.ACT_NONE, "relu": K.ACT_RELU, "leaky_relu": K.ACT_LEAKY,
+             "sigmoid": K.ACT_SIGMOID, "tanh": K.ACT_TANH}
+ALIAS_OPS = ("identity", "dropout", "flatten", "slice")
+
+
+def _spatial(shape: tuple) -> tuple[int, int, int]:
+    """(C, H, W) of a tensor shape; a feature vector (F,) is (F, 1, 1)."""
+    return tuple(shape) if len(shape) == 3 else (shape[0], 1, 1)
+
+
+# ---------------------------------------------------------------- buffer planning
+@dataclass
+class Group:
+    """A 4-D buffer (N, channels, h, w) holding one or more tensors."""
+
+    channels: int
+    hw: tuple[int, int]
+    first: int = 0  # step that first writes it
+    last: int = 0  # step that last reads it
+    slot: int = -1
+
+    @property
+    def per_image(self) -> int:
+        return self.channels * self.hw[0] * self.hw[1]
+
+
+@dataclass(frozen=True)
+class View:
+    """Where a tensor lives: channels c0..c0+channels-1 of a group seen as (.., h, w)."""
+
+    group: int
+    c0: int
+    channels: int
+    hw: tuple[int, int]
+
+
+@dataclass
+class BufferPlan:
+    groups: list[Group]
+    views: dict[str, View]
+    slot_sizes: list[int] = field(default_factory=list)  # floats per image
+
+    def peak_floats(self) -> int:
+        return sum(self.slot_sizes)
+
+
+def plan_buffers(graph: nx.DiGraph, order: list[str], reuse: bool) -> BufferPlan:
+    """Place every node's output tensor; see the module docstring."""
+    groups: list[Group] = []
+    views: dict[str, View] = {}
+    parent: dict[str, tuple[str, int]] = {}  # node -> (in-place concat, channel offset)
+    for node_id in reversed(order):
+        data = graph.nodes[node_id]
+        if data["op"] != "concat" or not data["attrs"].get("inplace"):
+            continue
+        offset = 0
+        for src, place in zip(data["inputs"], data["attrs"]["inplace"]):
+            if place and src not in parent:
+                parent[src] = (node_id, offset)
+            offset += _spatial(graph.nodes[src]["shape"])[0]
+
+    def view_of(node_id: str) -> View:
+        if node_id in views:
+            return views[node_id]
+        data = graph.nodes[node_id]
+        c, h, w = _spatial(data["shape"])
+        if data["op"] in ALIAS_OPS:
+            src = view_of(data["inputs"][0])
+            if data["op"] == "flatten":
+                sh, sw = src.hw
+                view = View(src.group, src.c0 * sh * sw, c, (1, 1))
+            elif data["op"] == "slice":
+                view = View(src.group, src.c0 + data["attrs"]["start"], c, src.hw)
+            else:
+                view = src
+        elif node_id in parent:
+            concat, offset = parent[node_id]
+            outer = view_of(concat)
+            view = View(outer.group, outer.c0 + offset, c, outer.hw)
+        else:
+            groups.append(Group(c, (h, w)))
+            view = View(len(groups) - 1, 0, c, (h, w))
+        views[node_id] = view
+        return view
+
+    for node_id in order:
+        view_of(node_id)
+    # lifetimes: a group lives from its first write to its last read
+    for g in groups:
+        g.first, g.last = len(order), -1
+    for step, node_id in enumerate(order):
+        data = graph.nodes[node_id]
+        if data["op"] not in ALIAS_OPS:
+            g = groups[views[node_id].group]
+            g.first = min(g.first, step)
+            g.last = max(g.last, step)
+        for src in data["inputs"]:
+            g = groups[views[src].group]
+            g.last = max(g.last, step)
+    groups[views[graph.graph["output"]].group].last = len(order)
+    groups[views[graph.graph["input"]].group].first = -1
+    slot_sizes: list[int] = []
+    if not reuse:
+        for g in groups:
+            g.slot = len(slot_sizes)
+            slot_sizes.append(g.per_image)
+    else:
+        slot_free_after: list[int] = []
+        for gi in sorted(range(len(groups)), key=lambda i: groups[i].first):
+            g = groups[gi]
+            free = [s for s in range(len(slot_sizes)) if slot_free_after[s] < g.first]
+            fits = [s for s in free if slot_sizes[s] >= g.per_image]
+            if fits:
+                slot = min(fits, key=lambda s: slot_sizes[s])
+            elif free:
+                slot = max(free, key=lambda s: slot_sizes[s])
+                slot_sizes[slot] = g.per_image
+            else:
+                slot = len(slot_sizes)
+                slot_sizes.append(g.per_image)
+                slot_free_after.append(-2)
+            g.slot = slot
+            slot_free_after[slot] = g.last
+    return BufferPlan(groups, views, slot_sizes)
+
+
+# ---------------------------------------------------------------- lowering
+@dataclass
+class Step:
+    node: str
+    op: str
+    kernel: object
+    args: tuple  # with View placeholders, bound to arrays per batch size
+
+
+def _conv_arrays(data) -> tuple[np.ndarray, np.ndarray]:
+    w = np.ascontiguousarray(data["params"]["weight"], np.float32)
+    b = data["params"].get("bias")
+    b = np.zeros(w.shape[0], np.float32) if b is None else np.ascontiguousarray(b, np.float32)
+    return w, b
+
+
+def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[Step]:
+    """The kernel calls that compute one node; View objects stand for buffers."""
+    data = graph.nodes[node_id]
+    op, attrs = data["op"], data["attrs"]
+    out = views[node_id]
+    ins = [views[i] for i in data["inputs"]]
+    x = ins[0] if ins else None
+    act = ACT_CODES.get(attrs.get("activation", "none"))
+    slope = float(attrs.get("slope", 0.0))
+    if op in ("input", *ALIAS_OPS):
+        return []
+    if op == "conv":
+        w, b = _conv_arrays(data)
+        pt, _, pl, _ = attrs["pads"]
+        args = (x, x.c0, x.channels, w, b, out, out.c0, *attrs["stride"], pt, pl,
+                *attrs["dilation"], attrs["groups"], act, slope)
+        return [Step(node_id, op, K.conv2d, args)]
+    if op in ("maxpool", "avgpool"):
+        if attrs["global"]:
+            kernel = K.global_maxpool if op == "maxpool" else K.global_avgpool
+            return [Step(node_id, op, kernel, (x, x.c0, x.channels, out, out.c0))]
+        kernel = K.maxpool2d if op == "maxpool" else K.avgpool2d
+        pt, _, pl, _ = attrs["pads"]
+        args = (x, x.c0, x.channels, out, out.c0, *attrs["kernel"], *attrs["stride"], pt, pl)
+        return [Step(node_id, op, kernel, args)]
+    if op == "dense":
+        w, b = _conv_arrays(data)
+        args = (x, x.c0, x.channels, w, b, out, out.c0, act, slope)
+        return [Step(node_id, op, K.dense, args)]
+    if op in ("relu", "leaky_relu", "sigmoid", "tanh"):
+        slope = float(attrs.get("slope", 0.0))
+        return [Step(node_id, op, K.activation,
+                     (x, x.c0, x.channels, out, out.c0, ACT_CODES[op], slope))]
+    if op == "softmax":
+        return [Step(node_id, op, K.softmax, (x, x.c0, x.channels, out, out.c0))]
+    if op == "batchnorm":
+        p = data["params"]
+        scale, shift = K.batchnorm_coefficients(p["weight"], p["bias"], p["running_mean"],
+                                                p["running_var"], attrs["eps"])
+        return [Step(node_id, op, K.batchnorm, (x, x.c0, x.channels, out, out.c0, scale, shift))]
+    if op == "lrn":
+        args = (x, x.c0, x.channels, out, out.c0, attrs["size"], float(attrs["alpha"]),
+                float(attrs["beta"]), float(attrs["k"]))
+        return [Step(node_id, op, K.lrn, args)]
+    if op == "pad":
+        pt, _, pl, _ = attrs["pads"]
+        return [Step(node_id, op, K.pad2d, (x, x.c0, x.channels, out, out.c0, pt, pl, 0.0))]
+    if op == "concat":
+        steps, offset = [], 0
+        for src in ins:
+            if not (src.group == out.group and src.c0 == out.c0 + offset):  # not in place
+                steps.append(Step(node_id, op, K.copy_channels,
+                                  (src, src.c0, src.channels, out, out.c0 + offset)))
+            offset += src.channels
+        return steps
+    if op == "add":
+        steps = []
+        a = ins[0]
+        for i, b in enumerate(ins[1:]):
+            last = i == len(ins) - 2
+            steps.append(Step(node_id, op, K.add, (a, a.c0, b, b.c0, out.channels, out, out.c0,
+                                                   act if last else 0, slope)))
+            a = out
+        return steps
+    raise CnncError(f"internal: no kernel for op '{op}'")
+
+
+class Plan:
+    """The lowered network: steps in order, buffer plan, arrays bound per batch size."""
+
+    def __init__(self, graph: nx.DiGraph):
+        self.graph = graph
+        self.order = list(nx.lexicographical_topological_sort(graph, key=_order_key(graph)))
+        self.buffers = plan_buffers(graph, self.order, bool(graph.graph.get("reuse_memory")))
+        self.steps: list[Step] = []
+        for node_id in self.order:
+            self.steps.extend(lower_node(graph, node_id, self.buffers.views))
+        self.input_view = self.buffers.views[graph.graph["input"]]
+        self.output_view = self.buffers.views[graph.graph["output"]]
+        self._bound: dict[int, tuple] = {}
+
+    def bind(self, n: int):
+        """(input array, output view array, [(kernel, args)]) for batch size n, made once."""
+        if n not in self._bound:
+            slots = [np.empty(n * size, np.float32) for size in self.buffers.slot_sizes]
+            arrays: dict[View, np.ndarray] = {}
+
+            def array(view: View) -> np.ndarray:
+                key = (view.group, view.hw)
+                if key not in arrays:
+                    g = self.buffers.groups[view.group]
+                    h, w = view.hw
+                    arrays[key] = slots[g.slot][: n * g.per_image].reshape(
+                        n, g.per_image // (h * w), h, w)
+                return arrays[key]
+
+            calls = [(s.kernel, tuple(array(a) if isinstance(a, View) else a for a in s.args))
+                     for s in self.steps]
+            if len(self._bound) > 4:  # keep memory bounded when batch sizes vary
+                self._bound.clear()
+            self._bound[n] = (array(self.input_view), array(self.output_view), calls)
+        return self._bound[n]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        inp, outp, calls = self.bind(x.shape[0])
+        v = self.input_view
+        inp[:, v.c0: v.c0 + v.channels] = x
+        for kernel, args in calls:
+            kernel(*args)
+        o = self.output_view
+        result = outp[:, o.c0: o.c0 + o.channels].copy()
+        shape = self.graph.nodes[self.graph.graph["output"]]["shape"]
+        return result.reshape(x.shape[0], *shape)
+
+    def warm_up(self, progress: bool = False):
+        """Compile (or load from Numba's disk cache) every kernel, showing progress."""
+        kernels = list(dict.fromkeys(s.kernel for s in self.steps))
+        cold = [k for k in kernels if hasattr(k, "signatures") and not k.signatures]
+        inp, _, calls = self.bind(1)
+        inp[...] = 0.0
+        done: set = set()
+        start = time.perf_counter()
+        for kernel, args in calls:
+            if kernel in cold and kernel not in done and progress:
+                name = getattr(kernel, "__name__", "kernel")
+                sys.stderr.write(f"\r\033[Kcnnc: compiling kernel {len(done) + 1}/{len(cold)} "
+                                 f"({name}) ...")
+                sys.stderr.flush()
+            kernel(*args)
+            done.add(kernel)
+        if progress and cold:
+            sys.stderr.write(f"\r\033[Kcnnc: compiled {len(cold)} kernels in "
+                             f"{time.perf_counter() - start:.1f} s\n")
+            sys.stderr.flush()
+
+
+def _order_key(graph):
+    index = {n: i for i, n in enumerate(graph.nodes)}
+    return lambda n: index[n]
+
+
+# ---------------------------------------------------------------- the compiled network
+class Network:
+    """A compiled network: call it on (N, C, H, W) arrays."""
+
+    def __init__(self, source_graph: nx.DiGraph, params: dict[str, np.ndarray], *,
+                 opt_level: int = 2, disabled_passes=(), source_hash: str = "",
+                 optimized: nx.DiGraph | None = None, progress: bool | None = None):
+        self._source_graph = source_graph
+        self._params = params
+        self.opt_level = opt_level
+        self.disabled_passes = tuple(disabled_passes)
+        self.source_hash = source_hash
+        self._progress = sys.stderr.isatty() if progress is None else progress
+        self._build(optimized)
+
+    def _build(self, optimized: nx.DiGraph | None = None):
+        from .passes import optimize
+        if optimized is None:
+            bound = bind_parameters(self._source_graph, self._params)
+            optimized = optimize(bound, level=self.opt_level, disabled=self.disabled_passes)
+        self.graph = optimized
+        self._plan = Plan(optimized)
+        self._plan.warm_up(self._progress)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self._source_graph.graph["input_shape"])
+
+    @property
+    def output_shape(self) -> tuple:
+        return tuple(self._source_graph.nodes[self._source_graph.graph["output"]]["shape"])
+
+    @property
+    def name(self) -> str:
+        return self._source_graph.graph["name"]
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """{source-level name: array} in source order (§6), PyTorch layouts."""
+        return {k: v.copy() for k, v in self._params.items()}
+
+    def load_weights(self, weights) -> None:
+        """Replace parameters from a mapping or an .npz path (same checks as compile)."""
+        self._params = check_weights(self._source_graph, weights, self._params)
+        self._build()
+
+    def __call__(self, x) -> np.ndarray:
+        return self._plan.run(self._check_input(x))
+
+    def _check_input(self, x) -> np.ndarray:
+        try:
+            array = np.asarray(x)
+        except Exception as err:  # noqa: BLE001 - arbitrary user objects
+            raise CnncInputError(f"input is not an array: {err}") from None
+        if array.dtype.kind not in "biuf":
+            raise CnncInputError(f"input must be an array of real numbers, got dtype {array.dtype}")
+        expected = "(N, " + ", ".join(map(str, self.input_shape)) + ")"
+        if array.ndim != 4 or tuple(array.shape[1:]) != self.input_shape or array.shape[0] < 1:
+            raise CnncInputError(
+                f"input has shape {tuple(array.shape)}, but network '{self.name}' expects "
+                f"{expected} with N >= 1")
+        return np.ascontiguousarray(array, dtype=np.float32)
+
+    def save(self, path: str) -> None:
+        from .artifact import save
+        save(self, path)
+
+    def __repr__(self) -> str:
+        return (f"<cnnc.Network {self.name}: input {self.input_shape}, output {self.output_shape},"
+                f" {len(self._plan.steps)} kernel calls, -O{self.opt_level}>")
+
+
+def _make(program, network, weights, seed, opt_level, disabled_passes, text, progress):
+    graph = build_graph(program, network)
+    params = init_parameters(graph, seed)
+    if weights is not None:
+        params = check_weights(graph, weights, params)
+    source_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return Network(graph, params, opt_level=opt_level, disabled_passes=disabled_passes,
+                   source_hash=source_hash, progress=progress)
+
+
+def compile_file(path: str, network: str | None = None, weights=None, seed: int = 0, *,
+                 opt_level: int = 2, disabled_passes=(), progress: bool | None = None) -> Network:
+    """Compile the network of a .cnn file (§7)."""
+    program = load_program(str(path))
+    text = "".join(program.sources.values())
+    return _make(program, network, weights, seed, opt_level, disabled_passes, text, progress)
+
+
+def compile_source(text: str, network: str | None = None, weights=None, seed: int = 0, *,
+                   opt_level: int = 2, disabled_passes=(), progress: bool | None = None,
+                   file: str = "<source>") -> Network:
+    """Compile the network of .cnn source text (§7)."""
+    program = load_source(text, file)
+    return _make(program, network, weights, seed, opt_level, disabled_passes, text, progress)
+
+
+def load(path: str) -> Network:
+    """Load a .cnnc artifact written by Network.save."""
+    from .artifact import load as load_artifact
+    return load_artifact(path)
