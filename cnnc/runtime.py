@@ -313,20 +313,23 @@ class Network:
 
     def __init__(self, source_graph: nx.DiGraph, params: dict[str, np.ndarray], *,
                  opt_level: int = 2, disabled_passes=(), source_hash: str = "",
-                 optimized: nx.DiGraph | None = None, progress: bool | None = None):
+                 optimized: nx.DiGraph | None = None, progress: bool | None = None,
+                 dump_dir: str | None = None):
         self._source_graph = source_graph
         self._params = params
         self.opt_level = opt_level
         self.disabled_passes = tuple(disabled_passes)
         self.source_hash = source_hash
         self._progress = sys.stderr.isatty() if progress is None else progress
+        self._dump_dir = dump_dir
         self._build(optimized)
 
     def _build(self, optimized: nx.DiGraph | None = None):
         from .passes import optimize
         if optimized is None:
             bound = bind_parameters(self._source_graph, self._params)
-            optimized = optimize(bound, level=self.opt_level, disabled=self.disabled_passes)
+            optimized = optimize(bound, level=self.opt_level, disabled=self.disabled_passes,
+                                 dump_dir=self._dump_dir)
         self.graph = optimized
         self._plan = Plan(optimized)
         self._plan.warm_up(self._progress)
@@ -378,22 +381,25 @@ class Network:
                 f" {len(self._plan.steps)} kernel calls, -O{self.opt_level}>")
 
 
-def _make(program, network, weights, seed, opt_level, disabled_passes, text, progress):
+def _make(program, network, weights, seed, opt_level, disabled_passes, text, progress,
+          dump_dir=None):
     graph = build_graph(program, network)
     params = init_parameters(graph, seed)
     if weights is not None:
         params = check_weights(graph, weights, params)
     source_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return Network(graph, params, opt_level=opt_level, disabled_passes=disabled_passes,
-                   source_hash=source_hash, progress=progress)
+                   source_hash=source_hash, progress=progress, dump_dir=dump_dir)
 
 
 def compile_file(path: str, network: str | None = None, weights=None, seed: int = 0, *,
-                 opt_level: int = 2, disabled_passes=(), progress: bool | None = None) -> Network:
-    """Compile the network of a .cnn file (§7)."""
+                 opt_level: int = 2, disabled_passes=(), progress: bool | None = None,
+                 dump_dir: str | None = None) -> Network:
+    """Compile the network of a .cnn file (§7). `dump_dir` receives the graph after each pass."""
     program = load_program(str(path))
     text = "".join(program.sources.values())
-    return _make(program, network, weights, seed, opt_level, disabled_passes, text, progress)
+    return _make(program, network, weights, seed, opt_level, disabled_passes, text, progress,
+                 dump_dir)
 
 
 def compile_source(text: str, network: str | None = None, weights=None, seed: int = 0, *,
