@@ -316,6 +316,10 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> CnncSyntaxError
             msg = "unexpected end of file"
             line = len(lines) or 1
             column = len(lines[-1]) + 1 if lines else 1
+        elif tok.type in ("_RBRACE", "_BAR") and "NAME" in err.expected:
+            return CnncSyntaxError(
+                "empty body or branch (write 'identity' to pass the input on)", file, line,
+                column, lines[line - 1] if 0 < line <= len(lines) else None)
         elif tok.type == "_SEP":
             msg = "unexpected end of statement" if tok.value != ";" else "unexpected ';'"
         else:
