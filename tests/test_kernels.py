@@ -128,12 +128,19 @@ def run_conv(case, bias, act, xc0, oc0):
     b = random(rng, k) if bias else np.zeros(k, np.float32)
     pt, pb, pl, pr = resolve_pads(padding, h, w, kh, kw, sh, sw, dh, dw)
     xt = F.pad(torch.from_numpy(x), (pl, pr, pt, pb))
-    conv = F.conv2d(xt, torch.from_numpy(wt), torch.from_numpy(b) if bias else None,
-                    stride=(sh, sw), dilation=(dh, dw), groups=groups)
+    conv = F.conv2d(
+        xt,
+        torch.from_numpy(wt),
+        torch.from_numpy(b) if bias else None,
+        stride=(sh, sw),
+        dilation=(dh, dw),
+        groups=groups,
+    )
     ref = torch_act(conv, act)
     out = output_buffer(n, k, ref.shape[2], ref.shape[3], oc0)
-    K.conv2d(embed(rng, x, xc0), xc0, cin, wt, b, out, oc0, sh, sw, pt, pl, dh, dw, groups,
-             act, ALPHA)
+    K.conv2d(
+        embed(rng, x, xc0), xc0, cin, wt, b, out, oc0, sh, sw, pt, pl, dh, dw, groups, act, ALPHA
+    )
     check(out, oc0, ref)
 
 
@@ -185,7 +192,7 @@ def pool_setup(kind, case):
 
 @pytest.mark.parametrize("case", POOL_CASES, ids=str)
 def test_maxpool2d(case):
-    n, c, h, w, (kh, kw), (sh, sw), padding = case
+    n, c, _, _, (kh, kw), (sh, sw), _ = case
     rng, x, (pt, pb, pl, pr) = pool_setup("max", case)
     xt = F.pad(torch.from_numpy(x), (pl, pr, pt, pb), value=-math.inf)
     ref = F.max_pool2d(xt, (kh, kw), (sh, sw))
@@ -196,7 +203,7 @@ def test_maxpool2d(case):
 
 @pytest.mark.parametrize("case", POOL_CASES, ids=str)
 def test_avgpool2d(case):
-    n, c, h, w, (kh, kw), (sh, sw), padding = case
+    n, c, _, _, (kh, kw), (sh, sw), padding = case
     rng, x, (pt, pb, pl, pr) = pool_setup("avg", case)
     xt = torch.from_numpy(x)
     if isinstance(padding, tuple) and len(padding) == 2:
@@ -238,7 +245,13 @@ def test_global_pools(shape):
 # ---------------------------------------------------------------- dense
 
 # (N, cin, H, W, units)
-DENSE_CASES = [(1, 12, 1, 1, 5), (3, 12, 1, 1, 7), (1, 3, 4, 5, 6), (3, 4, 3, 3, 9), (2, 70, 1, 1, 33)]
+DENSE_CASES = [
+    (1, 12, 1, 1, 5),
+    (3, 12, 1, 1, 7),
+    (1, 3, 4, 5, 6),
+    (3, 4, 3, 3, 9),
+    (2, 70, 1, 1, 33),
+]
 
 
 @pytest.mark.parametrize("kernel", [K.dense, K.dense_blas], ids=["numba", "blas"])
@@ -262,8 +275,9 @@ def test_dense_activations(act):
     x = random(rng, 2, 16, 1, 1)
     wt = random(rng, 10, 16)
     b = random(rng, 10)
-    ref = torch_act(F.linear(torch.from_numpy(x).flatten(1), torch.from_numpy(wt),
-                             torch.from_numpy(b)), act)
+    ref = torch_act(
+        F.linear(torch.from_numpy(x).flatten(1), torch.from_numpy(wt), torch.from_numpy(b)), act
+    )
     for kernel in (K.dense, K.dense_blas):
         out = output_buffer(2, 10, 1, 1, oc0=1)
         kernel(x, 0, 16, wt, b, out, 1, act, ALPHA)
@@ -348,8 +362,14 @@ def test_batchnorm(shape):
     x = random(rng, *shape)
     weight, bias, mean = random(rng, c), random(rng, c), random(rng, c)
     var = rng.uniform(0.1, 2.0, c).astype(np.float32)
-    ref = F.batch_norm(torch.from_numpy(x), torch.from_numpy(mean), torch.from_numpy(var),
-                       torch.from_numpy(weight), torch.from_numpy(bias), eps=1e-3)
+    ref = F.batch_norm(
+        torch.from_numpy(x),
+        torch.from_numpy(mean),
+        torch.from_numpy(var),
+        torch.from_numpy(weight),
+        torch.from_numpy(bias),
+        eps=1e-3,
+    )
     scale, shift = K.batchnorm_coefficients(weight, bias, mean, var, 1e-3)
     assert scale.dtype == shift.dtype == np.float32
     out = output_buffer(*shape, oc0=1)
@@ -405,8 +425,19 @@ def test_copy_channels_flatten():
 # ---------------------------------------------------------------- compilation
 
 NUMBA_KERNELS = [
-    "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "global_maxpool", "dense",
-    "activation", "add", "softmax", "batchnorm", "lrn", "pad2d", "copy_channels",
+    "conv2d",
+    "maxpool2d",
+    "avgpool2d",
+    "global_avgpool",
+    "global_maxpool",
+    "dense",
+    "activation",
+    "add",
+    "softmax",
+    "batchnorm",
+    "lrn",
+    "pad2d",
+    "copy_channels",
 ]
 
 

@@ -5,6 +5,10 @@ buffer ``(N, Cbuf, H, W)`` (a feature vector is ``(N, Cbuf, 1, 1)``); a kernel t
 and a channel offset for each operand, reads only its input channels and writes only its
 output channels. Scalars are Python ints and floats, so each kernel has exactly one type
 signature and is compiled once (and cached on disk).
+
+Numba's disk cache keys a kernel on its own source file only: after editing a helper in
+``window.py`` or ``elementwise.py`` that kernels of other files call, delete
+``cnnc/kernels/__pycache__`` or those kernels keep running the old helper.
 """
 
 from .conv import conv2d

@@ -4,7 +4,7 @@ import numba
 import numpy as np
 
 from .elementwise import activate_into
-from .window import output_range
+from .window import axpy, output_range
 
 
 @numba.njit(cache=True, fastmath=True, parallel=True)
@@ -36,6 +36,7 @@ def conv2d(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, groups, act, alp
         k = task - n * K
         c_first = xc0 + (k // k_per_group) * cin_g
         acc = np.full((OH, OW), b[k], np.float32)
+        acc_flat = acc.reshape(OH * OW)
         for ci in range(cin_g):
             plane = x[n, c_first + ci]
             for i in range(KH):
@@ -43,10 +44,24 @@ def conv2d(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, groups, act, alp
                 for j in range(KW):
                     ow_lo, ow_hi = output_range(pl - j * dw, sw, W, OW)
                     weight = w[k, ci, i, j]
-                    col0 = j * dw - pl
+                    width = ow_hi - ow_lo
+                    col = ow_lo * sw + j * dw - pl  # input column of output column ow_lo
+                    if sh == 1 and sw == 1 and width == W and W == OW:
+                        # The tap reads whole rows that lie back to back in x and in acc: one
+                        # long loop (every tap of a 1x1 conv, the middle column of a 3x3).
+                        start = (oh_lo + i * dh - pt) * W
+                        count = (oh_hi - oh_lo) * W
+                        axpy(
+                            acc_flat[oh_lo * W : oh_lo * W + count],
+                            weight,
+                            plane.reshape(H * W)[start : start + count],
+                        )
+                        continue
                     for oh in range(oh_lo, oh_hi):
-                        row = plane[oh * sh + i * dh - pt]
-                        acc_row = acc[oh]
-                        for ow in range(ow_lo, ow_hi):
-                            acc_row[ow] += weight * row[ow * sw + col0]
-        activate_into(acc.reshape(OH * OW), out[n, oc0 + k].reshape(OH * OW), act, alpha)
+                        acc_row = acc[oh, ow_lo:ow_hi]
+                        x_row = plane[oh * sh + i * dh - pt]
+                        if sw == 1:
+                            axpy(acc_row, weight, x_row[col : col + width])
+                        else:
+                            axpy(acc_row, weight, x_row[col::sw])
+        activate_into(acc_flat, out[n, oc0 + k].reshape(OH * OW), act, alpha)

@@ -1,7 +1,7 @@
 """Fully connected layer (like ``torch.nn.Linear`` on the (C, H, W)-flattened input)."""
 
-import numpy as np
 import numba
+import numpy as np
 
 from .elementwise import activation
 

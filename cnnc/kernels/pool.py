@@ -7,7 +7,7 @@ the output size. Pools are parallel over the ``(n, c)`` planes.
 import numba
 import numpy as np
 
-from .window import output_range
+from .window import axpy, output_range
 
 
 # fastmath stays off for the max pools: it lets LLVM assume no infinities, and -inf is the
@@ -34,10 +34,11 @@ def maxpool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl):
                 row = src[oh * sh + i - pt]
                 for j in range(kw):
                     ow_lo, ow_hi = output_range(pl - j, sw, W, OW)
-                    for ow in range(ow_lo, ow_hi):
-                        v = row[ow * sw + j - pl]
-                        if v > dst_row[ow]:
-                            dst_row[ow] = v
+                    # Slices, so that the loop indices are plainly non-negative (see axpy).
+                    dst_seg = dst_row[ow_lo:ow_hi]
+                    x_seg = row[ow_lo * sw + j - pl :: sw]
+                    for t in range(dst_seg.size):
+                        dst_seg[t] = max(dst_seg[t], x_seg[t])
 
 
 @numba.njit(cache=True, fastmath=True, parallel=True)
@@ -68,8 +69,7 @@ def avgpool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl):
                 row = src[oh * sh + i - pt]
                 for j in range(kw):
                     ow_lo, ow_hi = output_range(pl - j, sw, W, OW)
-                    for ow in range(ow_lo, ow_hi):
-                        dst_row[ow] += row[ow * sw + j - pl]
+                    axpy(dst_row[ow_lo:ow_hi], np.float32(1.0), row[ow_lo * sw + j - pl :: sw])
             rows_inside = np.float32(i_hi - i_lo)
             for ow in range(OW):
                 dst_row[ow] /= rows_inside * cols_inside[ow]
@@ -101,6 +101,5 @@ def global_maxpool(x, xc0, C, out, oc0):
         peak = src[0, 0]
         for h in range(src.shape[0]):
             for v in src[h]:
-                if v > peak:
-                    peak = v
+                peak = max(peak, v)
         out[n, oc0 + c, 0, 0] = peak

@@ -1,4 +1,4 @@
-"""Index arithmetic shared by the sliding-window kernels (conv and pools)."""
+"""Index arithmetic and inner loops shared by the sliding-window kernels (conv and pools)."""
 
 import numba
 
@@ -17,3 +17,14 @@ def output_range(offset: int, stride: int, size_in: int, size_out: int) -> tuple
     lo = max(lo, 0)
     hi = min(hi, size_out)
     return lo, max(lo, hi)
+
+
+@numba.njit(cache=True, fastmath=True, inline="always")
+def axpy(acc, weight, x):
+    """``acc[t] += weight * x[t]`` for ``t < acc.size`` (x may be longer).
+
+    The counter runs from 0 so the compiler sees non-negative indices: an index that might be
+    negative makes Numba emit a wraparound test per element, which stops vectorisation.
+    """
+    for t in range(acc.size):
+        acc[t] += weight * x[t]
