@@ -1,0 +1,311 @@
+"""Compiled networks against PyTorch: every layer and option of §5, the API of §7, artifacts.
+
+Each case is a .cnn body and an independent torch.nn.functional implementation of it;
+weights go from cnnc to torch by the names of §6.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cnnc
+from helpers import rel_err
+
+TOL = 1e-4
+
+
+def t(a):
+    return torch.from_numpy(np.asarray(a))
+
+
+def same_pads(size, k, s, d=1):
+    keff = d * (k - 1) + 1
+    total = max((math.ceil(size / s) - 1) * s + keff - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_ref(x, w, b, stride=1, pad=(0, 0, 0, 0), dilation=1, groups=1):
+    pt, pb, pl, pr = pad
+    return F.conv2d(F.pad(x, (pl, pr, pt, pb)), t(w), None if b is None else t(b), stride,
+                    0, dilation, groups)
+
+
+def avg_ref(x, k, s, pad):
+    """Mean over the cells inside the input: window sums over window counts."""
+    pt, pb, pl, pr = pad
+    xp = F.pad(x, (pl, pr, pt, pb))
+    ones = F.pad(torch.ones_like(x[:, :1]), (pl, pr, pt, pb))
+    return F.avg_pool2d(xp, k, s, divisor_override=1) / F.avg_pool2d(ones, k, s, divisor_override=1)
+
+
+def max_ref(x, k, s, pad):
+    pt, pb, pl, pr = pad
+    return F.max_pool2d(F.pad(x, (pl, pr, pt, pb), value=-math.inf), k, s)
+
+
+def random_weights(net, seed=1):
+    """Random values for every parameter, with positive batchnorm variances."""
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, value in net.parameters().items():
+        v = rng.standard_normal(value.shape).astype(np.float32)
+        if name.endswith("running_var"):
+            v = np.abs(v) + 0.5
+        elif name.endswith(".weight") and value.ndim > 1:
+            v *= math.sqrt(2.0 / np.prod(value.shape[1:]))
+        weights[name] = v
+    return weights
+
+
+def _bn(x, W, name, eps=1e-5):
+    return F.batch_norm(x, t(W[f"{name}.running_mean"]), t(W[f"{name}.running_var"]),
+                        t(W[f"{name}.weight"]), t(W[f"{name}.bias"]), False, 0.0, eps)
+
+
+# (id, body, torch reference taking (x, W))
+CASES = [
+    ("conv-valid", "conv(5, 3x3)", lambda x, W: conv_ref(x, W["conv1.weight"], W["conv1.bias"])),
+    ("conv-asym-kernel-stride", "conv(4, 1x3, stride=2x1)",
+     lambda x, W: conv_ref(x, W["conv1.weight"], W["conv1.bias"], (2, 1))),
+    ("conv-same-stride2", "conv(4, 4x3, stride=2, padding=same)",
+     lambda x, W: conv_ref(x, W["conv1.weight"], W["conv1.bias"], 2,
+                           (*same_pads(x.shape[2], 4, 2), *same_pads(x.shape[3], 3, 2)))),
+    ("conv-explicit-pad-dilation", "conv(6, 3x3, padding=2x1, dilation=2, bias=false)",
+     lambda x, W: conv_ref(x, W["conv1.weight"], None, 1, (2, 2, 1, 1), 2)),
+    ("conv-same-dilation", "conv(3, 3x3, padding=same, dilation=2x1)",
+     lambda x, W: conv_ref(x, W["conv1.weight"], W["conv1.bias"], 1,
+                           (*same_pads(x.shape[2], 3, 1, 2), *same_pads(x.shape[3], 3, 1, 1)),
+                           (2, 1))),
+    ("conv-groups", "conv(6, 1x1) -> conv(4, 3x3, groups=2, padding=1)",
+     lambda x, W: conv_ref(conv_ref(x, W["conv1.weight"], W["conv1.bias"]), W["conv2.weight"],
+                           W["conv2.bias"], 1, (1, 1, 1, 1), 1, 2)),
+    ("conv-depthwise", "conv(3, 5x5, groups=3, padding=same, stride=3)",
+     lambda x, W: conv_ref(x, W["conv1.weight"], W["conv1.bias"], 3,
+                           (*same_pads(x.shape[2], 5, 3), *same_pads(x.shape[3], 5, 3)), 1, 3)),
+    ("maxpool-valid", "maxpool(2)", lambda x, W: max_ref(x, 2, 2, (0, 0, 0, 0))),
+    ("maxpool-same", "maxpool(3x3, stride=2, padding=same)",
+     lambda x, W: max_ref(x, 3, 2, (*same_pads(x.shape[2], 3, 2), *same_pads(x.shape[3], 3, 2)))),
+    ("maxpool-explicit", "maxpool(3x2, stride=1x2, padding=1x1)",
+     lambda x, W: max_ref(x, (3, 2), (1, 2), (1, 1, 1, 1))),
+    ("avgpool-valid", "avgpool(3, stride=2)", lambda x, W: F.avg_pool2d(x, 3, 2)),
+    ("avgpool-same", "avgpool(3, stride=2, padding=same)",
+     lambda x, W: avg_ref(x, 3, 2, (*same_pads(x.shape[2], 3, 2), *same_pads(x.shape[3], 3, 2)))),
+    ("avgpool-explicit", "avgpool(3, stride=1, padding=1)",
+     lambda x, W: F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)),
+    ("global-avgpool", "avgpool(global) -> flatten",
+     lambda x, W: x.mean(dim=(2, 3))),
+    ("global-maxpool", "maxpool(global)", lambda x, W: x.amax(dim=(2, 3), keepdim=True)),
+    ("dense-on-3d", "dense(7)",
+     lambda x, W: F.linear(x.flatten(1), t(W["dense1.weight"]), t(W["dense1.bias"]))),
+    ("flatten-dense-nobias-dense", "flatten -> dense(9, bias=false) -> dense(4)",
+     lambda x, W: F.linear(F.linear(x.flatten(1), t(W["dense1.weight"])), t(W["dense2.weight"]),
+                           t(W["dense2.bias"]))),
+    ("activations", "relu -> conv(4, 1x1) -> leaky_relu -> conv(4, 1x1) -> leaky_relu(-0.3) "
+                    "-> sigmoid -> conv(4, 1x1) -> tanh",
+     lambda x, W: torch.tanh(conv_ref(torch.sigmoid(F.leaky_relu(conv_ref(F.leaky_relu(
+         conv_ref(F.relu(x), W["conv1.weight"], W["conv1.bias"]), 0.01), W["conv2.weight"],
+         W["conv2.bias"]), -0.3)), W["conv3.weight"], W["conv3.bias"]))),
+    ("softmax-channels", "softmax", lambda x, W: F.softmax(x, dim=1)),
+    ("softmax-features", "dense(6) -> softmax",
+     lambda x, W: F.softmax(F.linear(x.flatten(1), t(W["dense1.weight"]), t(W["dense1.bias"])), 1)),
+    ("batchnorm-2d", "batchnorm(eps=1e-3)", lambda x, W: _bn(x, W, "batchnorm1", 1e-3)),
+    ("batchnorm-1d", "dense(5) -> batchnorm",
+     lambda x, W: _bn(F.linear(x.flatten(1), t(W["dense1.weight"]), t(W["dense1.bias"])), W,
+                      "batchnorm1")),
+    ("lrn-default", "conv(7, 1x1) -> lrn",
+     lambda x, W: F.local_response_norm(conv_ref(x, W["conv1.weight"], W["conv1.bias"]), 5, 1e-4,
+                                        0.75, 1.0)),
+    ("lrn-even", "conv(6, 1x1) -> lrn(size=4, alpha=0.01, beta=0.5, k=2)",
+     lambda x, W: F.local_response_norm(conv_ref(x, W["conv1.weight"], W["conv1.bias"]), 4, 0.01,
+                                        0.5, 2.0)),
+    ("pad", "pad(1) -> pad(2x0) -> pad(0, 1, 2, 3)",
+     lambda x, W: F.pad(F.pad(F.pad(x, (1, 1, 1, 1)), (0, 0, 2, 2)), (2, 3, 0, 1))),
+    ("concat", "concat { conv(2, 1x1) | identity | maxpool(3, stride=1, padding=same) -> relu }",
+     lambda x, W: torch.cat([conv_ref(x, W["conv1.weight"], W["conv1.bias"]), x,
+                             F.relu(max_ref(x, 3, 1, (1, 1, 1, 1)))], 1)),
+    ("concat-features", "flatten -> concat { dense(3) | identity | dense(2) }",
+     lambda x, W: torch.cat([F.linear(x.flatten(1), t(W["dense1.weight"]), t(W["dense1.bias"])),
+                             x.flatten(1),
+                             F.linear(x.flatten(1), t(W["dense2.weight"]), t(W["dense2.bias"]))],
+                            1)),
+    ("add-three", "add { conv(3, 3x3, padding=same) -> relu | identity | sigmoid } -> relu",
+     lambda x, W: F.relu(F.relu(conv_ref(x, W["conv1.weight"], W["conv1.bias"], 1, (1, 1, 1, 1)))
+                         + x + torch.sigmoid(x))),
+    ("add-same-tensor", "add { identity | identity }", lambda x, W: x + x),
+    ("dropout-identity", "dropout(0.3) -> identity -> relu", lambda x, W: F.relu(x)),
+    ("residual", "conv(4, 1x1) -> add { conv(4, 3x3, padding=1) -> batchnorm -> relu | identity }",
+     lambda x, W: (lambda y: F.relu(_bn(conv_ref(y, W["conv2.weight"], W["conv2.bias"], 1,
+                                                 (1, 1, 1, 1)), W, "batchnorm1")) + y)(
+         conv_ref(x, W["conv1.weight"], W["conv1.bias"]))),
+]
+
+
+@pytest.mark.parametrize("shape, batch", [((3, 9, 7), 1), ((3, 8, 10), 3)],
+                         ids=["odd-b1", "even-b3"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("opt_level", [0, 2], ids=["O0", "O2"])
+def test_layer_matches_pytorch(case, shape, batch, opt_level):
+    _, body, reference = case
+    source = f"network n(input: {shape[0]}x{shape[1]}x{shape[2]}) {{\n{body}\n}}\n"
+    net = cnnc.compile_source(source, opt_level=opt_level)
+    weights = random_weights(net)
+    net.load_weights(weights)
+    x = np.random.default_rng(batch).standard_normal((batch, *shape)).astype(np.float32)
+    got = net(x)
+    with torch.no_grad():
+        ref = reference(t(x), weights).numpy()
+    assert got.shape == ref.shape
+    assert got.dtype == np.float32
+    assert rel_err(got, ref) <= TOL
+
+
+# ---------------------------------------------------------------- whole examples
+@pytest.mark.parametrize("name, batch", [("lenet5", 3), ("cifar_inception", 2), ("squeezenet", 1),
+                                         ("resnet18", 2), ("googlenet", 2)])
+def test_example_matches_its_pytorch_twin(name, batch):
+    import torch_twins
+    builder, shape = torch_twins.TWINS[name]
+    model = torch_twins.init_weights_(builder(), seed=3).eval()
+    net = cnnc.compile_file(f"examples/{name}.cnn", weights=torch_twins.to_cnnc_weights(model))
+    x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(t(x)).numpy()
+    got = net(x)
+    assert got.shape == ref.shape
+    assert rel_err(got, ref) <= TOL
+
+
+# ---------------------------------------------------------------- API
+SMALL = "network small(input: 2x6x5) {\n  c: conv(3, 3x3, padding=same) -> relu\n  dense(4)\n}\n"
+
+
+def test_api_surface():
+    net = cnnc.compile_source(SMALL, seed=7)
+    assert net.input_shape == (2, 6, 5)
+    params = net.parameters()
+    assert list(params) == ["c.weight", "c.bias", "dense1.weight", "dense1.bias"]
+    assert params["c.weight"].shape == (3, 2, 3, 3) and params["dense1.weight"].shape == (4, 90)
+    assert np.all(params["c.bias"] == 0)
+    std = params["dense1.weight"].std()
+    assert 0.7 * math.sqrt(2 / 90) < std < 1.3 * math.sqrt(2 / 90)  # He-normal
+    same = cnnc.compile_source(SMALL, seed=7).parameters()
+    assert all(np.array_equal(params[k], same[k]) for k in params)
+    other = cnnc.compile_source(SMALL, seed=8).parameters()
+    assert not np.array_equal(params["c.weight"], other["c.weight"])
+    import networkx as nx
+    assert isinstance(net.graph, nx.DiGraph)
+    y = net(np.ones((2, 2, 6, 5)))  # float64 converted
+    assert y.shape == (2, 4) and y.dtype == np.float32
+    assert net(np.ones((1, 2, 6, 5), dtype=np.int32)).shape == (1, 4)
+
+
+def test_calls_are_independent_and_batch_sizes_vary():
+    net = cnnc.compile_source(SMALL)
+    x = np.random.default_rng(0).standard_normal((5, 2, 6, 5)).astype(np.float32)
+    y5 = net(x)
+    y1 = net(x[:1])
+    y5_again = net(x)
+    np.testing.assert_array_equal(y5, y5_again)
+    np.testing.assert_allclose(y1, y5[:1], rtol=1e-5, atol=1e-6)
+
+
+def test_load_weights_from_mapping_and_npz(tmp_path):
+    net = cnnc.compile_source(SMALL)
+    weights = random_weights(net, seed=5)
+    path = tmp_path / "w.npz"
+    np.savez(path, **weights)
+    a = cnnc.compile_source(SMALL, weights=str(path))
+    b = cnnc.compile_source(SMALL)
+    b.load_weights(weights)
+    x = np.ones((1, 2, 6, 5), np.float32)
+    np.testing.assert_array_equal(a(x), b(x))
+    assert np.array_equal(a.parameters()["c.weight"], weights["c.weight"])
+    partial = cnnc.compile_source(SMALL, weights={"c.bias": np.ones(3)})
+    assert np.array_equal(partial.parameters()["c.bias"], np.ones(3, np.float32))
+
+
+@pytest.mark.parametrize("weights, fragment", [
+    ({"c.wieght": np.zeros((3, 2, 3, 3))}, "weight 'c.wieght' names no parameter"),
+    ({"c.weight": np.zeros((3, 2, 3))}, "has shape (3, 2, 3), but the network needs (3, 2, 3, 3)"),
+    ({"c.bias": np.array(["a", "b", "c"])}, "must be an array of real numbers"),
+    ({"c.bias": np.array([1, None, 2], dtype=object)}, "must be an array of real numbers"),
+    (42, "weights must be a mapping"),
+    ("does-not-exist.npz", "no such weights file"),
+])
+def test_bad_weights(weights, fragment):
+    with pytest.raises(cnnc.CnncWeightError) as info:
+        cnnc.compile_source(SMALL, weights=weights)
+    assert fragment in str(info.value)
+
+
+def test_bad_weight_files(tmp_path):
+    pickled = tmp_path / "p.npz"
+    np.savez(pickled, **{"c.bias": np.array([1, None, 2], dtype=object)})
+    with pytest.raises(cnnc.CnncWeightError, match="pickled"):
+        cnnc.compile_source(SMALL, weights=str(pickled))
+    garbage = tmp_path / "g.npz"
+    garbage.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(cnnc.CnncWeightError, match="cannot read weights"):
+        cnnc.compile_source(SMALL, weights=str(garbage))
+
+
+@pytest.mark.parametrize("x, fragment", [
+    (np.zeros((2, 6, 5)), "input has shape (2, 6, 5), but network 'small' expects (N, 2, 6, 5)"),
+    (np.zeros((1, 3, 6, 5)), "expects (N, 2, 6, 5)"),
+    (np.zeros((0, 2, 6, 5)), "with N >= 1"),
+    (np.zeros((1, 2, 6, 5), dtype=complex), "real numbers"),
+    (np.array([["a"]]), "real numbers"),
+])
+def test_bad_inputs(x, fragment):
+    net = cnnc.compile_source(SMALL)
+    with pytest.raises(cnnc.CnncInputError) as info:
+        net(x)
+    assert fragment in str(info.value)
+
+
+# ---------------------------------------------------------------- artifacts
+def test_save_load_run_is_identical(tmp_path):
+    net = cnnc.compile_file("examples/cifar_inception.cnn", seed=4)
+    path = tmp_path / "m.cnnc"
+    net.save(str(path))
+    loaded = cnnc.load(str(path))
+    x = np.random.default_rng(1).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(net(x), loaded(x))
+    assert list(loaded.parameters()) == list(net.parameters())
+    assert loaded.input_shape == net.input_shape
+    loaded.load_weights({"dense1.bias": np.arange(10.0)})  # softmax ignores a uniform shift
+    assert not np.array_equal(loaded(x), net(x))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "not-zip", "wrong-version"])
+def test_damaged_artifacts_are_errors(tmp_path, damage):
+    path = tmp_path / "m.cnnc"
+    cnnc.compile_source(SMALL).save(str(path))
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip":
+        data[len(data) // 3] ^= 0xFF
+    elif damage == "empty":
+        data = b""
+    elif damage == "not-zip":
+        data = b"{'format': 'cnnc-artifact'}"
+    else:
+        import io
+        import json
+        import zipfile
+        with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+            manifest = json.loads(zf.read("manifest.json"))
+            weights = zf.read("weights.npz")
+        manifest["version"] = 99
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("manifest.json", json.dumps(manifest))
+            zf.writestr("weights.npz", weights)
+        data = buf.getvalue()
+    path.write_bytes(bytes(data))
+    with pytest.raises(cnnc.CnncArtifactError):
+        cnnc.load(str(path))
