@@ -21,7 +21,8 @@ def conv2d(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, groups, act, alp
     output channel ``k`` (``k // (K // groups)``), and ``xpad`` is the input with ``pt`` zero
     rows on top and ``pl`` zero columns on the left. The padding at the bottom and right is
     whatever ``OH, OW`` (taken from ``out``) imply. ``b`` is ``(K,)`` (zeros for no bias);
-    ``act`` is an ``ACT_*`` code and ``alpha`` the leaky-relu slope.
+    ``act`` is an ``ACT_*`` code and ``alpha`` the leaky-relu slope. ``out`` must not overlap
+    the input channels (each output plane is written while other planes are still being read).
 
     Parallel over ``(n, k)`` pairs. For each input channel and tap the valid output rows and
     columns are computed up front, so the innermost loop runs over a contiguous stretch of an
