@@ -86,10 +86,19 @@ def cmd_run(args) -> int:
 
 def cmd_bench(args) -> int:
     import numba
+    previous = numba.get_num_threads()
     if args.threads is not None:
         if not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
             raise CnncError(f"--threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}")
         numba.set_num_threads(args.threads)
+    try:
+        return _bench(args)
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _bench(args) -> int:
+    import numba
     if args.batch < 1 or args.repeat < 1:
         raise CnncError("--batch and --repeat must be at least 1")
     from .report import layer_stats
@@ -136,3 +145,29 @@ def profile_table(net, x: np.ndarray, repeat: int) -> str:
         lines.append(f"{node:<28} {op:<10} {t * 1e3:9.3f} {100 * t / total:6.1f}%")
     lines.append(f"{'total':<28} {'':<10} {total * 1e3:9.3f}")
     return "\n".join(lines) + "\n"
+
+
+def cmd_verify(args) -> int:
+    """Run -O0 and every prefix of the pass pipeline on one input; name the first bad pass."""
+    from .graph import build_graph, load_program
+    from .passes import verify_passes
+    from .weights import check_weights, init_parameters
+    if args.batch < 1:
+        raise CnncError(f"--batch must be at least 1, got {args.batch}")
+    graph = build_graph(load_program(args.model), args.network)
+    params = init_parameters(graph, args.seed)
+    if args.weights:
+        params = check_weights(graph, args.weights, params)
+    result = verify_passes(graph, params, batch=args.batch, seed=args.seed, tol=args.tolerance)
+    print(f"{args.model}: network {graph.graph['name']}, batch {args.batch}, "
+          f"tolerance {args.tolerance:g} (max |a - b| / max |a|, against -O0)")
+    width = max(len(name) for name, _ in result.rows)
+    for name, diff in result.rows:
+        mark = "ok" if diff <= args.tolerance else "CHANGED"
+        print(f"  after {name:<{width}}  {diff:.3e}  {mark}")
+    if result.first_failure is not None:
+        print(f"error: pass '{result.first_failure}' changes the result beyond the tolerance",
+              file=sys.stderr)
+        return 1
+    print("every pass keeps the result")
+    return 0
