@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 import networkx as nx
+import numba
 import numpy as np
 
 from . import kernels as K
@@ -281,23 +282,25 @@ class Plan:
         return result.reshape(x.shape[0], *shape)
 
     def warm_up(self, progress: bool = False):
-        """Compile (or load from Numba's disk cache) every kernel, showing progress."""
-        kernels = list(dict.fromkeys(s.kernel for s in self.steps))
-        cold = [k for k in kernels if hasattr(k, "signatures") and not k.signatures]
-        inp, _, calls = self.bind(1)
-        inp[...] = 0.0
-        done: set = set()
-        start = time.perf_counter()
+        """Compile (or load from Numba's disk cache) every kernel, showing progress.
+
+        Kernels are compiled for the argument types of their first call, without
+        running the network.
+        """
+        _, _, calls = self.bind(1)
+        first_args: dict = {}
         for kernel, args in calls:
-            if kernel in cold and kernel not in done and progress:
-                name = getattr(kernel, "__name__", "kernel")
-                sys.stderr.write(f"\r\033[Kcnnc: compiling kernel {len(done) + 1}/{len(cold)} "
-                                 f"({name}) ...")
+            if hasattr(kernel, "signatures") and not kernel.signatures:
+                first_args.setdefault(kernel, args)
+        start = time.perf_counter()
+        for i, (kernel, args) in enumerate(first_args.items(), 1):
+            if progress:
+                sys.stderr.write(f"\r\033[Kcnnc: compiling kernel {i}/{len(first_args)} "
+                                 f"({kernel.__name__}) ...")
                 sys.stderr.flush()
-            kernel(*args)
-            done.add(kernel)
-        if progress and cold:
-            sys.stderr.write(f"\r\033[Kcnnc: compiled {len(cold)} kernels in "
+            kernel.compile(tuple(numba.typeof(a) for a in args))
+        if progress and first_args:
+            sys.stderr.write(f"\r\033[Kcnnc: {len(first_args)} kernels ready in "
                              f"{time.perf_counter() - start:.1f} s\n")
             sys.stderr.flush()
 
