@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import difflib
 import importlib.resources
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from .errors import CnncError, CnncSyntaxError, CnncValueError
@@ -171,11 +172,14 @@ class Separators:
         # trailing separators are dropped
 
 
+_PARSE_LOCK = threading.Lock()  # the parser's callbacks hold the file being parsed
+
+
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
     text = importlib.resources.files("cnnc.grammar").joinpath("cnnc.lark").read_text(encoding="utf-8")
     return Lark(text, parser="lalr", lexer="basic", postlex=Separators(),
-                propagate_positions=True, maybe_placeholders=True)
+                maybe_placeholders=True, transformer=_ToAst())
 
 
 # ---------------------------------------------------------------- parse tree -> AST
@@ -190,69 +194,64 @@ _TOKEN_NAMES = {
 
 
 class _ToAst(Transformer):
-    def __init__(self, file: str):
-        super().__init__()
-        self.file = file
+    """Parse-tree callbacks, run by the LALR parser as it reduces (no tree is built).
 
-    def _pos(self, item) -> Pos:
-        if isinstance(item, Token):
-            return Pos(self.file, item.line, item.column)
-        return Pos(self.file, item.line, item.column)
+    Positions come from tokens: keywords are named terminals so that `concat`,
+    `block` and friends keep theirs.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.file = "<source>"
+
+    def _pos(self, token: Token) -> Pos:
+        return Pos(self.file, token.line, token.column)
 
     # expressions
-    @v_args(meta=True)
-    def int(self, meta, children):
-        return Num(int(children[0]), self._pos(meta))
+    def int(self, children):
+        return Num(int(children[0]), self._pos(children[0]))
 
-    @v_args(meta=True)
-    def decimal(self, meta, children):
-        return Num(float(children[0]), self._pos(meta))
+    def decimal(self, children):
+        return Num(float(children[0]), self._pos(children[0]))
 
-    @v_args(meta=True)
-    def dim(self, meta, children):
-        return Dim(tuple(int(v) for v in str(children[0]).split("x")), self._pos(meta))
+    def dim(self, children):
+        return Dim(tuple(int(v) for v in str(children[0]).split("x")), self._pos(children[0]))
 
-    @v_args(meta=True)
-    def name(self, meta, children):
-        return Name(str(children[0]), self._pos(meta))
+    def name(self, children):
+        return Name(str(children[0]), self._pos(children[0]))
 
-    @v_args(meta=True)
-    def neg(self, meta, children):
-        return Neg(children[0], self._pos(meta))
+    def neg(self, children):
+        return Neg(children[1], self._pos(children[0]))
 
     def _binop(op):  # noqa: N805 - a factory used in the class body
-        @v_args(meta=True)
-        def method(self, meta, children):
-            return BinOp(op, children[0], children[1], self._pos(meta))
+        def method(self, children):
+            return BinOp(op, children[0], children[-1], children[0].pos)
         return method
 
     plus, minus, times, floordiv = _binop("+"), _binop("-"), _binop("*"), _binop("//")
 
     # arguments and stages
-    @v_args(meta=True)
-    def kwarg(self, meta, children):
-        return Arg(str(children[0]), children[1], self._pos(meta))
+    def kwarg(self, children):
+        return Arg(str(children[0]), children[1], self._pos(children[0]))
 
-    @v_args(meta=True)
-    def posarg(self, meta, children):
-        return Arg(None, children[0], self._pos(meta))
+    def posarg(self, children):
+        return Arg(None, children[0], children[0].pos)
 
-    @v_args(meta=True)
-    def call(self, meta, children):
+    def call(self, children):
         name, *args = children
         return Call(str(name), tuple(a for a in args if a is not None), None, self._pos(name))
 
     def _branching(kind):  # noqa: N805
-        @v_args(meta=True)
-        def method(self, meta, children):
-            return Branching(kind, tuple(children), None, self._pos(meta))
+        def method(self, children):
+            keyword, *branches = children
+            return Branching(kind, tuple(branches), None, self._pos(keyword))
         return method
 
     concat, add = _branching("concat"), _branching("add")
 
     def labelled(self, children):
         label, stage = children
-        pos = Pos(self.file, label.line, label.column)
+        pos = self._pos(label)
         if isinstance(stage, Call):
             return Call(stage.kind, stage.args, str(label), pos)
         return Branching(stage.kind, stage.branches, str(label), pos)
@@ -261,18 +260,16 @@ class _ToAst(Transformer):
         return tuple(children)
 
     # top level
-    @v_args(meta=True)
-    def param(self, meta, children):
-        return Param(str(children[0]), children[1], self._pos(meta))
+    def param(self, children):
+        return Param(str(children[0]), children[1], self._pos(children[0]))
 
-    @v_args(meta=True)
-    def block_def(self, meta, children):
-        name, *params, body = children
-        return Block(str(name), tuple(p for p in params if p is not None), body, self._pos(meta))
+    def block_def(self, children):
+        keyword, name, *params, body = children
+        return Block(str(name), tuple(p for p in params if p is not None), body,
+                     self._pos(keyword))
 
-    @v_args(meta=True)
-    def network_def(self, meta, children):
-        name, word, dims, body = children
+    def network_def(self, children):
+        keyword, name, word, dims, body = children
         if str(word) != "input":
             raise CnncSyntaxError(f"expected 'input' before the input shape, got '{word}'").at(
                 self._pos(word))
@@ -282,11 +279,10 @@ class _ToAst(Transformer):
                 f"the input shape must be CxHxW (three sizes), got {dims}").at(self._pos(dims))
         if min(shape) < 1:
             raise CnncValueError(f"input sizes must be at least 1, got {dims}").at(self._pos(dims))
-        return Network(str(name), shape, body, self._pos(meta))
+        return Network(str(name), shape, body, self._pos(keyword))
 
-    @v_args(meta=True)
-    def import_stmt(self, meta, children):
-        return Import(str(children[0])[1:-1], self._pos(meta))
+    def import_stmt(self, children):
+        return Import(str(children[1])[1:-1], self._pos(children[0]))
 
     def start(self, children):
         return Module(
@@ -339,20 +335,19 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> CnncSyntaxError
 
 def parse(text: str, file: str = "<source>") -> Module:
     """Parse .cnn text into a Module. Raises CnncSyntaxError with a position."""
-    try:
-        tree = _parser().parse(text)
-    except UnexpectedInput as err:
-        raise _syntax_error(err, text, file) from None
-    except RecursionError:
-        raise CnncSyntaxError("nesting too deep", file, 1, 1) from None
-    try:
-        return _ToAst(file).transform(tree)
-    except VisitError as err:
-        if isinstance(err.orig_exc, CnncError):
-            raise err.orig_exc from None
-        raise
-    except RecursionError:
-        raise CnncSyntaxError("nesting too deep", file, 1, 1) from None
+    parser = _parser()
+    with _PARSE_LOCK:
+        parser.options.transformer.file = file
+        try:
+            return parser.parse(text)
+        except UnexpectedInput as err:
+            raise _syntax_error(err, text, file) from None
+        except VisitError as err:
+            if isinstance(err.orig_exc, CnncError):
+                raise err.orig_exc from None
+            raise
+        except RecursionError:
+            raise CnncSyntaxError("nesting too deep", file, 1, 1) from None
 
 
 def did_you_mean(word: str, choices) -> str:
