@@ -11,6 +11,12 @@ Numba's disk cache keys a kernel on its own source file only: after editing a he
 ``cnnc/kernels/__pycache__`` or those kernels keep running the old helper.
 """
 
+import os
+
+# Before Numba's OpenMP pool starts (see fastconv.py, "BLAS and Numba's thread pool"): with
+# GNU libgomp's default active wait, Numba's idle workers spin and starve OpenBLAS threads.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
 from .conv import conv2d
 from .dense import dense, dense_blas
 from .elementwise import (
@@ -23,6 +29,13 @@ from .elementwise import (
     activation,
     add,
     softmax,
+)
+from .fastconv import (
+    bias_activation,
+    choose_conv_kernel,
+    conv1x1_blas,
+    conv2d_packed,
+    pack_conv_weights,
 )
 from .layout import copy_channels, pad2d
 from .norm import batchnorm, batchnorm_coefficients, lrn
@@ -40,7 +53,11 @@ __all__ = [
     "avgpool2d",
     "batchnorm",
     "batchnorm_coefficients",
+    "bias_activation",
+    "choose_conv_kernel",
+    "conv1x1_blas",
     "conv2d",
+    "conv2d_packed",
     "copy_channels",
     "dense",
     "dense_blas",
@@ -48,6 +65,7 @@ __all__ = [
     "global_maxpool",
     "lrn",
     "maxpool2d",
+    "pack_conv_weights",
     "pad2d",
     "softmax",
 ]
