@@ -1,0 +1,237 @@
+"""The fast conv kernels (cnnc/kernels/fastconv.py) against torch.nn.functional.conv2d.
+
+As in test_kernels.py, every kernel reads its input from inside a bigger buffer (channel
+offset > 0) and writes into a buffer pre-filled with SENTINEL, so each test also checks that
+the channels outside the kernel's output range are left alone. Shapes are small but cover
+the micro-kernel's tails: output planes shorter and longer than one 48-position tile, output
+channel counts that are not multiples of 8, and 1x1 convs that read the input buffer as it is.
+"""
+
+import zlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnnc import kernels as K
+from cnnc.kernels import fastconv
+
+SENTINEL = 7.0
+TOL = 1e-4
+ALPHA = 0.1
+ACTS = [K.ACT_NONE, K.ACT_RELU, K.ACT_LEAKY, K.ACT_SIGMOID, K.ACT_TANH]
+
+
+def rng_for(*key) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def random(rng, *shape) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def same_pads(size: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
+    """TensorFlow 'same' padding (before, after) along one axis."""
+    out = -(-size // s)
+    total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def resolve_pads(padding, h, w, kh, kw, sh, sw, dh, dw) -> tuple[int, int, int, int]:
+    if padding == "valid":
+        return 0, 0, 0, 0
+    if padding == "same":
+        return same_pads(h, kh, sh, dh) + same_pads(w, kw, sw, dw)
+    if len(padding) == 2:
+        return padding[0], padding[0], padding[1], padding[1]
+    return tuple(padding)
+
+
+def torch_act(t: torch.Tensor, act: int) -> torch.Tensor:
+    return {
+        K.ACT_NONE: lambda: t,
+        K.ACT_RELU: lambda: F.relu(t),
+        K.ACT_LEAKY: lambda: F.leaky_relu(t, ALPHA),
+        K.ACT_SIGMOID: lambda: torch.sigmoid(t),
+        K.ACT_TANH: lambda: torch.tanh(t),
+    }[act]()
+
+
+def check(out: np.ndarray, oc0: int, ref: np.ndarray) -> None:
+    """Channels ``oc0 ..`` of ``out`` match ``ref``; all other channels still hold SENTINEL."""
+    c = ref.shape[1]
+    assert out.shape[0] == ref.shape[0] and out.shape[2:] == ref.shape[2:]
+    err = np.abs(out[:, oc0 : oc0 + c] - ref).max() / max(1.0, float(np.abs(ref).max()))
+    assert err <= TOL, f"max relative error {err:.2e}"
+    assert (out[:, :oc0] == SENTINEL).all() and (out[:, oc0 + c :] == SENTINEL).all()
+
+
+def make_problem(case, act, xc0, oc0):
+    """Random input embedded at channel ``xc0``, weights, bias, reference and output buffer."""
+    n, cin, h, w, k, (kh, kw), (sh, sw), padding, (dh, dw), groups = case
+    rng = rng_for(case, act, xc0, oc0)
+    x = random(rng, n, xc0 + cin + 2, h, w)  # random channels around the operand
+    wt = random(rng, k, cin // groups, kh, kw)
+    b = random(rng, k)
+    pads = resolve_pads(padding, h, w, kh, kw, sh, sw, dh, dw)
+    pt, pb, pl, pr = pads
+    xt = F.pad(torch.from_numpy(x[:, xc0 : xc0 + cin]).double(), (pl, pr, pt, pb))
+    conv = F.conv2d(
+        xt,
+        torch.from_numpy(wt).double(),
+        torch.from_numpy(b).double(),
+        stride=(sh, sw),
+        dilation=(dh, dw),
+        groups=groups,
+    )
+    ref = torch_act(conv, act).numpy()
+    out = np.full((n, oc0 + k + 3, ref.shape[2], ref.shape[3]), SENTINEL, np.float32)
+    return x, wt, b, pads, ref, out
+
+
+def run_packed(case, act=K.ACT_RELU, xc0=1, oc0=2):
+    _, cin, _, _, k, (kh, kw), (sh, sw), _, (dh, dw), groups = case
+    x, wt, b, (pt, _, pl, _), ref, out = make_problem(case, act, xc0, oc0)
+    wpk = K.pack_conv_weights(wt, groups)
+    K.conv2d_packed(
+        x, xc0, cin, out, oc0, k, wpk, b, kh, kw, pt, pl, sh, sw, dh, dw, groups, act, ALPHA
+    )
+    check(out, oc0, ref)
+
+
+# (N, cin, H, W, K, (kh, kw), (sh, sw), padding, (dh, dw), groups)
+PACKED_CASES = [
+    # 1x1, stride 1, unpadded: the input buffer read as it is
+    (1, 3, 9, 7, 4, (1, 1), (1, 1), "valid", (1, 1), 1),  # one partial tile (63 positions)
+    (3, 5, 6, 8, 11, (1, 1), (1, 1), "valid", (1, 1), 1),  # exactly one full tile
+    (3, 20, 13, 11, 17, (1, 1), (1, 1), "valid", (1, 1), 1),  # 3 tiles, last one partial
+    (2, 3, 1, 1, 5, (1, 1), (1, 1), "valid", (1, 1), 1),
+    # 1x1 with a stride or padding: through the phase-split input
+    (2, 6, 9, 8, 9, (1, 1), (2, 2), "valid", (1, 1), 1),
+    (1, 6, 10, 7, 8, (1, 1), (2, 1), "valid", (1, 1), 1),
+    (3, 4, 7, 7, 5, (1, 1), (1, 1), (1, 1), (1, 1), 1),
+    # 3x3
+    (1, 3, 9, 7, 4, (3, 3), (1, 1), "valid", (1, 1), 1),
+    (3, 5, 8, 8, 6, (3, 3), (1, 1), "same", (1, 1), 1),
+    (1, 19, 17, 9, 21, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (3, 4, 9, 9, 13, (3, 3), (2, 2), "same", (1, 1), 1),  # odd size: pads (1, 1)
+    (1, 4, 10, 8, 8, (3, 3), (2, 2), "same", (1, 1), 1),  # even size: asymmetric (0, 1)
+    (2, 3, 13, 11, 4, (3, 3), (3, 3), (2, 1, 0, 2), (1, 1), 1),  # explicit asymmetric
+    (2, 3, 9, 7, 4, (3, 3), (1, 2), (1, 0, 2, 1), (1, 1), 1),
+    (1, 3, 2, 3, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1),  # input smaller than kernel
+    # 5x5, 7x7
+    (1, 4, 12, 11, 10, (5, 5), (1, 1), "same", (1, 1), 1),
+    (3, 3, 6, 6, 8, (5, 5), (1, 1), (2, 2), (1, 1), 1),
+    (1, 3, 16, 16, 9, (7, 7), (2, 2), "same", (1, 1), 1),  # stem-like, pads (2, 3)
+    (3, 3, 15, 13, 8, (7, 7), (2, 2), (3, 3), (1, 1), 1),
+    # 1x7, 7x1, even kernel
+    (1, 4, 9, 7, 5, (1, 7), (1, 1), "same", (1, 1), 1),
+    (3, 4, 12, 9, 5, (7, 1), (2, 1), (3, 0), (1, 1), 1),
+    (2, 3, 11, 10, 4, (4, 4), (1, 1), "same", (1, 1), 1),  # pads (1, 2)
+    # dilation
+    (1, 3, 11, 9, 4, (3, 3), (1, 1), "valid", (2, 2), 1),
+    (3, 3, 11, 9, 6, (3, 3), (1, 1), "same", (2, 2), 1),
+    (1, 3, 12, 10, 2, (3, 2), (2, 1), (2, 1), (2, 3), 1),  # dilation with stride
+    # groups
+    (1, 4, 9, 7, 6, (3, 3), (1, 1), (1, 1), (1, 1), 2),
+    (3, 8, 9, 8, 18, (3, 3), (2, 2), "same", (1, 1), 2),  # 9 channels per group
+    (2, 6, 9, 7, 6, (3, 3), (1, 1), (1, 1), (1, 1), 3),
+    (1, 6, 6, 6, 6, (1, 1), (1, 1), "valid", (1, 1), 2),  # grouped 1x1, read as it is
+    (1, 5, 9, 7, 5, (3, 3), (1, 1), (1, 1), (1, 1), 5),  # depthwise
+]
+
+
+@pytest.mark.parametrize("case", PACKED_CASES, ids=str)
+def test_packed_shapes(case):
+    run_packed(case)
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("case", [PACKED_CASES[2], PACKED_CASES[10], PACKED_CASES[26]], ids=str)
+def test_packed_activations(case, act):
+    run_packed(case, act, xc0=2, oc0=1)
+
+
+@pytest.mark.parametrize("xc0, oc0", [(0, 0), (0, 3), (4, 0)])
+@pytest.mark.parametrize("case", [PACKED_CASES[2], PACKED_CASES[9]], ids=str)
+def test_packed_offsets(case, xc0, oc0):
+    run_packed(case, K.ACT_LEAKY, xc0, oc0)
+
+
+def test_packed_weight_layout():
+    """``[group][k_block][tap][KT]``, K padded with zeros to a multiple of KT per group."""
+    w = np.arange(2 * 3 * 2 * 1 * 2, dtype=np.float32).reshape(6, 2, 1, 2) + 1  # groups=2
+    packed = K.pack_conv_weights(w, 2).reshape(2, 1, 4, fastconv.KT)
+    for g in range(2):
+        for k in range(fastconv.KT):
+            col = packed[g, 0, :, k]
+            expect = w[g * 3 + k].reshape(4) if k < 3 else np.zeros(4)
+            np.testing.assert_array_equal(col, expect)
+
+
+# ---------------------------------------------------------------- conv1x1_blas
+
+BLAS_CASES = [
+    (1, 5, 9, 7, 6, (1, 1), (1, 1), "valid", (1, 1), 1),
+    (3, 12, 8, 8, 13, (1, 1), (1, 1), "valid", (1, 1), 1),
+    (2, 3, 1, 1, 4, (1, 1), (1, 1), "valid", (1, 1), 1),
+]
+
+
+def run_blas(case, act, xc0=1, oc0=2):
+    cin, k = case[1], case[4]
+    x, wt, b, _, ref, out = make_problem(case, act, xc0, oc0)
+    K.conv1x1_blas(x, xc0, cin, wt.reshape(k, cin).copy(), b, out, oc0, act, ALPHA)
+    check(out, oc0, ref)
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("case", BLAS_CASES, ids=str)
+def test_conv1x1_blas(case, act):
+    run_blas(case, act)
+
+
+@pytest.mark.parametrize("xc0, oc0", [(0, 0), (0, 3), (4, 0)])
+def test_conv1x1_blas_offsets(xc0, oc0):
+    run_blas(BLAS_CASES[1], K.ACT_RELU, xc0, oc0)
+
+
+# ---------------------------------------------------------------- selection
+
+
+def conv_attrs(kernel, stride=(1, 1), pads=(0, 0, 0, 0), groups=1):
+    return {"kernel": kernel, "stride": stride, "dilation": (1, 1), "groups": groups,
+            "pads": pads}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "attrs, in_shape, out_shape, expected",
+    [
+        (conv_attrs((1, 1)), (192, 28, 28), (64, 28, 28), "blas1x1"),
+        (conv_attrs((1, 1), stride=(2, 2)), (64, 56, 56), (128, 28, 28), "packed"),
+        (conv_attrs((1, 1), pads=(1, 1, 1, 1)), (8, 5, 5), (8, 7, 7), "packed"),
+        (conv_attrs((1, 1), groups=2), (64, 8, 8), (64, 8, 8), "packed"),
+        (conv_attrs((3, 3), pads=(1, 1, 1, 1)), (64, 56, 56), (192, 56, 56), "packed"),
+        (conv_attrs((7, 7), (2, 2), (3, 3, 3, 3)), (3, 224, 224), (64, 112, 112), "packed"),
+        (conv_attrs((3, 3), groups=8), (64, 28, 28), (64, 26, 26), "packed"),
+        (conv_attrs((3, 3), groups=32), (32, 56, 56), (32, 54, 54), "generic"),
+        (conv_attrs((3, 3), groups=16), (16, 9, 9), (48, 7, 7), "generic"),
+    ],
+)
+def test_choose_conv_kernel(attrs, in_shape, out_shape, expected):
+    assert K.choose_conv_kernel(attrs, in_shape, out_shape) == expected
+
+
+def test_choose_conv_kernel_without_blas():
+    attrs = conv_attrs((1, 1))
+    assert K.choose_conv_kernel(attrs, (192, 28, 28), (64, 28, 28), blas=False) == "packed"
+
+
+# ---------------------------------------------------------------- compilation
+
+
+@pytest.mark.parametrize("name", ["conv2d_packed", "bias_activation"])
+def test_one_signature_per_kernel(name):
+    """Every call above used the same argument types, so nothing compiled twice."""
+    assert len(getattr(K, name).signatures) <= 1
