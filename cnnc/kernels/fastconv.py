@@ -61,10 +61,32 @@ BLAS and Numba's thread pool
 ============================
 Numba's OpenMP workers (GNU libgomp) busy-wait after each parallel region, by default for
 ~300k spins. On a 2-core machine a spinning worker steals the core that an OpenBLAS thread
-needs right after it, and a 2-thread sgemm then runs 40-150x slower. ``cnnc.kernels`` sets
-``OMP_WAIT_POLICY=passive`` (unless the user set it) when it is imported; libgomp reads it
-when Numba first starts its pool (the first parallel kernel call), so this works even if
-numba was imported earlier -- but not if a parallel Numba kernel already ran in the process.
+needs right after it. ``cnnc.kernels`` therefore sets ``OMP_WAIT_POLICY=passive`` (unless the
+user set it) when it is imported. libgomp reads it when it is loaded, which for Numba is at
+the first parallel kernel call, so this works if numba was imported earlier -- but not if a
+parallel Numba kernel already ran, nor if torch was imported first: torch loads its own
+``libgomp.so.1`` with ``RTLD_GLOBAL`` at import, and Numba's OpenMP calls then bind to that
+copy, initialised before the variable was set. Set it in the environment to be safe.
+
+Measured (2 threads, 50 x [3x3 96->128 packed conv, 1x1 128->96 conv] at 28x28, batch 1,
+a shared and loaded machine, so ranges over repeated runs):
+
+=====================================================  ==============  ===================
+setting                                                whole sequence  tiny conv call
+=====================================================  ==============  ===================
+active wait (libgomp default), 1x1 through BLAS        2.4-4.5 s       14 us - 24 ms
+active wait, 1x1 through conv2d_packed                 0.5-1.6 s       (same)
+passive, 1x1 through BLAS                              66-390 ms       28-180 us
+passive, 1x1 through conv2d_packed                     64-170 ms       28-180 us
+``GOMP_SPINCOUNT=20000``, 1x1 through BLAS             250-310 ms      14 us
+``GOMP_SPINCOUNT=20000``, 1x1 through conv2d_packed    57-61 ms        14 us
+set after a parallel kernel ran / after torch import   3.4 s (= active)
+=====================================================  ==============  ===================
+
+(a "tiny conv call" is a 6->16 5x5 conv on 14x14, two parallel regions.) Passive wait is
+the safe default when BLAS runs between Numba kernels; the fastest setting measured keeps
+BLAS out of the hot path (``choose_conv_kernel(..., blas=False)``) and bounds the spin with
+``GOMP_SPINCOUNT`` (which overrides the wait policy) instead.
 """
 
 import numba
@@ -399,7 +421,8 @@ def choose_conv_kernel(attrs: dict, in_shape: tuple, out_shape: tuple, blas: boo
 
     ``attrs`` are the node's resolved conv attributes (docs/DESIGN.md: ``kernel, stride,
     dilation, groups, pads``); ``in_shape`` and ``out_shape`` are ``(C, H, W)`` without the
-    batch. ``blas=False`` keeps numpy's BLAS out of the plan (see the module docstring).
+    batch. ``blas=False`` keeps numpy's BLAS out of the plan (see the module docstring: with
+    a bounded spin instead of passive wait that is the faster whole-network choice).
 
     * ``"blas1x1"``: a 1x1, stride-1, unpadded, ungrouped conv -- a plain GEMM per image,
       where OpenBLAS is ~10-25% faster than the micro-kernel on one thread;
