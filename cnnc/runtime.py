@@ -21,6 +21,7 @@ import numba
 import numpy as np
 
 from . import kernels as K
+from .kernels.fastconv import choose_conv_kernel, conv2d_packed, pack_conv_weights
 from .errors import CnncError, CnncInputError
 from .graph import build_graph, load_program, load_source
 from .weights import bind_parameters, check_weights, init_parameters
@@ -181,6 +182,13 @@ def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[
     if op == "conv":
         w, b = _conv_arrays(data)
         pt, _, pl, _ = attrs["pads"]
+        in_shape = graph.nodes[data["inputs"][0]]["shape"]
+        if choose_conv_kernel(attrs, in_shape, data["shape"]) == "packed":  # register-blocked direct convolution, weights packed once
+            kh, kw = attrs["kernel"]
+            args = (x, x.c0, x.channels, out, out.c0, w.shape[0],
+                    pack_conv_weights(w, attrs["groups"]), b, kh, kw, pt, pl, *attrs["stride"],
+                    *attrs["dilation"], attrs["groups"], act, slope)
+            return [Step(node_id, op, conv2d_packed, args)]
         args = (x, x.c0, x.channels, w, b, out, out.c0, *attrs["stride"], pt, pl,
                 *attrs["dilation"], attrs["groups"], act, slope)
         return [Step(node_id, op, K.conv2d, args)]

@@ -170,33 +170,6 @@ def test_packed_weight_layout():
             np.testing.assert_array_equal(col, expect)
 
 
-# ---------------------------------------------------------------- conv1x1_blas
-
-BLAS_CASES = [
-    (1, 5, 9, 7, 6, (1, 1), (1, 1), "valid", (1, 1), 1),
-    (3, 12, 8, 8, 13, (1, 1), (1, 1), "valid", (1, 1), 1),
-    (2, 3, 1, 1, 4, (1, 1), (1, 1), "valid", (1, 1), 1),
-]
-
-
-def run_blas(case, act, xc0=1, oc0=2):
-    cin, k = case[1], case[4]
-    x, wt, b, _, ref, out = make_problem(case, act, xc0, oc0)
-    K.conv1x1_blas(x, xc0, cin, wt.reshape(k, cin).copy(), b, out, oc0, act, ALPHA)
-    check(out, oc0, ref)
-
-
-@pytest.mark.parametrize("act", ACTS)
-@pytest.mark.parametrize("case", BLAS_CASES, ids=str)
-def test_conv1x1_blas(case, act):
-    run_blas(case, act)
-
-
-@pytest.mark.parametrize("xc0, oc0", [(0, 0), (0, 3), (4, 0)])
-def test_conv1x1_blas_offsets(xc0, oc0):
-    run_blas(BLAS_CASES[1], K.ACT_RELU, xc0, oc0)
-
-
 # ---------------------------------------------------------------- selection
 
 
@@ -208,7 +181,7 @@ def conv_attrs(kernel, stride=(1, 1), pads=(0, 0, 0, 0), groups=1):
 @pytest.mark.parametrize(
     "attrs, in_shape, out_shape, expected",
     [
-        (conv_attrs((1, 1)), (192, 28, 28), (64, 28, 28), "blas1x1"),
+        (conv_attrs((1, 1)), (192, 28, 28), (64, 28, 28), "packed"),
         (conv_attrs((1, 1), stride=(2, 2)), (64, 56, 56), (128, 28, 28), "packed"),
         (conv_attrs((1, 1), pads=(1, 1, 1, 1)), (8, 5, 5), (8, 7, 7), "packed"),
         (conv_attrs((1, 1), groups=2), (64, 8, 8), (64, 8, 8), "packed"),
@@ -223,15 +196,10 @@ def test_choose_conv_kernel(attrs, in_shape, out_shape, expected):
     assert K.choose_conv_kernel(attrs, in_shape, out_shape) == expected
 
 
-def test_choose_conv_kernel_without_blas():
-    attrs = conv_attrs((1, 1))
-    assert K.choose_conv_kernel(attrs, (192, 28, 28), (64, 28, 28), blas=False) == "packed"
-
-
 # ---------------------------------------------------------------- compilation
 
 
-@pytest.mark.parametrize("name", ["conv2d_packed", "bias_activation"])
+@pytest.mark.parametrize("name", ["conv2d_packed"])
 def test_one_signature_per_kernel(name):
     """Every call above used the same argument types, so nothing compiled twice."""
     assert len(getattr(K, name).signatures) <= 1

@@ -254,10 +254,9 @@ DENSE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("kernel", [K.dense, K.dense_blas], ids=["numba", "blas"])
 @pytest.mark.parametrize("case", DENSE_CASES, ids=str)
 @pytest.mark.parametrize("bias", [True, False])
-def test_dense(kernel, case, bias):
+def test_dense(case, bias):
     n, cin, h, w, units = case
     rng = rng_for("dense", case, bias)
     x = random(rng, n, cin, h, w)
@@ -265,7 +264,7 @@ def test_dense(kernel, case, bias):
     b = random(rng, units) if bias else np.zeros(units, np.float32)
     ref = F.linear(torch.from_numpy(x).flatten(1), torch.from_numpy(wt), torch.from_numpy(b))
     out = output_buffer(n, units, 1, 1, oc0=2)
-    kernel(embed(rng, x, 3), 3, cin, wt, b, out, 2, K.ACT_NONE, ALPHA)
+    K.dense(embed(rng, x, 3), 3, cin, wt, b, out, 2, K.ACT_NONE, ALPHA)
     check(out, 2, ref[:, :, None, None])
 
 
@@ -278,10 +277,9 @@ def test_dense_activations(act):
     ref = torch_act(
         F.linear(torch.from_numpy(x).flatten(1), torch.from_numpy(wt), torch.from_numpy(b)), act
     )
-    for kernel in (K.dense, K.dense_blas):
-        out = output_buffer(2, 10, 1, 1, oc0=1)
-        kernel(x, 0, 16, wt, b, out, 1, act, ALPHA)
-        check(out, 1, ref[:, :, None, None])
+    out = output_buffer(2, 10, 1, 1, oc0=1)
+    K.dense(x, 0, 16, wt, b, out, 1, act, ALPHA)
+    check(out, 1, ref[:, :, None, None])
 
 
 # ---------------------------------------------------------------- element-wise

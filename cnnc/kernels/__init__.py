@@ -11,14 +11,8 @@ Numba's disk cache keys a kernel on its own source file only: after editing a he
 ``cnnc/kernels/__pycache__`` or those kernels keep running the old helper.
 """
 
-import os
-
-# Before Numba's OpenMP pool starts (see fastconv.py, "BLAS and Numba's thread pool"): with
-# GNU libgomp's default active wait, Numba's idle workers spin and starve OpenBLAS threads.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-
 from .conv import conv2d
-from .dense import dense, dense_blas
+from .dense import dense
 from .elementwise import (
     ACT_CODES,
     ACT_LEAKY,
@@ -31,9 +25,7 @@ from .elementwise import (
     softmax,
 )
 from .fastconv import (
-    bias_activation,
     choose_conv_kernel,
-    conv1x1_blas,
     conv2d_packed,
     pack_conv_weights,
 )
@@ -53,14 +45,11 @@ __all__ = [
     "avgpool2d",
     "batchnorm",
     "batchnorm_coefficients",
-    "bias_activation",
     "choose_conv_kernel",
-    "conv1x1_blas",
     "conv2d",
     "conv2d_packed",
     "copy_channels",
     "dense",
-    "dense_blas",
     "global_avgpool",
     "global_maxpool",
     "lrn",

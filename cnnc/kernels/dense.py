@@ -31,14 +31,3 @@ def dense(x, xc0, cin, w, b, out, oc0, act, alpha):
             out[n, oc0 + u, 0, 0] = total + b[u]
     activation(out, oc0, units, out, oc0, act, alpha)
 
-
-def dense_blas(x, xc0, cin, w, b, out, oc0, act, alpha):
-    """Same contract as :func:`dense`, computed with one BLAS matrix product (``np.dot``).
-
-    Plain Python, not a Numba kernel: worth it for large batches, where the product is
-    compute-bound and the BLAS library's blocking and threads win.
-    """
-    N, _, H, W = x.shape
-    flat = x.reshape(N, -1)[:, xc0 * H * W : (xc0 + cin) * H * W]
-    out[:, oc0 : oc0 + w.shape[0], 0, 0] = flat @ w.T + b
-    activation(out, oc0, w.shape[0], out, oc0, act, alpha)

@@ -1,12 +1,10 @@
-"""Fast 2-D convolution: a register-blocked direct kernel and a BLAS path for 1x1 convs.
+"""Fast 2-D convolution: a register-blocked direct kernel with weights packed once.
 
 Same maths and tensor convention as :func:`cnnc.kernels.conv.conv2d` (cross-correlation,
 operands passed as ``(buffer, channel offset)``, docs/DESIGN.md), but an order of magnitude
-faster on k x k convolutions. Three entry points, chosen per node by
-:func:`choose_conv_kernel`:
+faster. Two entry points, chosen per node by :func:`choose_conv_kernel`:
 
-* :func:`conv2d_packed` with weights from :func:`pack_conv_weights` -- every conv;
-* :func:`conv1x1_blas` -- 1x1, stride 1, unpadded, ungrouped convs through numpy's BLAS;
+* :func:`conv2d_packed` with weights from :func:`pack_conv_weights` -- every conv, 1x1 too;
 * ``conv2d`` of ``conv.py`` ("generic") -- depthwise and thin grouped convs.
 
 Design of ``conv2d_packed`` ("flat shifted GEMM")
@@ -54,39 +52,26 @@ GoogLeNet (~90% of sgemm), 120-155 on two. Alternatives measured slower and drop
 explicit im2col buffer feeding the same micro-kernel (10-60% slower: the im2col write costs
 as much as the GEMM reads it), a per-tile packed input panel with k blocks innermost (2-4x
 slower: panel and all weights live in L2), im2col + OpenBLAS (slower for every k x k layer).
-For 1x1 convs OpenBLAS itself is ~20-40% faster than the micro-kernel (no junk columns, a
-better-tuned cache blocking), hence :func:`conv1x1_blas`.
 
-BLAS and Numba's thread pool
-============================
-Numba's OpenMP workers (GNU libgomp) busy-wait after each parallel region, by default for
-~300k spins. On a 2-core machine a spinning worker steals the core that an OpenBLAS thread
-needs right after it. ``cnnc.kernels`` therefore sets ``OMP_WAIT_POLICY=passive`` (unless the
-user set it) when it is imported. libgomp reads it when it is loaded, which for Numba is at
-the first parallel kernel call, so this works if numba was imported earlier -- but not if a
-parallel Numba kernel already ran, nor if torch was imported first: torch loads its own
-``libgomp.so.1`` with ``RTLD_GLOBAL`` at import, and Numba's OpenMP calls then bind to that
-copy, initialised before the variable was set. Set it in the environment to be safe.
+Why no BLAS
+===========
+Per layer, numpy's OpenBLAS is ~10-25% faster than the micro-kernel on plain 1x1 convs (no
+junk columns, better-tuned blocking). In a whole network it loses: Numba's OpenMP workers
+(GNU libgomp) busy-wait after each parallel region and steal the cores OpenBLAS's own
+threads need right after, and with ``OMP_WAIT_POLICY=passive`` (which avoids that) every
+parallel region pays a thread wake-up instead. Measured on whole networks (``cnnc bench``,
+2 threads, batch 1, quiet machine, medians; BLAS for plain 1x1 convs vs. packed for all):
 
-Measured (2 threads, 50 x [3x3 96->128 packed conv, 1x1 128->96 conv] at 28x28, batch 1,
-a shared and loaded machine, so ranges over repeated runs):
+==================================  =========  =========  ==========
+setting                             LeNet-5    GoogLeNet  SqueezeNet
+==================================  =========  =========  ==========
+passive wait, 1x1 through BLAS      0.63 ms    47.8 ms    11.8 ms
+passive wait, no BLAS               0.74 ms    41.7 ms    12.9 ms
+libgomp default (active), no BLAS   0.11 ms    29.6 ms    8.1 ms
+==================================  =========  =========  ==========
 
-=====================================================  ==============  ===================
-setting                                                whole sequence  tiny conv call
-=====================================================  ==============  ===================
-active wait (libgomp default), 1x1 through BLAS        2.4-4.5 s       14 us - 24 ms
-active wait, 1x1 through conv2d_packed                 0.5-1.6 s       (same)
-passive, 1x1 through BLAS                              66-390 ms       28-180 us
-passive, 1x1 through conv2d_packed                     64-170 ms       28-180 us
-``GOMP_SPINCOUNT=20000``, 1x1 through BLAS             250-310 ms      14 us
-``GOMP_SPINCOUNT=20000``, 1x1 through conv2d_packed    57-61 ms        14 us
-set after a parallel kernel ran / after torch import   3.4 s (= active)
-=====================================================  ==============  ===================
-
-(a "tiny conv call" is a 6->16 5x5 conv on 14x14, two parallel regions.) Passive wait is
-the safe default when BLAS runs between Numba kernels; the fastest setting measured keeps
-BLAS out of the hot path (``choose_conv_kernel(..., blas=False)``) and bounds the spin with
-``GOMP_SPINCOUNT`` (which overrides the wait policy) instead.
+(with active wait and BLAS, GoogLeNet took 160-240 ms.) So the runtime calls no BLAS, and
+cnnc leaves libgomp's wait policy at its default.
 """
 
 import numba
@@ -375,76 +360,22 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
             _store_tile(scr, out, n, oc0 + k0, kvalid, bias, k0, p0, Wq, OW, OH, act, alpha)
 
 
-# ---------------------------------------------------------------- conv1x1_blas
-
-
-@numba.njit(cache=True, parallel=True)
-def bias_activation(out, oc0, K, bias, act, alpha):
-    """In place: ``out[:, oc0+k] = act(out[:, oc0+k] + bias[k])`` for ``k < K``."""
-    N, plane = out.shape[0], out.shape[2] * out.shape[3]
-    for task in numba.prange(N * K):
-        n = task // K
-        k = task - n * K
-        seg = out[n, oc0 + k].reshape(plane)
-        b = bias[k]
-        for p in range(plane):
-            seg[p] += b
-        activate_into(seg, seg, act, alpha)
-
-
-def conv1x1_blas(x, xc0, cin, w2d, bias, out, oc0, act, alpha):
-    """A 1x1, stride-1, unpadded, ungrouped conv as one sgemm per image (numpy's BLAS).
-
-    ``out[n, oc0:oc0+K] = act(w2d @ x[n, xc0:xc0+cin] + bias)`` with ``w2d`` of shape
-    ``(K, cin)`` (C-contiguous float32) and every plane viewed as ``(C, H*W)``: a channel
-    range of one image is contiguous, so the product is written straight into ``out`` and
-    no input is copied. Bias and activation follow in one parallel pass over the channels
-    just written. Plain Python (BLAS is called from outside Numba; see the module
-    docstring on ``OMP_WAIT_POLICY``).
-    """
-    N, plane = x.shape[0], x.shape[2] * x.shape[3]
-    K = w2d.shape[0]
-    for n in range(N):
-        np.matmul(
-            w2d,
-            x[n, xc0 : xc0 + cin].reshape(cin, plane),
-            out=out[n, oc0 : oc0 + K].reshape(K, plane),
-        )
-    bias_activation(out, oc0, K, bias, act, alpha)
-
-
 # ---------------------------------------------------------------- selection
 
 
-def choose_conv_kernel(attrs: dict, in_shape: tuple, out_shape: tuple, blas: bool = True) -> str:
-    """Which conv kernel to run for one conv node: ``"blas1x1"``, ``"packed"`` or ``"generic"``.
+def choose_conv_kernel(attrs: dict, in_shape: tuple, out_shape: tuple) -> str:
+    """Which conv kernel to run for one conv node: ``"packed"`` or ``"generic"``.
 
     ``attrs`` are the node's resolved conv attributes (docs/DESIGN.md: ``kernel, stride,
     dilation, groups, pads``); ``in_shape`` and ``out_shape`` are ``(C, H, W)`` without the
-    batch. ``blas=False`` keeps numpy's BLAS out of the plan (see the module docstring: with
-    a bounded spin instead of passive wait that is the faster whole-network choice).
+    batch.
 
-    * ``"blas1x1"``: a 1x1, stride-1, unpadded, ungrouped conv -- a plain GEMM per image,
-      where OpenBLAS is ~10-25% faster than the micro-kernel on one thread;
     * ``"generic"``: fewer than ``KT/2`` output channels per group (depthwise convs, channel
       multiplier 1-3): the packed kernel pads each group's channels to ``KT = 8`` and would
       spend most of its multiply-adds on zeros (measured on depthwise 3x3: generic 8, packed
       3 GFLOP/s on one thread);
-    * ``"packed"``: everything else, including 1x1 convs with a stride or padding and grouped
-      convs with 8 or more channels per group (3x3, 64->64, 8 groups: packed 28, generic 6).
+    * ``"packed"``: everything else, 1x1 convs included, and grouped convs with 8 or more
+      channels per group (3x3, 64->64, 8 groups: packed 28, generic 6).
     """
-    kh, kw = attrs["kernel"]
-    groups = attrs["groups"]
-    k_per_group = out_shape[0] // groups
-    if k_per_group < KT // 2:
-        return "generic"
-    plain_1x1 = (
-        (kh, kw) == (1, 1)
-        and tuple(attrs["stride"]) == (1, 1)
-        and tuple(attrs["pads"]) == (0, 0, 0, 0)
-        and groups == 1
-        and tuple(in_shape[1:]) == tuple(out_shape[1:])
-    )
-    if plain_1x1 and blas:
-        return "blas1x1"
-    return "packed"
+    k_per_group = out_shape[0] // attrs["groups"]
+    return "generic" if k_per_group < KT // 2 else "packed"
