@@ -4,6 +4,16 @@
     y = net(x)
 """
 
+import os
+
+# Numba's OpenMP workers (GNU libgomp) spin for a while after each parallel region, then
+# sleep. With libgomp's default spin count, whole networks ran bimodally here (SqueezeNet
+# b1: 8 or 13 ms, LeNet-5 b1: 0.09 or 0.18 ms, from one run to the next); a bounded spin
+# of 20,000 was steadily at the fast mode (docs/DESIGN.md). libgomp reads this when it
+# starts, so it only takes effect if no OpenMP runtime has started in the process yet
+# (importing torch first starts one); the user's own setting always wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "20000")
+
 from .errors import (CnncArtifactError, CnncError, CnncImportError, CnncInputError,
                      CnncNameError, CnncShapeError, CnncSyntaxError, CnncValueError,
                      CnncWeightError)

@@ -23,6 +23,30 @@ ACT_CODES = {
 }
 
 
+@numba.njit(fastmath=True, inline="always")
+def fast_tanh(x):
+    """tanh for float32 as a rational function (odd degree-13 over even degree-6 minimax fit).
+
+    Within 3e-7 of tanh everywhere (it saturates past |x| = 7.9053), and it is made of
+    multiplies, adds and one divide, so loops over it vectorise -- libm's tanhf is a scalar
+    call of ~12 ns per element here. The coefficients are the widely published ones used by
+    Eigen's and XLA's fast float tanh.
+    """
+    c = np.float32(7.90531110763549805)
+    x = min(max(x, -c), c)
+    x2 = x * x
+    p = x2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
+    p = x2 * p + np.float32(-8.60467152213735e-11)
+    p = x2 * p + np.float32(5.12229709037114e-08)
+    p = x2 * p + np.float32(1.48572235717979e-05)
+    p = x2 * p + np.float32(6.37261928875436e-04)
+    p = x2 * p + np.float32(4.89352455891786e-03)
+    q = x2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
+    q = x2 * q + np.float32(2.26843463243900e-03)
+    q = x2 * q + np.float32(4.89352518554385e-03)
+    return x * p / q
+
+
 @numba.njit(cache=True, fastmath=True)
 def activate_into(src, dst, act, alpha):
     """``dst[i] = act(src[i])`` for 1-D contiguous float32 arrays of equal size.
@@ -43,10 +67,10 @@ def activate_into(src, dst, act, alpha):
             dst[i] = v if v > zero else a * v
     elif act == ACT_SIGMOID:
         for i in range(src.size):
-            dst[i] = half * np.tanh(half * src[i]) + half
+            dst[i] = half * fast_tanh(half * src[i]) + half
     elif act == ACT_TANH:
         for i in range(src.size):
-            dst[i] = np.tanh(src[i])
+            dst[i] = fast_tanh(src[i])
     else:
         for i in range(src.size):
             dst[i] = src[i]
