@@ -46,21 +46,23 @@ ENV_VARS = (
     "OPENBLAS_CORETYPE",
     "OPENBLAS_L2_SIZE",
     "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
     "OMP_NUM_THREADS",
     "NUMBA_THREADING_LAYER",
     "NUMBA_NUM_THREADS",
 )
 ENV_AT_START = {name: os.environ.get(name) for name in ENV_VARS}  # before cnnc sets defaults
 
-# torch (and its own libgomp) is loaded before cnnc, whose import sets OMP_WAIT_POLICY=passive
-# for Numba's OpenMP pool: PyTorch keeps the defaults a PyTorch user gets.
+# cnnc first: its import sets GOMP_SPINCOUNT=20000 (unless set) before any OpenMP runtime
+# starts. torch then loads its own libgomp with global symbols and Numba's OpenMP pool binds
+# to that copy, so the setting holds for both cnnc and PyTorch in this process.
+import cnnc  # noqa: I001 - must come before torch
+
 import numba
 import numpy as np
 import onnxruntime as ort
 import threadpoolctl
 import torch
-
-import cnnc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
