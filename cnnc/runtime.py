@@ -22,6 +22,7 @@ import numpy as np
 
 from . import kernels as K
 from .kernels.fastconv import choose_conv_kernel, conv2d_packed, pack_conv_weights
+from .kernels.interpreter import FLOATS_PER_STEP, INTS_PER_STEP, OPCODES, run_plan
 from .errors import CnncError, CnncInputError
 from .graph import build_graph, load_program, load_source
 from .weights import bind_parameters, check_weights, init_parameters
@@ -243,7 +244,12 @@ def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[
 
 
 class Plan:
-    """The lowered network: steps in order, buffer plan, arrays bound per batch size."""
+    """The lowered network: steps in order, buffer plan, and their encoding for run_plan.
+
+    All activation buffers live in one float32 arena per batch size; slot ``s`` of the
+    buffer plan starts at ``n * slot_starts[s]``. ``run`` calls the jitted interpreter
+    once; ``bind`` gives the same calls as Python (kernel, args) pairs for profiling.
+    """
 
     def __init__(self, graph: nx.DiGraph):
         self.graph = graph
@@ -254,40 +260,44 @@ class Plan:
             self.steps.extend(lower_node(graph, node_id, self.buffers.views))
         self.input_view = self.buffers.views[graph.graph["input"]]
         self.output_view = self.buffers.views[graph.graph["output"]]
-        self._bound: dict[int, tuple] = {}
+        self.slot_starts = np.concatenate(([0], np.cumsum(self.buffers.slot_sizes))).astype(int)
+        self.encoded = encode_plan(self)
+        self._arenas: dict[int, np.ndarray] = {}
+
+    def view_start(self, view: View) -> int:
+        """Where the view's group starts in the arena, per image."""
+        return int(self.slot_starts[self.buffers.groups[view.group].slot])
+
+    def arena(self, n: int) -> np.ndarray:
+        if n not in self._arenas:
+            if len(self._arenas) > 4:  # keep memory bounded when batch sizes vary
+                self._arenas.clear()
+            self._arenas[n] = np.empty(max(1, n * int(self.slot_starts[-1])), np.float32)
+        return self._arenas[n]
+
+    def array(self, n: int, view: View) -> np.ndarray:
+        """The 4-D array of a view's group at batch size n (a view into the arena)."""
+        g = self.buffers.groups[view.group]
+        h, w = view.hw
+        start = n * self.view_start(view)
+        return self.arena(n)[start: start + n * g.per_image].reshape(
+            n, g.per_image // (h * w), h, w)
 
     def bind(self, n: int):
-        """(input array, output view array, [(kernel, args)]) for batch size n, made once."""
-        if n not in self._bound:
-            slots = [np.empty(n * size, np.float32) for size in self.buffers.slot_sizes]
-            arrays: dict[View, np.ndarray] = {}
-
-            def array(view: View) -> np.ndarray:
-                key = (view.group, view.hw)
-                if key not in arrays:
-                    g = self.buffers.groups[view.group]
-                    h, w = view.hw
-                    arrays[key] = slots[g.slot][: n * g.per_image].reshape(
-                        n, g.per_image // (h * w), h, w)
-                return arrays[key]
-
-            calls = [(s.kernel, tuple(array(a) if isinstance(a, View) else a for a in s.args))
-                     for s in self.steps]
-            if len(self._bound) > 4:  # keep memory bounded when batch sizes vary
-                self._bound.clear()
-            self._bound[n] = (array(self.input_view), array(self.output_view), calls)
-        return self._bound[n]
+        """(input array, output array, [(kernel, args)]) for batch size n."""
+        calls = [(s.kernel, tuple(self.array(n, a) if isinstance(a, View) else a
+                                  for a in s.args)) for s in self.steps]
+        return self.array(n, self.input_view), self.array(n, self.output_view), calls
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        inp, outp, calls = self.bind(x.shape[0])
+        n = x.shape[0]
         v = self.input_view
-        inp[:, v.c0: v.c0 + v.channels] = x
-        for kernel, args in calls:
-            kernel(*args)
+        self.array(n, v)[:, v.c0: v.c0 + v.channels] = x
+        run_plan(n, self.arena(n), *self.encoded)
         o = self.output_view
-        result = outp[:, o.c0: o.c0 + o.channels].copy()
+        result = self.array(n, o)[:, o.c0: o.c0 + o.channels].copy()
         shape = self.graph.nodes[self.graph.graph["output"]]["shape"]
-        return result.reshape(x.shape[0], *shape)
+        return result.reshape(n, *shape)
 
     def warm_up(self, progress: bool = False):
         """Compile (or load from Numba's disk cache) every kernel, showing progress.
@@ -307,10 +317,45 @@ class Plan:
                                  f"({kernel.__name__}) ...")
                 sys.stderr.flush()
             kernel.compile(tuple(numba.typeof(a) for a in args))
+        if not run_plan.signatures:
+            if progress:
+                sys.stderr.write("\r\033[Kcnnc: compiling the plan interpreter ...")
+                sys.stderr.flush()
+            run_plan.compile(tuple(numba.typeof(a) for a in (1, self.arena(1), *self.encoded)))
         if progress and first_args:
             sys.stderr.write(f"\r\033[Kcnnc: {len(first_args)} kernels ready in "
                              f"{time.perf_counter() - start:.1f} s\n")
             sys.stderr.flush()
+
+
+def encode_plan(plan: Plan) -> tuple:
+    """(params, ops, ints, floats) for kernels.interpreter.run_plan; see its docstring."""
+    chunks: list[np.ndarray] = []
+    offset = 0
+    ops = np.zeros(len(plan.steps), np.int64)
+    ints = np.zeros((len(plan.steps), INTS_PER_STEP), np.int64)
+    floats = np.zeros((len(plan.steps), FLOATS_PER_STEP), np.float64)
+    for s, step in enumerate(plan.steps):
+        ops[s] = OPCODES[step.kernel]
+        row: list[int] = []
+        frow: list[float] = []
+        for arg in step.args:
+            if isinstance(arg, View):
+                h, w = arg.hw
+                g = plan.buffers.groups[arg.group]
+                row += [plan.view_start(arg), g.per_image // (h * w), h, w]
+            elif isinstance(arg, np.ndarray):
+                row += [offset, *arg.shape]
+                chunks.append(arg.reshape(-1))
+                offset += arg.size
+            elif isinstance(arg, float):
+                frow.append(arg)
+            else:
+                row.append(int(arg))
+        ints[s, : len(row)] = row
+        floats[s, : len(frow)] = frow
+    params = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(1, np.float32)
+    return params, ops, ints, floats
 
 
 def _order_key(graph):

@@ -6,10 +6,38 @@ and a channel offset for each operand, reads only its input channels and writes 
 output channels. Scalars are Python ints and floats, so each kernel has exactly one type
 signature and is compiled once (and cached on disk).
 
-Numba's disk cache keys a kernel on its own source file only: after editing a helper in
-``window.py`` or ``elementwise.py`` that kernels of other files call, delete
-``cnnc/kernels/__pycache__`` or those kernels keep running the old helper.
+Numba's disk cache keys a kernel on its own source file only, but kernels compile in the
+helpers of other files (``elementwise.activate_into``, and ``interpreter.run_plan`` all the
+kernels). So ``_drop_stale_cache`` keeps a hash of every kernel source beside the cache and
+empties the cache when any of them changed.
 """
+
+import hashlib
+from pathlib import Path
+
+
+def _drop_stale_cache() -> None:
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for source in sorted(here.glob("*.py")):
+        digest.update(source.name.encode() + source.read_bytes())
+    cache = here / "__pycache__"
+    stamp = cache / "cnnc-kernel-sources.sha256"
+    try:
+        if stamp.read_text() == digest.hexdigest():
+            return
+    except OSError:
+        pass
+    try:
+        cache.mkdir(exist_ok=True)
+        for entry in [*cache.glob("*.nbi"), *cache.glob("*.nbc")]:
+            entry.unlink(missing_ok=True)
+        stamp.write_text(digest.hexdigest())
+    except OSError:  # a read-only install: Numba then caches elsewhere, as it does
+        pass
+
+
+_drop_stale_cache()
 
 from .conv import conv2d
 from .dense import dense

@@ -330,12 +330,16 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     nitems = N * groups * nkb * ntiles
     nchunks = min(nitems, NCHUNK)
     wblock = ntap * KT
+    # per-chunk scratch, allocated once per call rather than once per chunk
+    scratch = np.empty((nchunks, KT * TW), np.float32)
+    # as_is only: the taps of a last, partial tile, copied so that no read passes the end
+    # of the buffer (its columns past the tile's end are junk, like the junk columns)
+    panel_size = ntap * TW if as_is and P % TW != 0 else 0
+    panels = np.empty((nchunks, panel_size), np.float32)
+    panel_offs = np.arange(ntap if panel_size else 0) * TW
     for chunk in numba.prange(nchunks):
-        scr = np.empty(KT * TW, np.float32)
-        # as_is only: the taps of a last, partial tile, copied so that no read passes the end
-        # of the buffer (its columns past the tile's end are junk, like the junk columns)
-        panel = np.empty(ntap * TW if as_is and P % TW != 0 else 0, np.float32)
-        panel_offs = np.arange(panel.size // TW) * TW
+        scr = scratch[chunk]
+        panel = panels[chunk]
         for item in range(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks):
             tile = item % ntiles
             r = item // ntiles
