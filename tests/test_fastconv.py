@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from cnnc import kernels as K
 from cnnc.kernels import fastconv
+from helpers import resolve_pads, same_pads
 
 SENTINEL = 7.0
 TOL = 1e-4
@@ -29,23 +30,6 @@ def rng_for(*key) -> np.random.Generator:
 
 def random(rng, *shape) -> np.ndarray:
     return rng.standard_normal(shape).astype(np.float32)
-
-
-def same_pads(size: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
-    """TensorFlow 'same' padding (before, after) along one axis."""
-    out = -(-size // s)
-    total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
-def resolve_pads(padding, h, w, kh, kw, sh, sw, dh, dw) -> tuple[int, int, int, int]:
-    if padding == "valid":
-        return 0, 0, 0, 0
-    if padding == "same":
-        return same_pads(h, kh, sh, dh) + same_pads(w, kw, sw, dw)
-    if len(padding) == 2:
-        return padding[0], padding[0], padding[1], padding[1]
-    return tuple(padding)
 
 
 def torch_act(t: torch.Tensor, act: int) -> torch.Tensor:

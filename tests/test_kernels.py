@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnc import kernels as K
+from helpers import resolve_pads, same_pads
 
 SENTINEL = 7.0
 TOL = 1e-4
@@ -67,24 +68,6 @@ def torch_act(t: torch.Tensor, act: int) -> torch.Tensor:
     if act == K.ACT_TANH:
         return torch.tanh(t)
     return t
-
-
-def same_pads(size: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
-    """TensorFlow 'same' padding (before, after) along one axis (LANGUAGE.md section 5)."""
-    out = -(-size // s)
-    total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
-def resolve_pads(padding, h, w, kh, kw, sh, sw, dh=1, dw=1) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) for 'valid', 'same', (ph, pw) or an explicit 4-tuple."""
-    if padding == "valid":
-        return 0, 0, 0, 0
-    if padding == "same":
-        return same_pads(h, kh, sh, dh) + same_pads(w, kw, sw, dw)
-    if len(padding) == 2:
-        return padding[0], padding[0], padding[1], padding[1]
-    return tuple(padding)
 
 
 # ---------------------------------------------------------------- conv2d

@@ -12,19 +12,13 @@ import torch
 import torch.nn.functional as F
 
 import cnnc
-from helpers import rel_err
+from helpers import rel_err, same_pads
 
 TOL = 1e-4
 
 
 def t(a):
     return torch.from_numpy(np.asarray(a))
-
-
-def same_pads(size, k, s, d=1):
-    keff = d * (k - 1) + 1
-    total = max((math.ceil(size / s) - 1) * s + keff - size, 0)
-    return total // 2, total - total // 2
 
 
 def conv_ref(x, w, b, stride=1, pad=(0, 0, 0, 0), dilation=1, groups=1):

@@ -6,19 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import graph_of, net_src
+from helpers import graph_of, net_src, same_pads
 
 
 def out_shape(layer: str, shape: str = "3x17x16"):
     graph = graph_of(net_src(layer, shape))
     return graph.nodes[graph.graph["output"]]["shape"]
-
-
-def tf_same_pads(size, k, s, d=1):
-    keff = d * (k - 1) + 1
-    out = math.ceil(size / s)
-    total = max((out - 1) * s + keff - size, 0)
-    return total // 2, total - total // 2
 
 
 @pytest.mark.parametrize("hw", [(17, 16), (8, 8), (5, 9)])
@@ -35,8 +28,8 @@ def test_conv_shapes_match_pytorch(hw, k, s, p, d, g):
              f"dilation={d[0]}x{d[1]}, groups={g})")
     x = torch.zeros(1, 3, h, w)
     if p == "same":
-        pt, pb = tf_same_pads(h, k[0], s[0], d[0])
-        pl, pr = tf_same_pads(w, k[1], s[1], d[1])
+        pt, pb = same_pads(h, k[0], s[0], d[0])
+        pl, pr = same_pads(w, k[1], s[1], d[1])
         x = F.pad(x, (pl, pr, pt, pb))
         pad = 0
     else:
@@ -61,7 +54,7 @@ def test_pool_shapes_match_pytorch(kind, k, s, p):
     x = torch.zeros(1, 3, 17, 16)
     pad = 0
     if p == "same":
-        x = F.pad(x, (*tf_same_pads(16, k2[1], s2[1]), *tf_same_pads(17, k2[0], s2[0])))
+        x = F.pad(x, (*same_pads(16, k2[1], s2[1]), *same_pads(17, k2[0], s2[0])))
     elif p != "valid":
         pad = p
     ref = F.max_pool2d(x, k2, s2, pad).shape[1:]
