@@ -6,6 +6,11 @@ and a channel offset for each operand, reads only its input channels and writes 
 output channels. Scalars are Python ints and floats, so each kernel has exactly one type
 signature and is compiled once (and cached on disk).
 
+Every kernel is compiled with ``error_model="numpy"``: Numba's default Python error model
+tests every division for a zero divisor (to raise ZeroDivisionError), and that branch keeps
+LLVM from vectorising any loop that divides -- the rational tanh ran at 2.2 ns per element
+with it and 0.17 ns without. No kernel divides by a value that can be zero.
+
 Numba's disk cache keys a kernel on its own source file only, but kernels compile in the
 helpers of other files (``elementwise.activate_into``, and ``interpreter.run_plan`` all the
 kernels). So ``_drop_stale_cache`` keeps a hash of every kernel source beside the cache and

@@ -7,7 +7,7 @@ from .elementwise import activate_into
 from .window import axpy, output_range
 
 
-@numba.njit(cache=True, fastmath=True, parallel=True)
+@numba.njit(cache=True, fastmath=True, parallel=True, error_model="numpy")
 def conv2d(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, groups, act, alpha):
     """Grouped, dilated, padded 2-D convolution with a bias and an activation epilogue.
 

@@ -23,7 +23,7 @@ ACT_CODES = {
 }
 
 
-@numba.njit(fastmath=True, inline="always")
+@numba.njit(fastmath=True, inline="always", error_model="numpy")
 def fast_tanh(x):
     """tanh for float32 as a rational function (odd degree-13 over even degree-6 minimax fit).
 
@@ -47,7 +47,7 @@ def fast_tanh(x):
     return x * p / q
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def activate_into(src, dst, act, alpha):
     """``dst[i] = act(src[i])`` for 1-D contiguous float32 arrays of equal size.
 
@@ -55,6 +55,9 @@ def activate_into(src, dst, act, alpha):
     loop is branch-free and vectorises. Sigmoid is computed as ``0.5*tanh(x/2) + 0.5``, which
     never overflows.
     """
+    if src.ctypes.data == dst.ctypes.data:  # in place: see bias_activate_inplace
+        bias_activate_inplace(dst, 0.0, act, alpha)
+        return
     a = np.float32(alpha)
     half = np.float32(0.5)
     zero = np.float32(0.0)
@@ -76,7 +79,37 @@ def activate_into(src, dst, act, alpha):
             dst[i] = src[i]
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(fastmath=True, inline="always", error_model="numpy")
+def bias_activate_inplace(row, b, act, alpha):
+    """``row[i] = act(row[i] + b)`` in place.
+
+    One array read and written at the same index, so LLVM vectorises the loop; through
+    ``activate_into(row, row, ...)`` its run-time overlap check fails (the arrays are the
+    same) and it falls back to the scalar loop.
+    """
+    a = np.float32(alpha)
+    half = np.float32(0.5)
+    zero = np.float32(0.0)
+    bias = np.float32(b)
+    if act == ACT_RELU:
+        for i in range(row.size):
+            row[i] = max(row[i] + bias, zero)
+    elif act == ACT_LEAKY:
+        for i in range(row.size):
+            v = row[i] + bias
+            row[i] = v if v > zero else a * v
+    elif act == ACT_SIGMOID:
+        for i in range(row.size):
+            row[i] = half * fast_tanh(half * (row[i] + bias)) + half
+    elif act == ACT_TANH:
+        for i in range(row.size):
+            row[i] = fast_tanh(row[i] + bias)
+    else:
+        for i in range(row.size):
+            row[i] += bias
+
+
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def channel_segment(buf, n, c0, C):
     """The channels ``c0 .. c0+C-1`` of image ``n`` of ``buf`` as one contiguous 1-D view."""
     plane = buf.shape[2] * buf.shape[3]
@@ -84,7 +117,7 @@ def channel_segment(buf, n, c0, C):
     return flat[n, c0 * plane : (c0 + C) * plane]
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def activation(x, xc0, C, out, oc0, act, alpha):
     """``out[:, oc0:oc0+C] = act(x[:, xc0:xc0+C])``; ``act`` is an ``ACT_*`` code.
 
@@ -95,7 +128,7 @@ def activation(x, xc0, C, out, oc0, act, alpha):
         activate_into(channel_segment(x, n, xc0, C), channel_segment(out, n, oc0, C), act, alpha)
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def add(a, ac0, b, bc0, C, out, oc0, act, alpha):
     """``out[:, oc0:oc0+C] = act(a[:, ac0:ac0+C] + b[:, bc0:bc0+C])``.
 
@@ -110,7 +143,7 @@ def add(a, ac0, b, bc0, C, out, oc0, act, alpha):
         activate_into(so, so, act, alpha)
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def softmax(x, xc0, C, out, oc0):
     """Softmax over the channels ``xc0 .. xc0+C-1`` at every ``(n, h, w)``, into ``out``.
 

@@ -35,8 +35,8 @@ is a GEMM whose reduction index is the *tap* ``t = (c, i, j)``; its B matrix is 
    the 8 weights of one tap are contiguous and a k block (``taps * 32`` bytes) stays in L1.
 
 4. Epilogue: the tile goes to a per-thread scratch (L1); bias, then the activation (the
-   shared ``activate_into`` of ``elementwise.py``) are applied while copying its valid
-   columns row by row into ``out[n, oc0+k]``. Only channels ``[oc0, oc0+K)`` are written.
+   shared ``bias_activate_inplace`` of ``elementwise.py``) are applied, then its valid columns
+   are copied row by row into ``out[n, oc0+k]``. Only channels ``[oc0, oc0+K)`` are written.
 
 Parallelism: the work items ``(n, group, k_block, spatial tile)`` -- spatial tile innermost
 so a thread keeps one weight block in L1 -- are cut into ``NCHUNK`` static chunks, one
@@ -81,7 +81,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .elementwise import activate_into
+from .elementwise import bias_activate_inplace
 
 KT = 8  # output channels per micro-tile
 VN = 3  # 16-float vectors per micro-tile row
@@ -185,7 +185,7 @@ _uk32 = _make_microkernel(2)  # spatial tails of 17..32 positions
 _uk16 = _make_microkernel(1)  # spatial tails of 1..16 positions
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def _microkernel(rem, x, xoff, offs, ntap, w, woff, scr):
     """The micro-kernel just wide enough for the ``rem >= 1`` flat positions left."""
     if rem > 32:
@@ -221,7 +221,7 @@ def pack_conv_weights(w: np.ndarray, groups: int) -> np.ndarray:
 # ---------------------------------------------------------------- conv2d_packed
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, error_model="numpy")
 def _split_phases(x, xc0, cin, xq, Hq, Wq, pt, pl, sh, sw):
     """``xq[n, ph, pw, c, i, j] = xpad[n, xc0+c, i*sh + ph, j*sw + pw]`` (0 in the padding).
 
@@ -252,7 +252,7 @@ def _split_phases(x, xc0, cin, xq, Hq, Wq, pt, pl, sh, sw):
                     dst[o + j] = src[j * sw + col0]
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def _store_tile(scr, out, n, ochan, kvalid, bias, bk, p0, Wq, OW, OH, act, alpha):
     """Write ``scr`` (``kvalid`` rows of ``TW`` flat positions from ``p0``) to ``out``.
 
@@ -264,19 +264,22 @@ def _store_tile(scr, out, n, ochan, kvalid, bias, bk, p0, Wq, OW, OH, act, alpha
     oh1 = min((p1 - 1) // Wq + 1, OH)
     for k in range(kvalid):
         row = scr[k * TW : (k + 1) * TW]
-        b = bias[bk + k]
-        for p in range(TW):
-            row[p] += b
+        # the whole row at once (junk columns too, never stored): one vectorised pass
+        # rather than one short one per output row segment
+        bias_activate_inplace(row, bias[bk + k], act, alpha)
         plane = out[n, ochan + k]
         for oh in range(oh0, oh1):
             base = oh * Wq
             lo = max(p0 - base, 0)
             hi = min(p1 - base, OW)
             if hi > lo:
-                activate_into(row[base + lo - p0 : base + hi - p0], plane[oh, lo:hi], act, alpha)
+                seg = row[base + lo - p0 : base + hi - p0]
+                dst = plane[oh, lo:hi]
+                for t in range(seg.size):
+                    dst[t] = seg[t]
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, error_model="numpy")
 def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh, dw, groups,
                   act, alpha):  # fmt: skip
     """``out[:, oc0:oc0+K] = act(conv(x[:, xc0:xc0+cin], w) + bias)`` with packed weights.

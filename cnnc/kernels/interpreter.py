@@ -31,29 +31,29 @@ INTS_PER_STEP = 32
 FLOATS_PER_STEP = 4
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def _view(arena, n, row, i):
     start, channels, h, w = row[i], row[i + 1], row[i + 2], row[i + 3]
     return arena[n * start : n * (start + channels * h * w)].reshape((n, channels, h, w))
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def _vec(params, row, i):
     return params[row[i] : row[i] + row[i + 1]]
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def _mat(params, row, i):
     return params[row[i] : row[i] + row[i + 1] * row[i + 2]].reshape((row[i + 1], row[i + 2]))
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def _tensor4(params, row, i):
     size = row[i + 1] * row[i + 2] * row[i + 3] * row[i + 4]
     return params[row[i] : row[i] + size].reshape((row[i + 1], row[i + 2], row[i + 3], row[i + 4]))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def run_plan(n, arena, params, ops, ints, floats):
     """Run every encoded kernel call in order on batch size ``n``."""
     for s in range(ops.size):

@@ -18,7 +18,7 @@ import numpy as np
 # the stride-1 map and sample it: more arithmetic, but still memory-bound.
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _max_into(acc, x):
     """``acc[t] = max(acc[t], x[t])`` for ``t < acc.size``."""
     for t in range(acc.size):
@@ -26,14 +26,14 @@ def _max_into(acc, x):
         acc[t] = v if v > acc[t] else acc[t]
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _add_into(acc, x):
     """``acc[t] += x[t]`` for ``t < acc.size``."""
     for t in range(acc.size):
         acc[t] += x[t]
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _load_padded(xp, src, Hp, Wp, pt, pl, fill):
     """Copy plane ``src`` (H x W) into flat ``xp`` seen as Hp x Wp, shifted by (pt, pl).
 
@@ -51,7 +51,7 @@ def _load_padded(xp, src, Hp, Wp, pt, pl, fill):
             dst[t] = row[c_lo + t]
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _window_reduce(xp, t, Hp, Wp, kh, kw, is_max):
     """Leave in ``xp[p]`` the max (or sum) of the kh x kw window whose top-left is cell p."""
     m = Hp * Wp - kw + 1  # cells with a whole row of kw to their right
@@ -70,7 +70,7 @@ def _window_reduce(xp, t, Hp, Wp, kh, kw, is_max):
             _add_into(xp[:m2], t[i * Wp : i * Wp + m2])
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _pool(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max):
     N, H, W = x.shape[0], x.shape[2], x.shape[3]
     OH, OW = out.shape[2], out.shape[3]
@@ -111,7 +111,7 @@ def _pool(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max):
 
 # fastmath stays off for the max pool: it lets LLVM assume no infinities, and -inf is the
 # value that padded cells stand for.
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, error_model="numpy")
 def maxpool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl):
     """Max pooling of channels ``xc0 .. xc0+C-1`` of ``x`` into ``oc0 .. oc0+C-1`` of ``out``.
 
@@ -122,7 +122,7 @@ def maxpool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl):
     _pool(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, True)
 
 
-@numba.njit(cache=True, fastmath=True, parallel=True)
+@numba.njit(cache=True, fastmath=True, parallel=True, error_model="numpy")
 def avgpool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl):
     """Average pooling that never counts padding (``count_include_pad=False``).
 
@@ -132,7 +132,7 @@ def avgpool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl):
     _pool(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, False)
 
 
-@numba.njit(cache=True, fastmath=True, parallel=True)
+@numba.njit(cache=True, fastmath=True, parallel=True, error_model="numpy")
 def global_avgpool(x, xc0, C, out, oc0):
     """``out[n, oc0+c, 0, 0]`` = mean of ``x[n, xc0+c]`` over all of H x W (out is 1 x 1)."""
     N = x.shape[0]
@@ -147,7 +147,7 @@ def global_avgpool(x, xc0, C, out, oc0):
         out[n, oc0 + c, 0, 0] = total / np.float32(src.size)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, error_model="numpy")
 def global_maxpool(x, xc0, C, out, oc0):
     """``out[n, oc0+c, 0, 0]`` = maximum of ``x[n, xc0+c]`` over all of H x W (out is 1 x 1)."""
     N = x.shape[0]

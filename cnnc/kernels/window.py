@@ -3,7 +3,7 @@
 import numba
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def output_range(offset: int, stride: int, size_in: int, size_out: int) -> tuple[int, int]:
     """Return ``(lo, hi)``: the output positions ``o`` in ``[lo, hi)`` that read inside the input.
 
@@ -19,7 +19,7 @@ def output_range(offset: int, stride: int, size_in: int, size_out: int) -> tuple
     return lo, max(lo, hi)
 
 
-@numba.njit(cache=True, fastmath=True, inline="always")
+@numba.njit(cache=True, fastmath=True, inline="always", error_model="numpy")
 def axpy(acc, weight, x):
     """``acc[t] += weight * x[t]`` for ``t < acc.size`` (x may be longer).
 
