@@ -128,19 +128,29 @@ def activation(x, xc0, C, out, oc0, act, alpha):
         activate_into(channel_segment(x, n, xc0, C), channel_segment(out, n, oc0, C), act, alpha)
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
+ADD_CHUNKS = 8  # pieces of each image's channel range, shared out over the threads
+
+
+@numba.njit(cache=True, fastmath=True, parallel=True, error_model="numpy")
 def add(a, ac0, b, bc0, C, out, oc0, act, alpha):
     """``out[:, oc0:oc0+C] = act(a[:, ac0:ac0+C] + b[:, bc0:bc0+C])``.
 
     All three have the same spatial size; ``out`` may alias ``a`` or ``b`` (same channels).
+    Parallel over pieces of every image, so batch 1 uses every thread too.
     """
-    for n in range(out.shape[0]):
-        sa = channel_segment(a, n, ac0, C)
-        sb = channel_segment(b, n, bc0, C)
-        so = channel_segment(out, n, oc0, C)
+    N = out.shape[0]
+    size = C * out.shape[2] * out.shape[3]
+    for task in numba.prange(N * ADD_CHUNKS):
+        n = task // ADD_CHUNKS
+        j = task - n * ADD_CHUNKS
+        lo = size * j // ADD_CHUNKS
+        hi = size * (j + 1) // ADD_CHUNKS
+        sa = channel_segment(a, n, ac0, C)[lo:hi]
+        sb = channel_segment(b, n, bc0, C)[lo:hi]
+        so = channel_segment(out, n, oc0, C)[lo:hi]
         for i in range(so.size):
             so[i] = sa[i] + sb[i]
-        activate_into(so, so, act, alpha)
+        bias_activate_inplace(so, 0.0, act, alpha)
 
 
 @numba.njit(cache=True, fastmath=True, error_model="numpy")
