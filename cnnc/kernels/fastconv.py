@@ -221,12 +221,22 @@ def pack_conv_weights(w: np.ndarray, groups: int) -> np.ndarray:
 # ---------------------------------------------------------------- conv2d_packed
 
 
+@numba.njit(inline="always", error_model="numpy")
+def _phase_used(phase, k, d, s):
+    """Whether some tap ``i < k`` (dilation ``d``) reads stride phase ``phase``."""
+    for i in range(k):
+        if (i * d) % s == phase:
+            return True
+    return False
+
+
 @numba.njit(cache=True, parallel=True, error_model="numpy")
-def _split_phases(x, xc0, cin, xq, Hq, Wq, pt, pl, sh, sw):
+def _split_phases(x, xc0, cin, xq, Hq, Wq, pt, pl, sh, sw, KH, KW, dh, dw):
     """``xq[n, ph, pw, c, i, j] = xpad[n, xc0+c, i*sh + ph, j*sw + pw]`` (0 in the padding).
 
     ``xq`` is flat; each plane is ``Hq x Wq``. ``xpad`` is the input with ``pt`` zero rows
     on top and ``pl`` zero columns on the left (and as many as needed at the bottom/right).
+    Phases that no kernel tap reads (three of the four of a 1x1 stride-2 conv) are skipped.
     """
     H, W = x.shape[2], x.shape[3]
     plane = Hq * Wq
@@ -237,6 +247,8 @@ def _split_phases(x, xc0, cin, xq, Hq, Wq, pt, pl, sh, sw):
         r //= sw
         ph = r % sh
         n = r // sh
+        if not (_phase_used(ph, KH, dh, sh) and _phase_used(pw, KW, dw, sw)):
+            continue
         dst = xq[q * plane : (q + 1) * plane]
         dst[:] = 0.0
         # columns j whose source column j*sw + pw - pl lies inside the image
@@ -320,7 +332,7 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
         # the tail lets the last tile of the last plane read (junk) past the end
         xq = np.empty(N * img_stride + TW + 16, np.float32)
         xq[N * img_stride :] = 0.0
-        _split_phases(x, xc0, cin, xq, Hq, Wq, pt, pl, sh, sw)
+        _split_phases(x, xc0, cin, xq, Hq, Wq, pt, pl, sh, sw, KH, KW, dh, dw)
         x_start = 0
         g_stride = cin_g * plane
         for t in range(ntap):
