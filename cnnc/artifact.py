@@ -20,7 +20,10 @@ import networkx as nx
 import numpy as np
 
 from .errors import CnncArtifactError, CnncError
+from .graph import parameter_shapes
+from .passes.verify import verify_graph
 from .report import graph_to_json_data
+from .weights import check_weights
 
 FORMAT = "cnnc-artifact"
 VERSION = 1
@@ -49,13 +52,22 @@ def save(net, path: str) -> None:
     except OSError as err:
         raise CnncError(f"cannot write '{path}': {err.strerror}") from None
     try:
-        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("manifest.json", json.dumps(manifest))
-            zf.writestr("weights.npz", weights, compress_type=zipfile.ZIP_STORED)
+        with os.fdopen(fd, "wb") as fh:
+            with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr("manifest.json", json.dumps(manifest))
+                zf.writestr("weights.npz", weights, compress_type=zipfile.ZIP_STORED)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a saved model is not
         os.replace(tmp, path)
-    except OSError as err:
-        os.unlink(tmp)
-        raise CnncError(f"cannot write '{path}': {err.strerror}") from None
+    except BaseException as err:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise CnncError(f"cannot write '{path}': {err.strerror}") from None
+        raise
 
 
 def _tuples(value):
@@ -64,7 +76,9 @@ def _tuples(value):
 
 def graph_from_json_data(data: dict) -> nx.DiGraph:
     """Inverse of report.graph_to_json_data: lists back to the tuples the schema uses."""
-    graph = nx.node_link_graph(data, directed=True, multigraph=False)
+    if "edges" not in data and "links" in data:  # written by networkx before 3.4's key
+        data = {**data, "edges": data["links"]}
+    graph = nx.node_link_graph(data, directed=True, multigraph=False, edges="edges")
     for key, value in list(graph.graph.items()):
         graph.graph[key] = _tuples(value)
     for _, d in graph.nodes(data=True):
@@ -106,10 +120,16 @@ def load(path: str):
             if key.startswith("opt/"):
                 node_id, param = key[4:].rsplit("/", 1)
                 optimized.nodes[node_id].setdefault("params", {})[param] = value
+        # the file is data from outside: check it before any kernel touches memory
+        source_shapes = parameter_shapes(source)
+        if list(params) != list(source_shapes):
+            raise CnncArtifactError("its parameters do not match its graph", file=path)
+        check_weights(source, params, {})
+        verify_graph(optimized)
         return Network(source, params, opt_level=int(manifest["opt_level"]),
                        disabled_passes=tuple(manifest["disabled_passes"]),
                        source_hash=str(manifest["source_hash"]), optimized=optimized)
-    except CnncError:
+    except CnncArtifactError:
         raise
     except Exception as err:  # noqa: BLE001 - any malformed content is the file's fault
         raise CnncArtifactError(f"malformed .cnnc content ({type(err).__name__}: {err})",

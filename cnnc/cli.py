@@ -109,14 +109,8 @@ def cmd_check(args) -> int:
 def cmd_summary(args) -> int:
     from .report import summary_text
     graph = _load_graph(args)
-    extra = []
-    try:
-        from .passes import memory_report
-    except ImportError:
-        memory_report = None
-    if memory_report is not None:
-        extra = memory_report(graph)
-    sys.stdout.write(summary_text(graph, extra))
+    from .passes import memory_report
+    sys.stdout.write(summary_text(graph, memory_report(graph)))
     return 0
 
 
@@ -158,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         return _command(args.command)(args)
     except CnncError as err:
         print(format_error(err), file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("error: out of memory (is the input or a layer very large?)", file=sys.stderr)
+        return 1
+    except RecursionError:
+        print("error: the network is nested too deeply", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -34,7 +34,9 @@ def cmd_compile(args) -> int:
     net = _compile(args)
     out = args.output or os.path.splitext(args.model)[0] + ".cnnc"
     net.save(out)
-    n_params = sum(v.size for v in net._params.values())
+    # trainable parameters, counted as cnnc summary and PyTorch count them
+    n_params = sum(v.size for k, v in net._params.items()
+                   if k.endswith((".weight", ".bias")))
     print(f"wrote {out}")
     print(f"  network {net.name}: input {_fmt(net.input_shape)}, output {_fmt(net.output_shape)}")
     print(f"  {n_params:,} parameters, {net.graph.number_of_nodes() - 1} layers after "
@@ -45,12 +47,17 @@ def cmd_compile(args) -> int:
 
 def _read_input(path: str) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise CnncInputError("no such input file", file=path) from None
     except (OSError, ValueError, EOFError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CnncInputError(f"cannot read the input: {reason}", file=path) from None
+    if not isinstance(data, np.ndarray):
+        data.close()
+        raise CnncInputError("the input must be one array in an .npy file (numpy.save), "
+                             "not an .npz archive", file=path)
+    return data
 
 
 def cmd_run(args) -> int:

@@ -150,10 +150,11 @@ class Separators:
         pending = None  # first separator token of the current run
         has_semicolon = False
         for tok in stream:
+            if tok.type == "NEWLINE" and depth > 0:
+                continue  # inside parentheses a newline is white space (a `;` is not)
             if tok.type in ("NEWLINE", "SEMICOLON"):
-                if depth == 0:
-                    pending = pending or tok
-                    has_semicolon = has_semicolon or tok.type == "SEMICOLON"
+                pending = pending or tok
+                has_semicolon = has_semicolon or tok.type == "SEMICOLON"
                 continue
             if pending is not None:
                 if has_semicolon:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from .errors import CnncError, CnncImportError, CnncNameError, CnncShapeError, CnncValueError
-from .frontend import (Arg, BinOp, Block, Branching, Call, Dim, Expr, Name, Neg, Network, Num,
+from .errors import CnncError, CnncImportError, CnncNameError, CnncValueError
+from .frontend import (BinOp, Block, Branching, Call, Dim, Expr, Name, Neg, Network, Num,
                        Pos, Stage, did_you_mean, parse)
 from .layers import LAYERS, WORDS, bind_arguments, infer_shape, param_shapes
 
@@ -29,6 +29,7 @@ class Program:
     file: str
     blocks: dict[str, Block] = field(default_factory=dict)
     networks: list[Network] = field(default_factory=list)  # the main file's own
+    imported_networks: list[Network] = field(default_factory=list)  # visible by name (§10)
     sources: dict[str, str] = field(default_factory=dict)  # file -> text, for error carets
 
 
@@ -77,6 +78,8 @@ def _load(text: str, file: str) -> Program:
             program.blocks[block.name] = block
         if len(stack) == 1:
             program.networks = list(module.networks)
+        else:
+            program.imported_networks.extend(module.networks)
         base = os.path.dirname(file) if os.path.exists(file) else "."
         for imp in module.imports:
             target = os.path.normpath(os.path.join(base, imp.path))
@@ -88,8 +91,12 @@ def _load(text: str, file: str) -> Program:
                 continue
             visit(_read_text(target, imp.pos), target, [*stack, real])
 
-    visit(text, file, [os.path.realpath(file) if os.path.exists(file) else file])
-    _check_program(program)
+    try:
+        visit(text, file, [os.path.realpath(file) if os.path.exists(file) else file])
+        _check_program(program)
+    except RecursionError:
+        raise CnncValueError("nesting too deep (expressions, branches or imports)",
+                             file=file) from None
     return program
 
 
@@ -155,7 +162,14 @@ def _check_program(program: Program):
                             "earlier parameter").at(name.pos)
             seen.append(param.name)
         _check_names(block.body, set(seen), program)
-    for network in program.networks:
+    seen_networks: dict[str, Network] = {}
+    for network in [*program.imported_networks, *program.networks]:
+        if network.name in seen_networks:
+            first = seen_networks[network.name].pos
+            raise CnncNameError(
+                f"network '{network.name}' is defined twice (first at {first.file}:{first.line})"
+            ).at(network.pos)
+        seen_networks[network.name] = network
         _check_names(network.body, set(), program)
     _check_recursion(program)
 
@@ -216,7 +230,7 @@ def evaluate(expr: Expr, env: dict):
 
 
 # ---------------------------------------------------------------- expansion
-def assign_names(body) -> dict[int, str]:
+def assign_names(body, reserved: tuple[str, ...] = ()) -> dict[int, str]:
     """§6: the name of every stage of one body, keyed by id(stage).
 
     Labels give the name; otherwise the kind and its count among the unlabelled
@@ -245,6 +259,8 @@ def assign_names(body) -> dict[int, str]:
             continue
         if stage.label in labels:
             raise CnncNameError(f"label '{stage.label}' is used twice in this body").at(stage.pos)
+        if stage.label in reserved:
+            raise CnncNameError(f"the label '{stage.label}' is reserved here").at(stage.pos)
         if stage.label in automatic:
             raise CnncNameError(
                 f"label '{stage.label}' equals the automatic name of an unlabelled layer in this "
@@ -355,14 +371,14 @@ class _Expander:
 
 
 def select_network(program: Program, network: str | None) -> Network:
-    if not program.networks:
+    if not program.networks and (network is None or not program.imported_networks):
         raise CnncNameError("no network in this file", file=program.file)
     if network is None:
         return program.networks[-1]
-    for net in program.networks:
+    for net in [*program.networks, *program.imported_networks]:
         if net.name == network:
             return net
-    names = [n.name for n in program.networks]
+    names = [n.name for n in [*program.networks, *program.imported_networks]]
     raise CnncNameError(
         f"no network '{network}' in this file{did_you_mean(network, names)}; "
         f"networks: {', '.join(names)}", file=program.file)
@@ -372,6 +388,7 @@ def build_graph(program: Program, network: str | None = None) -> nx.DiGraph:
     """Expand one network into its dataflow graph with names and shapes."""
     net = select_network(program, network)
     expander = _Expander(program)
+    assign_names(net.body, reserved=("input",))  # the input node's id
     expander.add_node("input", "input", [], net.input_shape, net.pos, {})
     try:
         output = expander.chain(net.body, "input", "", {})

@@ -41,7 +41,6 @@ LAYERS: dict[str, LayerSpec] = {
     "pad": LayerSpec((("amount", _REQUIRED),)),
     "identity": LayerSpec(()),
 }
-ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
 
 
 def _describe(value) -> str:
@@ -150,8 +149,6 @@ def bind_arguments(kind: str, positional: list, keywords: dict) -> dict:
 
 
 def _check(kind: str, name: str, value):
-    if isinstance(value, str) and value == "global":
-        raise CnncValueError(f"'global' is only for avgpool and maxpool, alone")
     if kind == "conv":
         if name in ("depth", "groups"):
             return _int(kind, name, value)

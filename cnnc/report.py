@@ -154,7 +154,7 @@ def graph_to_json_data(graph: nx.DiGraph) -> dict:
     for node_id, d in graph.nodes(data=True):
         clean.add_node(node_id, **{k: _jsonable(v) for k, v in d.items() if k != "params"})
     clean.add_edges_from(graph.edges)
-    return nx.node_link_data(clean)
+    return nx.node_link_data(clean, edges="edges")
 
 
 def dump_json(graph: nx.DiGraph) -> str:

@@ -11,8 +11,8 @@ type signature and is cached on disk by Numba.
 from __future__ import annotations
 
 import hashlib
-import math
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -27,8 +27,7 @@ from .errors import CnncError, CnncInputError
 from .graph import build_graph, load_program, load_source
 from .weights import bind_parameters, check_weights, init_parameters
 
-ACT_CODES = {"none": K.ACT_NONE, "relu": K.ACT_RELU, "leaky_relu": K.ACT_LEAKY,
-             "sigmoid": K.ACT_SIGMOID, "tanh": K.ACT_TANH}
+ACT_CODES = K.ACT_CODES
 ALIAS_OPS = ("identity", "dropout", "flatten", "slice")
 
 
@@ -206,7 +205,6 @@ def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[
         args = (x, x.c0, x.channels, w, b, out, out.c0, act, slope)
         return [Step(node_id, op, K.dense, args)]
     if op in ("relu", "leaky_relu", "sigmoid", "tanh"):
-        slope = float(attrs.get("slope", 0.0))
         return [Step(node_id, op, K.activation,
                      (x, x.c0, x.channels, out, out.c0, ACT_CODES[op], slope))]
     if op == "softmax":
@@ -378,6 +376,7 @@ class Network:
         self.source_hash = source_hash
         self._progress = sys.stderr.isatty() if progress is None else progress
         self._dump_dir = dump_dir
+        self._lock = threading.Lock()
         self._build(optimized)
 
     def _build(self, optimized: nx.DiGraph | None = None):
@@ -412,7 +411,9 @@ class Network:
         self._build()
 
     def __call__(self, x) -> np.ndarray:
-        return self._plan.run(self._check_input(x))
+        x = self._check_input(x)
+        with self._lock:  # calls share the planned buffers: one at a time
+            return self._plan.run(x)
 
     def _check_input(self, x) -> np.ndarray:
         try:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import networkx as nx
 import numpy as np
 
-from .errors import CnncWeightError
+from .errors import CnncValueError, CnncWeightError
 from .graph import parameter_shapes
 
 
@@ -19,6 +19,8 @@ def init_parameters(graph: nx.DiGraph, seed: int = 0) -> dict[str, np.ndarray]:
     One generator seeded with `seed` draws the weights in source order, so the same
     seed always gives the same network.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise CnncValueError(f"the seed must be a non-negative integer, got {seed!r}")
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
     for key, shape in parameter_shapes(graph).items():
@@ -36,14 +38,17 @@ def init_parameters(graph: nx.DiGraph, seed: int = 0) -> dict[str, np.ndarray]:
 def read_weights_file(path: str) -> dict[str, np.ndarray]:
     """Arrays of an .npz file, read without pickle."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise CnncWeightError("not an .npz archive (a single .npy array?)", file=path)
-            return {key: data[key] for key in data.files}
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
     except FileNotFoundError:
         raise CnncWeightError("no such weights file", file=path) from None
-    except CnncWeightError:
-        raise
+    except OSError as err:
+        raise CnncWeightError(f"cannot read weights: {err.strerror}", file=path) from None
+    if magic != b"PK\x03\x04":  # numpy would take any other file for a pickle
+        raise CnncWeightError("not an .npz archive (write one with numpy.savez)", file=path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         if "pickle" in reason.lower():

@@ -54,6 +54,11 @@ def test_run_reports_bad_inputs(capsys, tmp_path):
     np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object))
     code, _, err = run_cli(capsys, "run", LENET, "--input", tmp_path / "o.npy")
     assert code == 1 and "cannot read the input" in err
+    np.savez(tmp_path / "x.npz", x=np.ones((1, 1, 28, 28), np.float32))
+    code, _, err = run_cli(capsys, "run", LENET, "--input", tmp_path / "x.npz")
+    assert code == 1 and "not an .npz archive" in err
+    code, _, err = run_cli(capsys, "run", LENET, "--seed", -3)
+    assert code == 1 and "non-negative integer" in err
     code, _, err = run_cli(capsys, "run", LENET, "--batch", 0)
     assert code == 1 and "--batch must be at least 1" in err
 

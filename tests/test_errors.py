@@ -153,3 +153,43 @@ def test_format_error_draws_a_caret():
         "m.cnn:3:3: error: unknown layer or block 'reluu' (did you mean 'relu'?)\n"
         "      reluu\n"
         "      ^")
+
+
+MORE_CASES = [
+    ("label-input-reserved", N + "  input: conv(4, 1x1)\n}\n", CnncNameError, 2, 3,
+     "the label 'input' is reserved"),
+    ("label-input-in-branch", N + "  concat { input: relu | identity }\n}\n", CnncNameError, 2,
+     12, "the label 'input' is reserved"),
+    ("semicolon-in-parentheses", N + "  conv(8, 3x3;)\n}\n", CnncSyntaxError, 2, 14,
+     "unexpected ';'"),
+    ("pad-two-integers", N + "  pad(1, 2)\n}\n", CnncValueError, 2, 10, "pad takes one amount"),
+    ("network-defined-twice", "network n(input: 1x2x2) { relu }\nnetwork n(input: 1x2x2) { relu }\n",
+     CnncNameError, 2, 1, "network 'n' is defined twice"),
+]
+
+
+@pytest.mark.parametrize("case", MORE_CASES, ids=[c[0] for c in MORE_CASES])
+def test_more_errors(case):
+    test_error_message_and_position(case)
+
+
+@pytest.mark.parametrize("text", [
+    N + "  conv(" + "-" * 3000 + "1, 1x1)\n}\n",
+    N + "  conv(" + " + ".join(["1"] * 3000) + ", 1x1)\n}\n",
+    N + "  " + "concat { " * 1500 + "relu" + " }" * 1500 + "\n}\n",
+])
+def test_very_deep_nesting_is_an_error_not_a_crash(text):
+    with pytest.raises(CnncError, match="nest"):
+        build_graph(load_source(text, "m.cnn"))
+
+
+def test_imported_networks_are_visible_by_name(tmp_path):
+    (tmp_path / "lib.cnn").write_text("network small(input: 1x4x4) { conv(2, 1x1) }\n")
+    (tmp_path / "m.cnn").write_text('import "lib.cnn"\nnetwork big(input: 3x4x4) { relu }\n')
+    program = load_program(str(tmp_path / "m.cnn"))
+    assert build_graph(program).graph["name"] == "big"  # None picks the file's own
+    assert build_graph(program, "small").graph["name"] == "small"
+    (tmp_path / "only.cnn").write_text('import "lib.cnn"\n')
+    with pytest.raises(CnncNameError, match="no network in this file"):
+        build_graph(load_program(str(tmp_path / "only.cnn")))
+    assert build_graph(load_program(str(tmp_path / "only.cnn")), "small").graph["name"] == "small"

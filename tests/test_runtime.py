@@ -303,3 +303,75 @@ def test_damaged_artifacts_are_errors(tmp_path, damage):
     path.write_bytes(bytes(data))
     with pytest.raises(cnnc.CnncArtifactError):
         cnnc.load(str(path))
+
+
+def test_npy_weights_and_negative_seed_are_errors(tmp_path):
+    np.save(tmp_path / "w.npy", np.zeros(3, np.float32))
+    with pytest.raises(cnnc.CnncWeightError, match="not an .npz archive"):
+        cnnc.compile_source(SMALL, weights=str(tmp_path / "w.npy"))
+    (tmp_path / "m.cnn").write_text(SMALL)
+    with pytest.raises(cnnc.CnncWeightError, match="not an .npz archive"):
+        cnnc.compile_source(SMALL, weights=str(tmp_path / "m.cnn"))
+    with pytest.raises(cnnc.CnncValueError, match="non-negative integer"):
+        cnnc.compile_source(SMALL, seed=-1)
+
+
+def _rewrite_artifact(path, edit):
+    import io
+    import json
+    import zipfile
+    with zipfile.ZipFile(path) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        weights = zf.read("weights.npz")
+    edit(manifest)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("manifest.json", json.dumps(manifest))
+        zf.writestr("weights.npz", weights)
+    path.write_bytes(buf.getvalue())
+
+
+def test_tampered_graph_is_an_artifact_error(tmp_path):
+    path = tmp_path / "m.cnnc"
+    cnnc.compile_source(SMALL).save(str(path))
+
+    def grow_conv(manifest):
+        for node in manifest["optimized_graph"]["nodes"]:
+            if node["op"] == "conv":
+                node["shape"] = [3, 60, 50]  # out-of-bounds writes if trusted
+    _rewrite_artifact(path, grow_conv)
+    with pytest.raises(cnnc.CnncArtifactError):
+        cnnc.load(str(path))
+
+
+def test_artifact_written_with_the_old_links_key_loads(tmp_path):
+    path = tmp_path / "m.cnnc"
+    net = cnnc.compile_source(SMALL)
+    net.save(str(path))
+
+    def old_key(manifest):
+        for key in ("parsed_graph", "optimized_graph"):
+            manifest[key]["links"] = manifest[key].pop("edges")
+    _rewrite_artifact(path, old_key)
+    x = np.ones((1, 2, 6, 5), np.float32)
+    np.testing.assert_array_equal(cnnc.load(str(path))(x), net(x))
+
+
+def test_save_keeps_the_umask_and_an_old_file_on_failure(tmp_path, monkeypatch):
+    import os
+    import stat
+    path = tmp_path / "m.cnnc"
+    net = cnnc.compile_source(SMALL)
+    net.save(str(path))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    before = path.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(cnnc.CnncError, match="No space left"):
+        net.save(str(path))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.cnnc"]  # no temporary file left

@@ -40,8 +40,9 @@ is a GEMM whose reduction index is the *tap* ``t = (c, i, j)``; its B matrix is 
 
 Parallelism: the work items ``(n, group, k_block, spatial tile)`` -- spatial tile innermost
 so a thread keeps one weight block in L1 -- are cut into ``NCHUNK`` static chunks, one
-``prange`` iteration each (its scratch is allocated once per chunk). Two parallel regions
-per call (input preparation, compute), ~1.2 us each with the OpenMP threading layer.
+``prange`` iteration each (their scratch is allocated once per call). Two parallel regions
+per call (input preparation, compute; one for an unpadded stride-1 1x1 conv, which reads
+its input as it is), ~1.2 us each with the OpenMP threading layer.
 
 The last spatial tile of a 1x1 unpadded conv would read past the end of the image's input
 plane (up to the end of the buffer), so its taps are first copied into a small panel.
@@ -67,11 +68,12 @@ setting                             LeNet-5    GoogLeNet  SqueezeNet
 ==================================  =========  =========  ==========
 passive wait, 1x1 through BLAS      0.63 ms    47.8 ms    11.8 ms
 passive wait, no BLAS               0.74 ms    41.7 ms    12.9 ms
-libgomp default (active), no BLAS   0.11 ms    29.6 ms    8.1 ms
+active wait (spin), no BLAS         0.11 ms    29.6 ms    8.1 ms
 ==================================  =========  =========  ==========
 
 (with active wait and BLAS, GoogLeNet took 160-240 ms.) So the runtime calls no BLAS, and
-cnnc leaves libgomp's wait policy at its default.
+``import cnnc`` bounds libgomp's spin (``GOMP_SPINCOUNT=20000``, docs/DESIGN.md "Threads"),
+which measured as fast as the active wait without spinning on forever.
 """
 
 import numba
