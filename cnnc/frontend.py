@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from lark import Lark, Token, Transformer
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from .errors import CnncError, CnncSyntaxError, CnncValueError
+from .errors import CnncSyntaxError, CnncValueError
 
 
 @dataclass(frozen=True)
@@ -343,12 +343,6 @@ def parse(text: str, file: str = "<source>") -> Module:
             return parser.parse(text)
         except UnexpectedInput as err:
             raise _syntax_error(err, text, file) from None
-        except VisitError as err:
-            if isinstance(err.orig_exc, CnncError):
-                raise err.orig_exc from None
-            raise
-        except RecursionError:
-            raise CnncSyntaxError("nesting too deep", file, 1, 1) from None
 
 
 def did_you_mean(word: str, choices) -> str:

@@ -400,6 +400,12 @@ def build_graph(program: Program, network: str | None = None) -> nx.DiGraph:
     return graph
 
 
+def schedule(graph: nx.DiGraph) -> list[str]:
+    """Node ids in the order the runtime runs them: source order, as dependencies allow."""
+    index = {n: i for i, n in enumerate(graph.nodes)}
+    return list(nx.lexicographical_topological_sort(graph, key=index.__getitem__))
+
+
 def parameter_shapes(graph: nx.DiGraph) -> dict[str, tuple]:
     """{'conv1.weight': shape, ...} in source order (§6)."""
     shapes = {}

@@ -7,6 +7,7 @@ import math
 
 import networkx as nx
 
+from .graph import schedule
 from .layers import param_shapes
 
 _WINDOW_OPS = ("conv", "maxpool", "avgpool")
@@ -100,17 +101,12 @@ def _attr_text(attrs: dict) -> str:
 def dump_text(graph: nx.DiGraph) -> str:
     """One line per node in topological (source) order: `id = op(attrs) <- inputs : shape`."""
     lines = [f"network {graph.graph['name']} -> {graph.graph['output']}"]
-    for node_id in nx.lexicographical_topological_sort(graph, key=_order_key(graph)):
+    for node_id in schedule(graph):
         d = graph.nodes[node_id]
         attrs = _attr_text(d["attrs"])
         ins = ", ".join(d["inputs"])
         lines.append(f"{node_id} = {d['op']}({attrs}) <- [{ins}] : {_fmt_shape(d['shape'])}")
     return "\n".join(lines) + "\n"
-
-
-def _order_key(graph):
-    index = {n: i for i, n in enumerate(graph.nodes)}
-    return lambda n: index[n]
 
 
 def _dot_quote(text: str) -> str:

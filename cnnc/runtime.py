@@ -24,7 +24,7 @@ from . import kernels as K
 from .kernels.fastconv import choose_conv_kernel, conv2d_packed, pack_conv_weights
 from .kernels.interpreter import FLOATS_PER_STEP, INTS_PER_STEP, OPCODES, run_plan
 from .errors import CnncError, CnncInputError
-from .graph import build_graph, load_program, load_source
+from .graph import build_graph, load_program, load_source, schedule
 from .weights import bind_parameters, check_weights, init_parameters
 
 ACT_CODES = K.ACT_CODES
@@ -251,7 +251,7 @@ class Plan:
 
     def __init__(self, graph: nx.DiGraph):
         self.graph = graph
-        self.order = list(nx.lexicographical_topological_sort(graph, key=_order_key(graph)))
+        self.order = schedule(graph)
         self.buffers = plan_buffers(graph, self.order, bool(graph.graph.get("reuse_memory")))
         self.steps: list[Step] = []
         for node_id in self.order:
@@ -354,11 +354,6 @@ def encode_plan(plan: Plan) -> tuple:
         floats[s, : len(frow)] = frow
     params = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(1, np.float32)
     return params, ops, ints, floats
-
-
-def _order_key(graph):
-    index = {n: i for i, n in enumerate(graph.nodes)}
-    return lambda n: index[n]
 
 
 # ---------------------------------------------------------------- the compiled network

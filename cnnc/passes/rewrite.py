@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import networkx as nx
 
+from ..graph import schedule
+
 # runtime.ALIAS_OPS, repeated so that the passes do not import Numba
 ALIAS_OPS = ("identity", "dropout", "flatten", "slice")  # no kernel: a view of the input
 ACTIVATION_OPS = ("relu", "leaky_relu", "sigmoid", "tanh")
@@ -105,5 +107,4 @@ def remove_dead(graph: nx.DiGraph) -> int:
 
 def ordered(graph: nx.DiGraph) -> list[str]:
     """Node ids in the order the runtime schedules them."""
-    index = {n: i for i, n in enumerate(graph.nodes)}
-    return list(nx.lexicographical_topological_sort(graph, key=index.__getitem__))
+    return schedule(graph)
