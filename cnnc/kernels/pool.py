@@ -52,8 +52,11 @@ def _load_padded(xp, src, Hp, Wp, pt, pl, fill):
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
-def _window_reduce(xp, t, Hp, Wp, kh, kw, is_max):
-    """Leave in ``xp[p]`` the max (or sum) of the kh x kw window whose top-left is cell p."""
+def _window_reduce(xp, t, Hp, Wp, kh, kw, sh, OH, is_max):
+    """Leave in ``xp[p]`` the max (or sum) of the kh x kw window whose top-left is cell p.
+
+    Only for the rows ``oh * sh`` that outputs start on: a strided pool skips the others.
+    """
     m = Hp * Wp - kw + 1  # cells with a whole row of kw to their right
     t[:m] = xp[:m]
     for j in range(1, kw):
@@ -61,13 +64,19 @@ def _window_reduce(xp, t, Hp, Wp, kh, kw, is_max):
             _max_into(t[:m], xp[j : j + m])
         else:
             _add_into(t[:m], xp[j : j + m])
-    m2 = m - (kh - 1) * Wp  # cells with kh rows below them
-    xp[:m2] = t[:m2]
-    for i in range(1, kh):
-        if is_max:
-            _max_into(xp[:m2], t[i * Wp : i * Wp + m2])
-        else:
-            _add_into(xp[:m2], t[i * Wp : i * Wp + m2])
+    if sh == 1:  # every row: one long pass over all cells with kh rows below them
+        passes, length = 1, m - (kh - 1) * Wp
+    else:  # one pass per output row
+        passes, length = OH, Wp - kw + 1
+    for r in range(passes):
+        start = r * sh * Wp
+        xp[start : start + length] = t[start : start + length]
+        for i in range(1, kh):
+            src = t[start + i * Wp : start + i * Wp + length]
+            if is_max:
+                _max_into(xp[start : start + length], src)
+            else:
+                _add_into(xp[start : start + length], src)
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
@@ -95,7 +104,7 @@ def _pool(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max):
             n = task // C
             c = task - n * C
             _load_padded(xp, x[n, xc0 + c], Hp, Wp, pt, pl, fill)
-            _window_reduce(xp, t, Hp, Wp, kh, kw, is_max)
+            _window_reduce(xp, t, Hp, Wp, kh, kw, sh, OH, is_max)
             dst = out[n, oc0 + c]
             for oh in range(OH):
                 row = xp[oh * sh * Wp : oh * sh * Wp + Wp]
