@@ -161,7 +161,7 @@ class Step:
     args: tuple  # with View placeholders, bound to arrays per batch size
 
 
-def _conv_arrays(data) -> tuple[np.ndarray, np.ndarray]:
+def _weight_and_bias(data) -> tuple[np.ndarray, np.ndarray]:
     w = np.ascontiguousarray(data["params"]["weight"], np.float32)
     b = data["params"].get("bias")
     b = np.zeros(w.shape[0], np.float32) if b is None else np.ascontiguousarray(b, np.float32)
@@ -180,10 +180,11 @@ def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[
     if op in ("input", *ALIAS_OPS):
         return []
     if op == "conv":
-        w, b = _conv_arrays(data)
+        w, b = _weight_and_bias(data)
         pt, _, pl, _ = attrs["pads"]
         in_shape = graph.nodes[data["inputs"][0]]["shape"]
-        if choose_conv_kernel(attrs, in_shape, data["shape"]) == "packed":  # register-blocked direct convolution, weights packed once
+        if choose_conv_kernel(attrs, in_shape, data["shape"]) == "packed":
+            # register-blocked direct convolution, weights packed once here
             kh, kw = attrs["kernel"]
             args = (x, x.c0, x.channels, out, out.c0, w.shape[0],
                     pack_conv_weights(w, attrs["groups"]), b, kh, kw, pt, pl, *attrs["stride"],
@@ -201,7 +202,7 @@ def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[
         args = (x, x.c0, x.channels, out, out.c0, *attrs["kernel"], *attrs["stride"], pt, pl)
         return [Step(node_id, op, kernel, args)]
     if op == "dense":
-        w, b = _conv_arrays(data)
+        w, b = _weight_and_bias(data)
         args = (x, x.c0, x.channels, w, b, out, out.c0, act, slope)
         return [Step(node_id, op, K.dense, args)]
     if op in ("relu", "leaky_relu", "sigmoid", "tanh"):
@@ -261,6 +262,8 @@ class Plan:
         self.slot_starts = np.concatenate(([0], np.cumsum(self.buffers.slot_sizes))).astype(int)
         self.encoded = encode_plan(self)
         self._arenas: dict[int, np.ndarray] = {}
+        self._io: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._output_shape = graph.nodes[graph.graph["output"]]["shape"]
 
     def view_start(self, view: View) -> int:
         """Where the view's group starts in the arena, per image."""
@@ -270,8 +273,17 @@ class Plan:
         if n not in self._arenas:
             if len(self._arenas) > 4:  # keep memory bounded when batch sizes vary
                 self._arenas.clear()
+                self._io.clear()
             self._arenas[n] = np.empty(max(1, n * int(self.slot_starts[-1])), np.float32)
         return self._arenas[n]
+
+    def _io_arrays(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The input and output channel ranges at batch size n, made once per n."""
+        if n not in self._io:
+            i, o = self.input_view, self.output_view
+            self._io[n] = (self.array(n, i)[:, i.c0: i.c0 + i.channels],
+                           self.array(n, o)[:, o.c0: o.c0 + o.channels])
+        return self._io[n]
 
     def array(self, n: int, view: View) -> np.ndarray:
         """The 4-D array of a view's group at batch size n (a view into the arena)."""
@@ -289,13 +301,11 @@ class Plan:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
-        v = self.input_view
-        self.array(n, v)[:, v.c0: v.c0 + v.channels] = x
-        run_plan(n, self.arena(n), *self.encoded)
-        o = self.output_view
-        result = self.array(n, o)[:, o.c0: o.c0 + o.channels].copy()
-        shape = self.graph.nodes[self.graph.graph["output"]]["shape"]
-        return result.reshape(n, *shape)
+        arena = self.arena(n)
+        inp, out = self._io_arrays(n)
+        inp[...] = x
+        run_plan(n, arena, *self.encoded)
+        return out.copy().reshape(n, *self._output_shape)
 
     def warm_up(self, progress: bool = False):
         """Compile (or load from Numba's disk cache) every kernel, showing progress.
