@@ -4,7 +4,8 @@ As in test_kernels.py, every kernel reads its input from inside a bigger buffer 
 offset > 0) and writes into a buffer pre-filled with SENTINEL, so each test also checks that
 the channels outside the kernel's output range are left alone. Shapes are small but cover
 the micro-kernel's tails: output planes shorter and longer than one 48-position tile, output
-channel counts that are not multiples of 8, and 1x1 convs that read the input buffer as it is.
+channel counts that are not multiples of 8, 1x1 convs that read the input buffer as it is, and
+batches split into blocks of images laid side by side.
 """
 
 import zlib
@@ -123,6 +124,10 @@ PACKED_CASES = [
     (2, 6, 9, 7, 6, (3, 3), (1, 1), (1, 1), (1, 1), 3),
     (1, 6, 6, 6, 6, (1, 1), (1, 1), "valid", (1, 1), 2),  # grouped 1x1, read as it is
     (1, 5, 9, 7, 5, (3, 3), (1, 1), (1, 1), (1, 1), 5),  # depthwise
+    # images side by side in blocks smaller than the batch (XQ_BLOCK_BYTES = 1 MB): 345 KB
+    # of split input an image, blocks of 2 images; 460 KB an image, blocks of 1
+    (4, 96, 28, 28, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (3, 128, 28, 28, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),
 ]
 
 
@@ -187,3 +192,33 @@ def test_choose_conv_kernel(attrs, in_shape, out_shape, expected):
 def test_one_signature_per_kernel(name):
     """Every call above used the same argument types, so nothing compiled twice."""
     assert len(getattr(K, name).signatures) <= 1
+
+
+# ---------------------------------------------------------------- flat layout
+
+
+@pytest.mark.parametrize(
+    "W, OW, pl, sw, KW, dw, expected",
+    [
+        (56, 56, 1, 1, 3, 1, 57),  # 3x3 same: one zero column between neighbours
+        (7, 7, 1, 1, 3, 1, 8),
+        (9, 7, 0, 1, 3, 1, 9),  # valid: the image's own columns
+        (224, 112, 3, 2, 7, 1, 114),  # 7x7/2 stem: phase 0 holds 114 columns
+        (56, 28, 0, 2, 1, 1, 28),  # 1x1/2: one phase, no padding
+        (5, 7, 1, 1, 1, 1, 7),  # 1x1 padded: the output is the wider
+        (11, 11, 2, 1, 3, 2, 13),  # dilated 3x3 same
+    ],
+)
+def test_image_width(W, OW, pl, sw, KW, dw, expected):
+    assert fastconv._image_width.py_func(W, OW, pl, sw, KW, dw) == expected
+
+
+def test_images_per_block():
+    """The largest divisor of the batch whose images fit XQ_BLOCK_BYTES together."""
+    block = fastconv.XQ_BLOCK_BYTES
+    assert fastconv._images_per_block.py_func(8, block // 8) == 8
+    assert fastconv._images_per_block.py_func(8, block // 5) == 4
+    assert fastconv._images_per_block.py_func(4, 96 * 31 * 29 * 4) == 2  # a case above
+    assert fastconv._images_per_block.py_func(3, 128 * 31 * 29 * 4) == 1  # and this one
+    assert fastconv._images_per_block.py_func(7, block // 2) == 1
+    assert fastconv._images_per_block.py_func(1, 4 * block) == 1

@@ -14,12 +14,17 @@ is a GEMM whose reduction index is the *tap* ``t = (c, i, j)``; its B matrix is 
 
 1. Input preparation (one parallel pass over the input, O(Cin*H*W), see ``_split_phases``):
    the zero-padded input is split into its ``sh*sw`` stride *phases* and written to a flat
-   buffer ``xq`` whose rows are ``Wq = OW + ((KW-1)*dw)//sw`` long (``Hq`` rows per plane).
-   In this layout the input that output position ``p = oh*Wq + ow`` needs for tap ``t`` is
-   ``xq[p + off[t]]`` with a per-tap constant ``off[t]``: for a fixed tap, 16 consecutive
-   output positions read 16 consecutive floats -- one vector load, whatever the stride,
-   dilation or padding. Columns ``ow`` in ``[OW, Wq)`` are junk (computed, never stored);
-   they waste ``(Wq-OW)/Wq`` of the work (2/30 for a 3x3 conv on 28x28).
+   buffer ``xq``. A block of ``nb`` images (as many as fit ``XQ_BLOCK_BYTES``, about one L2)
+   shares each ``(phase, channel)`` plane: ``Hq`` rows, each the ``nb`` images' rows side by
+   side, ``Wq`` columns an image (``_image_width``). In this layout the input that flat
+   output position ``p = oh*(nb*Wq) + m*Wq + ow`` (image ``m`` of the block) needs for tap
+   ``t`` is ``xq[p + off[t]]`` with a per-tap constant ``off[t]``: for a fixed tap, 16
+   consecutive output positions read 16 consecutive floats -- one vector load, whatever the
+   stride, dilation or padding. Columns ``ow`` in ``[OW, Wq)`` are junk (computed, never
+   stored). Neighbouring images share their zero padding columns (reads past an image's
+   right end land on the next one's left padding), so a 3x3 "same" conv has one junk column
+   an image row: 1/8 of the work on 7x7 planes, 1/29 on 28x28; putting the batch side by
+   side also fills the tiles that one small plane alone would leave half empty.
    A 1x1, stride 1, unpadded conv reads the input buffer as it is (``Wq = W``, no copy).
 
 2. Micro-kernel (``_make_microkernel``, LLVM vector IR emitted through
@@ -38,7 +43,7 @@ is a GEMM whose reduction index is the *tap* ``t = (c, i, j)``; its B matrix is 
    shared ``bias_activate_inplace`` of ``elementwise.py``) are applied, then its valid columns
    are copied row by row into ``out[n, oc0+k]``. Only channels ``[oc0, oc0+K)`` are written.
 
-Parallelism: the work items ``(n, group, k_block, spatial tile)`` -- spatial tile innermost
+Parallelism: the work items ``(image block, group, k_block, spatial tile)`` -- spatial tile innermost
 so a thread keeps one weight block in L1 -- are cut into ``NCHUNK`` static chunks, one
 ``prange`` iteration each (their scratch is allocated once per call). Two parallel regions
 per call (input preparation, compute; one for an unpadded stride-1 1x1 conv, which reads
@@ -89,6 +94,7 @@ KT = 8  # output channels per micro-tile
 VN = 3  # 16-float vectors per micro-tile row
 TW = VN * 16  # flat output positions per micro-tile
 NCHUNK = 64  # static work chunks per call, shared out over the threads by prange
+XQ_BLOCK_BYTES = 1 << 20  # phase-split input of the images laid side by side in one block
 
 _V16 = ir.VectorType(ir.FloatType(), 16)
 _I32 = ir.IntType(32)
@@ -232,23 +238,60 @@ def _phase_used(phase, k, d, s):
     return False
 
 
-@numba.njit(cache=True, parallel=True, error_model="numpy")
-def _split_phases(x, xc0, cin, xq, Hq, Wq, pt, pl, sh, sw, KH, KW, dh, dw):
-    """``xq[n, ph, pw, c, i, j] = xpad[n, xc0+c, i*sh + ph, j*sw + pw]`` (0 in the padding).
+@numba.njit(inline="always", error_model="numpy")
+def _image_width(W, OW, pl, sw, KW, dw):
+    """``Wq``: the columns one image takes in a row of the phase-split input.
 
-    ``xq`` is flat; each plane is ``Hq x Wq``. ``xpad`` is the input with ``pt`` zero rows
-    on top and ``pl`` zero columns on the left (and as many as needed at the bottom/right).
-    Phases that no kernel tap reads (three of the four of a 1x1 stride-2 conv) are skipped.
+    The smallest width that holds every phase's data columns and every output column, and
+    whose reads past the right end land in the next image's (or the next row's) leading
+    zero columns of the same phase -- so one zero column serves as both the right padding
+    of an image and the left padding of its neighbour (``W + 1`` for a 3x3 "same" conv).
+    """
+    Wq = OW
+    for pw in range(sw):
+        if not _phase_used(pw, KW, dw, sw):
+            continue
+        zeros = (pl - pw + sw - 1) // sw if pl > pw else 0  # leading zero columns
+        last_data = (pl + W - 1 - pw) // sw  # last column holding image data
+        reach = 0  # furthest column shift of a tap in this phase
+        for j in range(KW):
+            if (j * dw) % sw == pw:
+                reach = max(reach, (j * dw) // sw)
+        Wq = max(Wq, last_data + 1, OW + reach - zeros)
+    return Wq
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _images_per_block(N, image_bytes):
+    """Images laid side by side in one flat block: the largest divisor of ``N`` whose
+    block of phase-split input stays within ``XQ_BLOCK_BYTES`` (at least 1)."""
+    best = 1
+    for nb in range(2, N + 1):
+        if N % nb == 0 and nb * image_bytes <= XQ_BLOCK_BYTES:
+            best = nb
+    return best
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def _split_phases(x, xc0, cin, xq, nb, Hq, Wq, pt, pl, sh, sw, KH, KW, dh, dw):
+    """``xq[b, ph, pw, c, i, m, j] = xpad[b*nb + m, xc0+c, i*sh + ph, j*sw + pw]`` (0 in the
+    padding).
+
+    ``xq`` is flat; each ``(b, ph, pw, c)`` plane is ``Hq`` rows of ``nb`` images of ``Wq``
+    columns side by side. ``xpad`` is the input with ``pt`` zero rows on top and ``pl`` zero
+    columns on the left (and as many as needed at the bottom/right). Phases that no kernel
+    tap reads (three of the four of a 1x1 stride-2 conv) are skipped.
     """
     H, W = x.shape[2], x.shape[3]
-    plane = Hq * Wq
-    for q in numba.prange(x.shape[0] * sh * sw * cin):
+    Wrow = nb * Wq
+    plane = Hq * Wrow
+    for q in numba.prange((x.shape[0] // nb) * sh * sw * cin):
         c = q % cin
         r = q // cin
         pw = r % sw
         r //= sw
         ph = r % sh
-        n = r // sh
+        b = r // sh
         if not (_phase_used(ph, KH, dh, sh) and _phase_used(pw, KW, dw, sw)):
             continue
         dst = xq[q * plane : (q + 1) * plane]
@@ -260,37 +303,43 @@ def _split_phases(x, xc0, cin, xq, Hq, Wq, pt, pl, sh, sw, KH, KW, dh, dw):
         for i in range(Hq):
             row = i * sh + ph - pt
             if 0 <= row < H:
-                src = x[n, xc0 + c, row]
-                o = i * Wq
-                for j in range(j_lo, j_hi):
-                    dst[o + j] = src[j * sw + col0]
+                for m in range(nb):
+                    src = x[b * nb + m, xc0 + c, row]
+                    o = i * Wrow + m * Wq
+                    for j in range(j_lo, j_hi):
+                        dst[o + j] = src[j * sw + col0]
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _store_tile(scr, out, n, ochan, kvalid, bias, bk, p0, Wq, OW, OH, act, alpha):
+def _store_tile(scr, out, n0, ochan, kvalid, bias, bk, p0, Wrow, Wq, OW, OH, act, alpha):
     """Write ``scr`` (``kvalid`` rows of ``TW`` flat positions from ``p0``) to ``out``.
 
-    Row ``k`` goes to channel ``ochan + k`` with ``bias[bk + k]`` added and the activation
-    applied; only the columns ``ow < OW`` of the flat rows (width ``Wq``) are stored.
+    Flat position ``p`` is output row ``p // Wrow`` of image ``n0 + (p % Wrow) // Wq``,
+    column ``p % Wrow % Wq``. Row ``k`` goes to channel ``ochan + k`` with ``bias[bk + k]``
+    added and the activation applied; only the columns ``ow < OW`` of rows ``oh < OH`` are
+    stored.
     """
-    p1 = p0 + TW
-    oh0 = p0 // Wq
-    oh1 = min((p1 - 1) // Wq + 1, OH)
     for k in range(kvalid):
-        row = scr[k * TW : (k + 1) * TW]
         # the whole row at once (junk columns too, never stored): one vectorised pass
         # rather than one short one per output row segment
-        bias_activate_inplace(row, bias[bk + k], act, alpha)
-        plane = out[n, ochan + k]
-        for oh in range(oh0, oh1):
-            base = oh * Wq
-            lo = max(p0 - base, 0)
-            hi = min(p1 - base, OW)
-            if hi > lo:
-                seg = row[base + lo - p0 : base + hi - p0]
-                dst = plane[oh, lo:hi]
-                for t in range(seg.size):
-                    dst[t] = seg[t]
+        bias_activate_inplace(scr[k * TW : (k + 1) * TW], bias[bk + k], act, alpha)
+    p = p0
+    p1 = p0 + TW
+    while p < p1:
+        oh = p // Wrow
+        if oh >= OH:
+            break
+        col = p - oh * Wrow
+        m = col // Wq
+        ow = col - m * Wq
+        end = min(p1, p + Wq - ow)  # end of this image's part of the row
+        cnt = min(end, p + OW - ow) - p
+        for k in range(kvalid):
+            seg = scr[k * TW + p - p0 : k * TW + p - p0 + cnt]
+            dst = out[n0 + m, ochan + k, oh, ow : ow + cnt]
+            for t in range(cnt):
+                dst[t] = seg[t]
+        p = end
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
@@ -317,24 +366,27 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     as_is = (KH == 1 and KW == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0
              and OH == H and OW == W)  # fmt: skip
     if as_is:
-        Wq = W
-        P = H * W  # flat positions per output plane
+        nb = 1
+        Wq = Wrow = W
+        P = H * W  # flat positions per block of images
         xq = x.reshape(N * Cx * P)
-        img_stride = Cx * P
+        blk_stride = Cx * P
         x_start = xc0 * P
         g_stride = cin_g * P
         for t in range(ntap):
             offs[t] = t * P
     else:
-        Wq = OW + ((KW - 1) * dw) // sw
+        Wq = _image_width(W, OW, pl, sw, KW, dw)
         Hq = OH + ((KH - 1) * dh) // sh + 1  # +1: junk columns of the last row spill over
-        plane = Hq * Wq
-        P = OH * Wq
-        img_stride = sh * sw * cin * plane
+        nb = _images_per_block(N, sh * sw * cin * Hq * Wq * 4)
+        Wrow = nb * Wq
+        plane = Hq * Wrow
+        P = OH * Wrow
+        blk_stride = sh * sw * cin * plane
         # the tail lets the last tile of the last plane read (junk) past the end
-        xq = np.empty(N * img_stride + TW + 16, np.float32)
-        xq[N * img_stride :] = 0.0
-        _split_phases(x, xc0, cin, xq, Hq, Wq, pt, pl, sh, sw, KH, KW, dh, dw)
+        xq = np.empty((N // nb) * blk_stride + TW + 16, np.float32)
+        xq[(N // nb) * blk_stride :] = 0.0
+        _split_phases(x, xc0, cin, xq, nb, Hq, Wq, pt, pl, sh, sw, KH, KW, dh, dw)
         x_start = 0
         g_stride = cin_g * plane
         for t in range(ntap):
@@ -342,9 +394,9 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
             i = (t // KW) % KH
             j = t % KW
             phase = ((i * dh) % sh) * sw + (j * dw) % sw
-            offs[t] = (phase * cin + c) * plane + ((i * dh) // sh) * Wq + (j * dw) // sw
+            offs[t] = (phase * cin + c) * plane + ((i * dh) // sh) * Wrow + (j * dw) // sw
     ntiles = (P + TW - 1) // TW
-    nitems = N * groups * nkb * ntiles
+    nitems = (N // nb) * groups * nkb * ntiles
     nchunks = min(nitems, NCHUNK)
     wblock = ntap * KT
     # per-chunk scratch, allocated once per call rather than once per chunk
@@ -363,10 +415,10 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
             kb = r % nkb
             r //= nkb
             g = r % groups
-            n = r // groups
+            blk = r // groups
             p0 = tile * TW
             rem = P - p0
-            xoff = n * img_stride + x_start + g * g_stride + p0
+            xoff = blk * blk_stride + x_start + g * g_stride + p0
             woff = (g * nkb + kb) * wblock
             if as_is and rem < TW:
                 for t in range(ntap):
@@ -378,7 +430,8 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
                 _microkernel(rem, xq, xoff, offs, ntap, wpk, woff, scr)
             k0 = g * k_g + kb * KT
             kvalid = min(KT, k_g - kb * KT)
-            _store_tile(scr, out, n, oc0 + k0, kvalid, bias, k0, p0, Wq, OW, OH, act, alpha)
+            _store_tile(scr, out, blk * nb, oc0 + k0, kvalid, bias, k0, p0, Wrow, Wq, OW, OH,
+                        act, alpha)  # fmt: skip
 
 
 # ---------------------------------------------------------------- selection
