@@ -131,7 +131,8 @@ def _bench(args) -> int:
 
 
 def profile_table(net, x: np.ndarray, repeat: int) -> str:
-    """Per-layer median time of each kernel call, slowest first."""
+    """Per-layer median time of each kernel call, slowest first, with the GFLOP/s of the
+    convolutions and dense layers of the optimised graph."""
     _, _, calls = net._plan.bind(x.shape[0])
     net(x)  # puts x in the input buffer
     per_step = np.zeros((repeat, len(calls)))
@@ -146,9 +147,13 @@ def profile_table(net, x: np.ndarray, repeat: int) -> str:
         entry = by_node.setdefault(step.node, [step.op, 0.0])
         entry[1] += t
     total = sum(t for _, t in by_node.values())
-    lines = ["", f"{'layer':<28} {'op':<10} {'ms':>9} {'share':>7}"]
+    from .report import layer_stats
+    macs = {row["name"]: row["macs"] for row in layer_stats(net.graph)}
+    batch = x.shape[0]
+    lines = ["", f"{'layer':<28} {'op':<10} {'ms':>9} {'share':>7} {'GFLOP/s':>8}"]
     for node, (op, t) in sorted(by_node.items(), key=lambda kv: -kv[1][1]):
-        lines.append(f"{node:<28} {op:<10} {t * 1e3:9.3f} {100 * t / total:6.1f}%")
+        rate = f"{2 * macs[node] * batch / t / 1e9:8.1f}" if macs.get(node) else ""
+        lines.append(f"{node:<28} {op:<10} {t * 1e3:9.3f} {100 * t / total:6.1f}% {rate}")
     lines.append(f"{'total':<28} {'':<10} {total * 1e3:9.3f}")
     return "\n".join(lines) + "\n"
 

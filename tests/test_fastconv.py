@@ -123,6 +123,7 @@ PACKED_CASES = [
     (3, 8, 9, 8, 18, (3, 3), (2, 2), "same", (1, 1), 2),  # 9 channels per group
     (2, 6, 9, 7, 6, (3, 3), (1, 1), (1, 1), (1, 1), 3),
     (1, 6, 6, 6, 6, (1, 1), (1, 1), "valid", (1, 1), 2),  # grouped 1x1, read as it is
+    (2, 5, 7, 7, 130, (1, 1), (1, 1), "valid", (1, 1), 1),  # 1x1, 7x7: copied, aligned
     (1, 5, 9, 7, 5, (3, 3), (1, 1), (1, 1), (1, 1), 5),  # depthwise
     # images side by side in blocks smaller than the batch (XQ_BLOCK_BYTES = 1 MB): 345 KB
     # of split input an image, blocks of 2 images; 460 KB an image, blocks of 1
@@ -146,6 +147,18 @@ def test_packed_activations(case, act):
 @pytest.mark.parametrize("case", [PACKED_CASES[2], PACKED_CASES[9]], ids=str)
 def test_packed_offsets(case, xc0, oc0):
     run_packed(case, K.ACT_LEAKY, xc0, oc0)
+
+
+@pytest.mark.parametrize("case", [PACKED_CASES[i] for i in (0, 2, 3)], ids=str)
+def test_packed_as_is_at_buffer_end(case):
+    """A 1x1 conv read as it is, its input the last channels of the buffer: the partial
+    tail tiles of the last image go through the panel (their reads would pass the end)."""
+    n, cin, h, w, k = case[:5]
+    x, wt, b, _, ref, out = make_problem(case, K.ACT_NONE, 1, 0)
+    x = np.ascontiguousarray(x[:, : 1 + cin])  # the operand ends the buffer
+    K.conv2d_packed(x, 1, cin, out, 0, k, K.pack_conv_weights(wt, 1), b, 1, 1, 0, 0, 1, 1,
+                    1, 1, 1, K.ACT_NONE, ALPHA)  # fmt: skip
+    check(out, 0, ref)
 
 
 def test_packed_weight_layout():

@@ -49,8 +49,9 @@ so a thread keeps one weight block in L1 -- are cut into ``NCHUNK`` static chunk
 per call (input preparation, compute; one for an unpadded stride-1 1x1 conv, which reads
 its input as it is), ~1.2 us each with the OpenMP threading layer.
 
-The last spatial tile of a 1x1 unpadded conv would read past the end of the image's input
-plane (up to the end of the buffer), so its taps are first copied into a small panel.
+The last spatial tile of a 1x1 unpadded conv reads past the end of its input planes; where
+that would pass the end of the buffer (the last image's last channels) its taps are first
+copied into a small panel.
 
 Measured (Zen4, 2 vCPU, AVX-512, shared machine; OpenBLAS sgemm 1024^3 reaches ~97 GFLOP/s
 on one thread, ~180 on two): 75-95 GFLOP/s on one core for 3x3, 5x5 and 7x7 layers of
@@ -204,6 +205,25 @@ def _microkernel(rem, x, xoff, offs, ntap, w, woff, scr):
         _uk16(x, xoff, offs, ntap, w, woff, scr)
 
 
+@intrinsic
+def _address(typingctx, a):
+    """The address of ``a``'s first element, as an integer."""
+
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.ptrtoint(arr.data, _I64)
+
+    return types.int64(a), codegen
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _empty_aligned(n):
+    """An uninitialised float32 array of ``n`` elements starting on a 64-byte cache line."""
+    raw = np.empty(n + 16, np.float32)
+    shift = (-_address(raw) % 64) // 4
+    return raw[shift : shift + n]
+
+
 # ---------------------------------------------------------------- weights
 
 
@@ -273,18 +293,17 @@ def _images_per_block(N, image_bytes):
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
-def _split_phases(x, xc0, cin, xq, nb, Hq, Wq, pt, pl, sh, sw, KH, KW, dh, dw):
+def _split_phases(x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh, dw):
     """``xq[b, ph, pw, c, i, m, j] = xpad[b*nb + m, xc0+c, i*sh + ph, j*sw + pw]`` (0 in the
     padding).
 
     ``xq`` is flat; each ``(b, ph, pw, c)`` plane is ``Hq`` rows of ``nb`` images of ``Wq``
-    columns side by side. ``xpad`` is the input with ``pt`` zero rows on top and ``pl`` zero
+    columns side by side, then zeros up to ``plane`` floats. ``xpad`` is the input with ``pt`` zero rows on top and ``pl`` zero
     columns on the left (and as many as needed at the bottom/right). Phases that no kernel
     tap reads (three of the four of a 1x1 stride-2 conv) are skipped.
     """
     H, W = x.shape[2], x.shape[3]
     Wrow = nb * Wq
-    plane = Hq * Wrow
     for q in numba.prange((x.shape[0] // nb) * sh * sw * cin):
         c = q % cin
         r = q // cin
@@ -365,9 +384,13 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     nkb = (k_g + KT - 1) // KT
     ntap = cin_g * KH * KW
     offs = np.empty(ntap, np.int64)
-    # As is: a 1x1 stride-1 unpadded conv reads the input buffer itself (rows of width W).
+    # As is: a 1x1 stride-1 unpadded conv reads the input buffer itself (rows of width W)
+    # when its planes keep the micro-kernel's vector loads on whole cache lines, or when
+    # too few k blocks share the cost of the copy that would align them (a load straddling
+    # two lines costs two: 832->624 channels on a 7x7 plane ran at 64 GFLOP/s as is and
+    # 75 copied; 832->64 at 60 as is and 37 copied)
     as_is = (KH == 1 and KW == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0
-             and OH == H and OW == W)  # fmt: skip
+             and OH == H and OW == W and ((H * W) % 16 == 0 or groups * nkb < 16))  # fmt: skip
     if as_is:
         nb = 1
         Wq = Wrow = W
@@ -383,13 +406,13 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
         Hq = OH + ((KH - 1) * dh) // sh + 1  # +1: junk columns of the last row spill over
         nb = _images_per_block(N, sh * sw * cin * Hq * Wq * 4)
         Wrow = nb * Wq
-        plane = Hq * Wrow
+        plane = (Hq * Wrow + 15) // 16 * 16  # planes start on a cache line
         P = OH * Wrow
         blk_stride = sh * sw * cin * plane
         # the tail lets the last tile of the last plane read (junk) past the end
-        xq = np.empty((N // nb) * blk_stride + TW + 16, np.float32)
+        xq = _empty_aligned((N // nb) * blk_stride + TW + 16)
         xq[(N // nb) * blk_stride :] = 0.0
-        _split_phases(x, xc0, cin, xq, nb, Hq, Wq, pt, pl, sh, sw, KH, KW, dh, dw)
+        _split_phases(x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh, dw)
         x_start = 0
         g_stride = cin_g * plane
         for t in range(ntap):
@@ -404,14 +427,18 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     wblock = ntap * KT
     # per-chunk scratch, allocated once per call rather than once per chunk
     scratch = np.empty((nchunks, KT * TW), np.float32)
-    # as_is only: the taps of a last, partial tile, copied so that no read passes the end
-    # of the buffer (its columns past the tile's end are junk, like the junk columns)
-    panel_size = ntap * TW if as_is and P % TW != 0 else 0
-    panels = np.empty((nchunks, panel_size), np.float32)
-    panel_offs = np.arange(ntap if panel_size else 0) * TW
+    # as_is only: a last, partial tile reads up to 16*ceil(rem/16) floats a tap, past the
+    # end of its plane -- into the next plane (junk columns, never stored), or for the last
+    # planes of the buffer past its end. Such a tile's taps are copied to a panel, once per
+    # chunk and (image, group) rather than once per k block.
+    tail = P % TW
+    pstride = 16 * ((tail + 15) // 16) if as_is else 0
+    panels = np.empty((nchunks, ntap * pstride), np.float32)
+    panel_offs = np.arange(ntap if pstride else 0) * pstride
     for chunk in numba.prange(nchunks):
         scr = scratch[chunk]
         panel = panels[chunk]
+        panel_of = -1  # the (image block, group) whose tail the panel holds
         for item in range(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks):
             tile = item % ntiles
             r = item // ntiles
@@ -423,11 +450,13 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
             rem = P - p0
             xoff = blk * blk_stride + x_start + g * g_stride + p0
             woff = (g * nkb + kb) * wblock
-            if as_is and rem < TW:
-                for t in range(ntap):
-                    src = xoff + offs[t]
-                    for j in range(rem):
-                        panel[t * TW + j] = xq[src + j]
+            if as_is and rem < TW and xoff + offs[ntap - 1] + pstride > xq.size:
+                if panel_of != blk * groups + g:
+                    panel_of = blk * groups + g
+                    for t in range(ntap):
+                        src = xoff + offs[t]
+                        for j in range(rem):
+                            panel[t * pstride + j] = xq[src + j]
                 _microkernel(rem, panel, 0, panel_offs, ntap, wpk, woff, scr)
             else:
                 _microkernel(rem, xq, xoff, offs, ntap, wpk, woff, scr)
