@@ -184,12 +184,16 @@ def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[
         pt, _, pl, _ = attrs["pads"]
         in_shape = graph.nodes[data["inputs"][0]]["shape"]
         if choose_conv_kernel(attrs, in_shape, data["shape"]) == "packed":
-            # register-blocked direct convolution, weights packed once here
+            # register-blocked direct convolution, weights packed once here; a residual
+            # (fuse-residual) is the second input, added in the store
             kh, kw = attrs["kernel"]
+            res, rc0 = (ins[1], ins[1].c0) if attrs.get("residual") else (out, -1)
             args = (x, x.c0, x.channels, out, out.c0, w.shape[0],
                     pack_conv_weights(w, attrs["groups"]), b, kh, kw, pt, pl, *attrs["stride"],
-                    *attrs["dilation"], attrs["groups"], act, slope)
+                    *attrs["dilation"], attrs["groups"], act, slope, res, rc0)
             return [Step(node_id, op, conv2d_packed, args)]
+        if attrs.get("residual"):
+            raise CnncError(f"internal: conv '{node_id}' has a residual but no packed kernel")
         args = (x, x.c0, x.channels, w, b, out, out.c0, *attrs["stride"], pt, pl,
                 *attrs["dilation"], attrs["groups"], act, slope)
         return [Step(node_id, op, K.conv2d, args)]

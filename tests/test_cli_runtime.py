@@ -67,7 +67,8 @@ def test_verify_names_every_pass(capsys):
     code, out, _ = run_cli(capsys, "verify", ROOT / "examples" / "cifar_inception.cnn")
     assert code == 0
     for name in ("drop-identity", "fold-padding", "fold-batchnorm", "fuse-epilogue",
-                 "fuse-1x1-chains", "fuse-1x1-siblings", "inplace-concat", "plan-memory"):
+                 "fuse-1x1-chains", "fuse-1x1-siblings", "fuse-residual", "inplace-concat",
+                 "plan-memory"):
         assert f"after {name}" in out
     assert "every pass keeps the result" in out
 
@@ -82,7 +83,7 @@ def test_dump_optimized_and_dump_dir(capsys, tmp_path):
     assert code == 0
     names = sorted(p.name for p in (tmp_path / "passes").iterdir())
     assert names[:3] == ["00-parsed.dot", "00-parsed.json", "00-parsed.txt"]
-    assert "08-plan-memory.txt" in names
+    assert "09-plan-memory.txt" in names
 
 
 def test_opt_levels_and_disabled_passes(capsys, tmp_path):

@@ -80,7 +80,8 @@ def run_packed(case, act=K.ACT_RELU, xc0=1, oc0=2):
     x, wt, b, (pt, _, pl, _), ref, out = make_problem(case, act, xc0, oc0)
     wpk = K.pack_conv_weights(wt, groups)
     K.conv2d_packed(
-        x, xc0, cin, out, oc0, k, wpk, b, kh, kw, pt, pl, sh, sw, dh, dw, groups, act, ALPHA
+        x, xc0, cin, out, oc0, k, wpk, b, kh, kw, pt, pl, sh, sw, dh, dw, groups, act, ALPHA,
+        out, -1,
     )
     check(out, oc0, ref)
 
@@ -157,8 +158,24 @@ def test_packed_as_is_at_buffer_end(case):
     x, wt, b, _, ref, out = make_problem(case, K.ACT_NONE, 1, 0)
     x = np.ascontiguousarray(x[:, : 1 + cin])  # the operand ends the buffer
     K.conv2d_packed(x, 1, cin, out, 0, k, K.pack_conv_weights(wt, 1), b, 1, 1, 0, 0, 1, 1,
-                    1, 1, 1, K.ACT_NONE, ALPHA)  # fmt: skip
+                    1, 1, 1, K.ACT_NONE, ALPHA, out, -1)  # fmt: skip
     check(out, 0, ref)
+
+
+@pytest.mark.parametrize("act", [K.ACT_NONE, K.ACT_RELU, K.ACT_TANH])
+@pytest.mark.parametrize("case", [PACKED_CASES[i] for i in (2, 9, 11, -2)], ids=str)
+def test_packed_residual(case, act):
+    """``act(conv + bias + res)``: the residual is read from channels ``rc0..`` of its own
+    buffer, at the output's cells, junk columns and batch blocks included."""
+    n, cin, _, _, k, (kh, kw), (sh, sw), _, (dh, dw), groups = case
+    x, wt, b, (pt, _, pl, _), _, out = make_problem(case, K.ACT_NONE, 1, 2)
+    conv = make_problem(case, K.ACT_NONE, 1, 2)[4]  # the reference before the activation
+    rng = rng_for("residual", case, act)
+    res = random(rng, n, k + 5, *conv.shape[2:])
+    ref = torch_act(torch.from_numpy(conv + res[:, 3 : 3 + k].astype(np.float64)), act).numpy()
+    K.conv2d_packed(x, 1, cin, out, 2, k, K.pack_conv_weights(wt, groups), b, kh, kw, pt, pl,
+                    sh, sw, dh, dw, groups, act, ALPHA, res, 3)  # fmt: skip
+    check(out, 2, ref)
 
 
 def test_packed_weight_layout():

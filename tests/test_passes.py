@@ -411,6 +411,60 @@ def test_second_activation_and_activation_after_a_pool_stay():
     assert ops(after) == collections.Counter(input=1, conv=1, tanh=1, maxpool=1, sigmoid=1)
 
 
+# ---------------------------------------------------------------- fuse-residual
+RESIDUAL_PASSES = ("drop-identity", "fold-batchnorm", "fuse-epilogue", "fuse-residual")
+
+
+def test_fuse_residual_identity_shortcut():
+    graph = bound(net("conv(8, 3x3, padding=1) -> relu\n"
+                      "add { conv(8, 3x3, padding=1) -> batchnorm | identity } -> relu"))
+    after = same_numbers(graph, *RESIDUAL_PASSES)
+    assert ops(after) == collections.Counter(input=1, conv=2)
+    conv = after.nodes["conv2"]
+    assert conv["inputs"] == ["conv1", "conv1"] and after.graph["output"] == "conv2"
+    assert conv["attrs"]["residual"] is True and conv["attrs"]["activation"] == "relu"
+    assert "residual" not in after.nodes["conv1"]["attrs"]
+
+
+def test_fuse_residual_projection_shortcut_takes_the_first_operand():
+    graph = bound(net("conv(8, 3x3, padding=1) -> relu\n"
+                      "add { conv(8, 3x3, stride=2, padding=1) -> batchnorm -> relu\n"
+                      "      -> conv(8, 3x3, padding=1) -> batchnorm\n"
+                      "    | conv(8, 1x1, stride=2) -> batchnorm } -> relu -> maxpool(2x2)"))
+    after = same_numbers(graph, *RESIDUAL_PASSES)
+    assert ops(after) == collections.Counter(input=1, conv=4, maxpool=1)
+    assert after.nodes["conv3"]["inputs"] == ["conv2", "conv4"]
+    assert after.nodes["conv3"]["attrs"]["residual"] is True
+    assert not after.nodes["conv4"]["attrs"].get("residual")
+    assert after.nodes["maxpool1"]["inputs"] == ["conv3"]
+
+
+@pytest.mark.parametrize("body", [
+    "add { conv(8, 3x3, padding=1) -> relu | identity }",  # the conv has an activation
+    "conv(8, 3x3, padding=1) -> add { identity | relu }",  # the conv has two readers
+    "add { conv(8, 1x1) | identity | identity }",  # three operands
+    "add { conv(8, 3x3, padding=1, groups=8) | identity }",  # depthwise: generic kernel
+    "add { identity | identity }",  # no conv
+])
+def test_add_that_cannot_fuse_stays(body):
+    graph = bound(net(body, "8x6x6"))
+    after = same_numbers(graph, *RESIDUAL_PASSES)
+    assert ops(after)["add"] == 1
+    assert not any(d["attrs"].get("residual") for _, d in after.nodes(data=True))
+
+
+def test_fuse_residual_knows_which_convs_run_packed():
+    """The pass's copy of the kernel choice agrees with the runtime's."""
+    from cnnc.kernels.fastconv import choose_conv_kernel
+    from cnnc.passes.fuse_residual import runs_packed
+    for groups in (1, 2, 4):
+        for per_group in range(1, 10):
+            graph = bound(net(f"conv({groups * per_group}, 3x3, groups={groups})", "4x6x6"))
+            data = graph.nodes["conv1"]
+            want = choose_conv_kernel(data["attrs"], (4, 6, 6), data["shape"]) == "packed"
+            assert runs_packed(graph, "conv1") == want
+
+
 # ---------------------------------------------------------------- fuse-1x1-chains
 def test_fuse_1x1_chain_that_saves_work():
     # Cin*Cout = 3*4 = 12 < Cmid*(Cin+Cout) = 16*7
@@ -676,7 +730,7 @@ def torch_residual(p, x):
 @pytest.mark.parametrize("text, twin, expected", [
     (INCEPTION, torch_inception, "input conv*6 slice*3 concat maxpool*2 avgpool dense softmax"),
     (CHAIN, torch_chain, "input conv*2 avgpool pad dense"),
-    (RESIDUAL, torch_residual, "input conv*3 add maxpool slice*3 concat"),
+    (RESIDUAL, torch_residual, "input conv*3 maxpool slice*3 concat"),
 ])
 def test_O2_equals_O0_and_torch(text, twin, expected):
     ref, weights, x = O2_equals_O0(text)

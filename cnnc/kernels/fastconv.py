@@ -39,9 +39,11 @@ is a GEMM whose reduction index is the *tap* ``t = (c, i, j)``; its B matrix is 
    ``[group][k_block][tap][KT]`` with each group's K zero-padded to a multiple of ``KT``, so
    the 8 weights of one tap are contiguous and a k block (``taps * 32`` bytes) stays in L1.
 
-4. Epilogue: the tile goes to a per-thread scratch (L1); bias, then the activation (the
-   shared ``bias_activate_inplace`` of ``elementwise.py``) are applied, then its valid columns
-   are copied row by row into ``out[n, oc0+k]``. Only channels ``[oc0, oc0+K)`` are written.
+4. Epilogue: the tile goes to a per-thread scratch (L1); bias, the residual (a ResNet
+   block's skip tensor, when the fuse-residual pass gave the conv one) and the activation
+   (the shared ``bias_activate_inplace`` of ``elementwise.py``) are applied, then its valid
+   columns are copied row by row into ``out[n, oc0+k]``. Only channels ``[oc0, oc0+K)`` are
+   written; the residual is read once, at the store, never in a pass of its own.
 
 Parallelism: the work items ``(image block, group, k_block, spatial tile)`` -- spatial tile innermost
 so a thread keeps one weight block in L1 -- are cut into ``NCHUNK`` static chunks, one
@@ -89,7 +91,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .elementwise import bias_activate_inplace
+from .elementwise import ACT_NONE, bias_activate_inplace
 
 KT = 8  # output channels per micro-tile
 VN = 3  # 16-float vectors per micro-tile row
@@ -333,18 +335,14 @@ def _split_phases(x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _store_tile(scr, out, n0, ochan, kvalid, bias, bk, p0, Wrow, Wq, OW, OH, act, alpha):
-    """Write ``scr`` (``kvalid`` rows of ``TW`` flat positions from ``p0``) to ``out``.
+def _tile_segments(scr, buf, c0, n0, kvalid, p0, Wrow, Wq, OW, OH, store):
+    """Walk the output cells of a tile: ``TW`` flat positions from ``p0``, rows ``k <
+    kvalid`` of ``scr`` going to channels ``c0 + k`` of ``buf``.
 
     Flat position ``p`` is output row ``p // Wrow`` of image ``n0 + (p % Wrow) // Wq``,
-    column ``p % Wrow % Wq``. Row ``k`` goes to channel ``ochan + k`` with ``bias[bk + k]``
-    added and the activation applied; only the columns ``ow < OW`` of rows ``oh < OH`` are
-    stored.
+    column ``p % Wrow % Wq``; only the columns ``ow < OW`` of rows ``oh < OH`` are cells.
+    ``store``: copy the tile into ``buf``; otherwise add ``buf``'s cells into the tile.
     """
-    for k in range(kvalid):
-        # the whole row at once (junk columns too, never stored): one vectorised pass
-        # rather than one short one per output row segment
-        bias_activate_inplace(scr[k * TW : (k + 1) * TW], bias[bk + k], act, alpha)
     p = p0
     p1 = p0 + TW
     while p < p1:
@@ -358,23 +356,51 @@ def _store_tile(scr, out, n0, ochan, kvalid, bias, bk, p0, Wrow, Wq, OW, OH, act
         cnt = min(end, p + OW - ow) - p
         for k in range(kvalid):
             seg = scr[k * TW + p - p0 : k * TW + p - p0 + cnt]
-            dst = out[n0 + m, ochan + k, oh, ow : ow + cnt]
-            for t in range(cnt):
-                dst[t] = seg[t]
+            cells = buf[n0 + m, c0 + k, oh, ow : ow + cnt]
+            if store:
+                for t in range(cnt):
+                    cells[t] = seg[t]
+            else:
+                for t in range(cnt):
+                    seg[t] += cells[t]
         p = end
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _store_tile(scr, out, n0, ochan, kvalid, bias, bk, res, rc0, p0, Wrow, Wq, OW, OH, act,
+                alpha):  # fmt: skip
+    """Write ``scr`` (``kvalid`` rows of ``TW`` flat positions from ``p0``) to ``out``.
+
+    Row ``k`` goes to channel ``ochan + k`` with ``bias[bk + k]`` added, then (if ``rc0 >=
+    0``) channel ``rc0 + k`` of ``res`` at the same cell, then the activation applied: the
+    same float32 operations, in the same order, as conv, add and activation apart.
+    """
+    for k in range(kvalid):
+        # the whole row at once (junk columns too, never stored): one vectorised pass
+        # rather than one short one per output row segment
+        row = scr[k * TW : (k + 1) * TW]
+        bias_activate_inplace(row, bias[bk + k], act if rc0 < 0 else ACT_NONE, alpha)
+    if rc0 >= 0:
+        _tile_segments(scr, res, rc0, n0, kvalid, p0, Wrow, Wq, OW, OH, False)
+        for k in range(kvalid):
+            bias_activate_inplace(scr[k * TW : (k + 1) * TW], 0.0, act, alpha)
+    _tile_segments(scr, out, ochan, n0, kvalid, p0, Wrow, Wq, OW, OH, True)
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh, dw, groups,
-                  act, alpha):  # fmt: skip
-    """``out[:, oc0:oc0+K] = act(conv(x[:, xc0:xc0+cin], w) + bias)`` with packed weights.
+                  act, alpha, res, rc0):  # fmt: skip
+    """``out[:, oc0:oc0+K] = act(conv(x[:, xc0:xc0+cin], w) + bias [+ res[:, rc0:rc0+K]])``
+    with packed weights.
 
     ``x`` is ``(N, Cx, H, W)``, ``out`` ``(N, Cout, OH, OW)`` (float32, C-contiguous);
     ``wpk = pack_conv_weights(w, groups)`` for ``w`` of shape ``(K, cin/groups, KH, KW)``;
     ``bias`` is ``(K,)`` (zeros for none). ``pt, pl`` are the top and left zero padding; the
     bottom/right padding is whatever ``OH, OW`` imply. ``act`` is an ``ACT_*`` code and
-    ``alpha`` the leaky-relu slope. Reads channels ``[xc0, xc0+cin)`` of ``x`` only and
-    writes channels ``[oc0, oc0+K)`` of ``out`` only; ``out`` may not overlap those inputs.
+    ``alpha`` the leaky-relu slope. ``res`` (same shape as ``out``) is the residual added
+    before the activation when ``rc0 >= 0``; with ``rc0 < 0`` it is not read (pass ``out``).
+    Reads channels ``[xc0, xc0+cin)`` of ``x`` only and writes channels ``[oc0, oc0+K)`` of
+    ``out`` only; ``out`` may not overlap those inputs.
     See the module docstring for the algorithm.
     """
     N, Cx, H, W = x.shape
@@ -462,8 +488,8 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
                 _microkernel(rem, xq, xoff, offs, ntap, wpk, woff, scr)
             k0 = g * k_g + kb * KT
             kvalid = min(KT, k_g - kb * KT)
-            _store_tile(scr, out, blk * nb, oc0 + k0, kvalid, bias, k0, p0, Wrow, Wq, OW, OH,
-                        act, alpha)  # fmt: skip
+            _store_tile(scr, out, blk * nb, oc0 + k0, kvalid, bias, k0, res,
+                        rc0 + k0 if rc0 >= 0 else -1, p0, Wrow, Wq, OW, OH, act, alpha)  # fmt: skip
 
 
 # ---------------------------------------------------------------- selection

@@ -66,10 +66,11 @@ def run_plan(n, arena, params, ops, ints, floats):
                    _view(arena, n, r, 13), r[17], r[18], r[19], r[20], r[21], r[22], r[23],
                    r[24], r[25], f[0])
         elif op == 1:  # conv2d_packed(x, xc0, cin, out, oc0, K, wpk, b, kh, kw, pt, pl,
-            #                          sh, sw, dh, dw, groups, act, slope)
+            #                          sh, sw, dh, dw, groups, act, slope, res, rc0)
             conv2d_packed(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11],
                           _vec(params, r, 12), _vec(params, r, 14), r[16], r[17], r[18], r[19],
-                          r[20], r[21], r[22], r[23], r[24], r[25], f[0])
+                          r[20], r[21], r[22], r[23], r[24], r[25], f[0],
+                          _view(arena, n, r, 26), r[30])
         elif op == 2:  # maxpool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl)
             maxpool2d(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], r[12], r[13], r[14],
                       r[15], r[16])

@@ -21,14 +21,15 @@ from .fold_padding import FoldPadding
 from .fuse_1x1_chains import Fuse1x1Chains
 from .fuse_1x1_siblings import Fuse1x1Siblings
 from .fuse_epilogue import FuseEpilogue
+from .fuse_residual import FuseResidual
 from .inplace_concat import InplaceConcat
 from .plan_memory import PlanMemory
 from .rewrite import copy_graph, ordered
 from .verify import GraphCheckError, PassCheck, verify_graph, verify_passes
 
 PASSES = {p.name: p for p in (DropIdentity(), FoldPadding(), FoldBatchnorm(), FuseEpilogue(),
-                              Fuse1x1Chains(), Fuse1x1Siblings(), InplaceConcat(),
-                              PlanMemory())}
+                              Fuse1x1Chains(), Fuse1x1Siblings(), FuseResidual(),
+                              InplaceConcat(), PlanMemory())}
 
 PIPELINE = [
     # first: dropout/identity between two layers would hide every pattern below
@@ -49,6 +50,9 @@ PIPELINE = [
     # after fuse-epilogue: siblings are grouped by activation, so each group is one
     # conv with its epilogue and no activation node is left between it and readers
     "fuse-1x1-siblings",
+    # after fuse-epilogue, which puts a block's `add -> relu` on the add; after the 1x1
+    # fusions, which take plain one-input convs only
+    "fuse-residual",
     # after every pass that creates, removes or renames producers: the in-place
     # flags name the concat's producers; it also places the siblings' wide conv
     "inplace-concat",

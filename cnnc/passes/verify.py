@@ -61,10 +61,15 @@ def _check_node(graph: nx.DiGraph, node: str, data: dict) -> None:
         if inputs or tuple(data["shape"]) != tuple(graph.graph["input_shape"]):
             raise GraphCheckError("the input node has inputs or the wrong shape")
         return
-    arity_one = op not in ("concat", "add")
-    if not inputs or (arity_one and len(inputs) != 1):
+    arity = 2 if op == "conv" and attrs.get("residual") else 1  # a residual: [x, skip]
+    if not inputs or (op not in ("concat", "add") and len(inputs) != arity):
         raise GraphCheckError(f"{op} with {len(inputs)} inputs")
     shapes = [tuple(graph.nodes[src]["shape"]) for src in inputs]
+    if arity == 2:
+        if shapes[1] != tuple(data["shape"]):
+            raise GraphCheckError(f"residual of shape {shapes[1]} for an output of shape "
+                                  f"{tuple(data['shape'])}")
+        shapes = shapes[:1]
     expected = _expected_shape(op, attrs, shapes, tuple(data["shape"]))
     if tuple(data["shape"]) != tuple(expected):
         raise GraphCheckError(f"shape {tuple(data['shape'])}, but its inputs give "

@@ -1,0 +1,72 @@
+"""fuse-residual: a residual add runs inside the conv that produces one of its operands."""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from .rewrite import replace_uses, sole_consumer
+
+# kernels.fastconv.choose_conv_kernel, repeated so that the passes do not import Numba
+# (a test checks that the two agree): convs with fewer output channels per group run on
+# the generic kernel, whose store has no residual
+PACKED_MIN_CHANNELS_PER_GROUP = 4
+
+
+def runs_packed(graph: nx.DiGraph, conv: str) -> bool:
+    """Whether the runtime gives `conv` the packed kernel (the one that adds a residual)."""
+    data = graph.nodes[conv]
+    return data["shape"][0] // data["attrs"]["groups"] >= PACKED_MIN_CHANNELS_PER_GROUP
+
+
+class FuseResidual:
+    """Rewrite: `add(a, b)` where `a` (else `b`) is a conv becomes that conv with the
+    other operand as its residual: the conv's inputs become `[x, skip]`,
+    `attrs['residual']` is true, and the add's activation (fuse-epilogue put it on
+    the add) becomes the conv's. The add is removed and its readers read the conv.
+    The kernel adds the residual to each output value as it stores it, after the
+    bias and before the activation -- a ResNet block's `add -> relu` costs no pass
+    over memory of its own.
+
+    Valid when the add has exactly two operands; the conv's only reader is the
+    add, once, and it is not the output; the conv has no activation of its own
+    (`act(conv) + skip` is not `conv + skip`) and no residual yet; and it runs on
+    the packed kernel (at least 4 output channels per group).
+
+    Preserves: the output exactly (the same float32 additions in the same order,
+    then the same activation), the conv's name, shapes. The add's name is gone:
+    `cnnc bench --profile` counts its time in the conv's.
+    """
+
+    name = "fuse-residual"
+
+    def apply(self, graph: nx.DiGraph) -> None:
+        for node in list(graph.nodes):
+            data = graph.nodes[node]
+            if data["op"] != "add" or len(data["inputs"]) != 2:
+                continue
+            for i, conv in enumerate(data["inputs"]):
+                if self._fusable(graph, conv, node):
+                    self._fuse(graph, node, conv, data["inputs"][1 - i])
+                    break
+
+    @staticmethod
+    def _fusable(graph: nx.DiGraph, conv: str, add: str) -> bool:
+        data = graph.nodes[conv]
+        return (data["op"] == "conv"
+                and data["attrs"].get("activation", "none") == "none"
+                and not data["attrs"].get("residual")
+                and sole_consumer(graph, conv) == add
+                and runs_packed(graph, conv))
+
+    @staticmethod
+    def _fuse(graph: nx.DiGraph, add: str, conv: str, skip: str) -> None:
+        data = graph.nodes[conv]
+        add_attrs = graph.nodes[add]["attrs"]
+        data["attrs"]["residual"] = True
+        data["attrs"]["activation"] = add_attrs.get("activation", "none")
+        data["attrs"]["slope"] = float(add_attrs.get("slope", 0.0))
+        graph.remove_edge(conv, add)
+        replace_uses(graph, add, conv)
+        graph.remove_node(add)
+        data["inputs"] = [data["inputs"][0], skip]
+        graph.add_edge(skip, conv)
