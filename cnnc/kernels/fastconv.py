@@ -294,42 +294,95 @@ def _images_per_block(N, image_bytes):
     return best
 
 
+@numba.njit(inline="always", error_model="numpy")
+def _phase_columns(pw, pl, sw, W, Wq):
+    """``(j_lo, j_hi)``: the columns ``j`` of phase ``pw`` whose source column
+    ``j*sw + pw - pl`` lies inside the image (``W`` wide)."""
+    col0 = pw - pl
+    j_lo = min(max(-(col0 // sw), 0), Wq)
+    j_hi = max(min((W - 1 - col0) // sw + 1, Wq), j_lo)
+    return j_lo, j_hi
+
+
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def _split_phases(x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh, dw):
     """``xq[b, ph, pw, c, i, m, j] = xpad[b*nb + m, xc0+c, i*sh + ph, j*sw + pw]`` (0 in the
     padding).
 
     ``xq`` is flat; each ``(b, ph, pw, c)`` plane is ``Hq`` rows of ``nb`` images of ``Wq``
-    columns side by side, then zeros up to ``plane`` floats. ``xpad`` is the input with ``pt`` zero rows on top and ``pl`` zero
-    columns on the left (and as many as needed at the bottom/right). Phases that no kernel
-    tap reads (three of the four of a 1x1 stride-2 conv) are skipped.
+    columns side by side, then zeros up to ``plane`` floats. ``xpad`` is the input with
+    ``pt`` zero rows on top and ``pl`` zero columns on the left (and as many as needed at the
+    bottom/right). Phases that no kernel tap reads (three of the four of a 1x1 stride-2
+    conv) are skipped. One task per ``(b, ph, c)`` writes all the column phases of its
+    rows.
     """
     H, W = x.shape[2], x.shape[3]
     Wrow = nb * Wq
-    for q in numba.prange((x.shape[0] // nb) * sh * sw * cin):
+    for q in numba.prange((x.shape[0] // nb) * sh * cin):
         c = q % cin
         r = q // cin
-        pw = r % sw
-        r //= sw
         ph = r % sh
         b = r // sh
-        if not (_phase_used(ph, KH, dh, sh) and _phase_used(pw, KW, dw, sw)):
+        if not _phase_used(ph, KH, dh, sh):
             continue
-        dst = xq[q * plane : (q + 1) * plane]
-        # columns j whose source column j*sw + pw - pl lies inside the image
-        col0 = pw - pl
-        j_lo = min(max(-(col0 // sw), 0), Wq)
-        j_hi = max(min((W - 1 - col0) // sw + 1, Wq), j_lo)
-        dst[:] = 0.0
-        for i in range(Hq):
-            row = i * sh + ph - pt
-            if 0 <= row < H:
+        first = ((b * sh + ph) * sw) * cin + c  # plane of column phase 0; phase pw: + pw*cin
+        for pw in range(sw):
+            if _phase_used(pw, KW, dw, sw):
+                xq[(first + pw * cin) * plane : (first + pw * cin + 1) * plane] = 0.0
+        if sw == 1:  # one phase: slice copies, vectorised (3x faster than the loop)
+            dst = xq[first * plane : (first + 1) * plane]
+            j_lo, j_hi = _phase_columns(0, pl, 1, W, Wq)
+            for i in range(Hq):
+                row = i * sh + ph - pt
+                if 0 <= row < H:
+                    for m in range(nb):
+                        o = i * Wrow + m * Wq
+                        dst[o + j_lo : o + j_hi] = x[b * nb + m, xc0 + c, row,
+                                                     j_lo - pl : j_hi - pl]  # fmt: skip
+            continue
+        if sw == 2 and _phase_used(0, KW, dw, sw) and _phase_used(1, KW, dw, sw):
+            # both column phases: one pass over each source row splits it into even and odd
+            # columns (2.5x faster than a strided pass per phase)
+            lo0, hi0 = _phase_columns(0, pl, 2, W, Wq)
+            lo1, hi1 = _phase_columns(1, pl, 2, W, Wq)
+            lo = max(lo0, lo1)
+            hi = max(min(hi0, hi1), lo)
+            for i in range(Hq):
+                row = i * sh + ph - pt
+                if not 0 <= row < H:
+                    continue
                 for m in range(nb):
                     src = x[b * nb + m, xc0 + c, row]
                     o = i * Wrow + m * Wq
-                    if sw == 1:  # a slice copy: vectorised (3x faster than the loop)
-                        dst[o + j_lo : o + j_hi] = src[j_lo + col0 : j_hi + col0]
-                    else:
+                    d0 = xq[first * plane + o : first * plane + o + Wq]
+                    d1 = xq[(first + cin) * plane + o : (first + cin) * plane + o + Wq]
+                    for j in range(lo0, lo):  # the edges that only one phase has
+                        d0[j] = src[2 * j - pl]
+                    for j in range(lo1, lo):
+                        d1[j] = src[2 * j + 1 - pl]
+                    for j in range(hi, hi0):
+                        d0[j] = src[2 * j - pl]
+                    for j in range(hi, hi1):
+                        d1[j] = src[2 * j + 1 - pl]
+                    s = src[2 * lo - pl :]
+                    e0 = d0[lo:hi]
+                    e1 = d1[lo:hi]
+                    for j in range(hi - lo):
+                        e0[j] = s[2 * j]
+                        e1[j] = s[2 * j + 1]
+            continue
+        for pw in range(sw):  # any other stride: a strided pass per phase
+            if not _phase_used(pw, KW, dw, sw):
+                continue
+            dst = xq[(first + pw * cin) * plane : (first + pw * cin + 1) * plane]
+            j_lo, j_hi = _phase_columns(pw, pl, sw, W, Wq)
+            col0 = pw - pl
+            for i in range(Hq):
+                row = i * sh + ph - pt
+                if 0 <= row < H:
+                    for m in range(nb):
+                        src = x[b * nb + m, xc0 + c, row]
+                        o = i * Wrow + m * Wq
                         for j in range(j_lo, j_hi):
                             dst[o + j] = src[j * sw + col0]
 
