@@ -201,10 +201,10 @@ def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[
         if attrs["global"]:
             kernel = K.global_maxpool if op == "maxpool" else K.global_avgpool
             return [Step(node_id, op, kernel, (x, x.c0, x.channels, out, out.c0))]
-        kernel = K.maxpool2d if op == "maxpool" else K.avgpool2d
         pt, _, pl, _ = attrs["pads"]
-        args = (x, x.c0, x.channels, out, out.c0, *attrs["kernel"], *attrs["stride"], pt, pl)
-        return [Step(node_id, op, kernel, args)]
+        args = (x, x.c0, x.channels, out, out.c0, *attrs["kernel"], *attrs["stride"], pt, pl,
+                int(op == "maxpool"))
+        return [Step(node_id, op, K.pool2d, args)]
     if op == "dense":
         w, b = _weight_and_bias(data)
         args = (x, x.c0, x.channels, w, b, out, out.c0, act, slope)

@@ -180,7 +180,7 @@ def test_maxpool2d(case):
     xt = F.pad(torch.from_numpy(x), (pl, pr, pt, pb), value=-math.inf)
     ref = F.max_pool2d(xt, (kh, kw), (sh, sw))
     out = output_buffer(n, c, ref.shape[2], ref.shape[3], oc0=1)
-    K.maxpool2d(embed(rng, x, 2), 2, c, out, 1, kh, kw, sh, sw, pt, pl)
+    K.pool2d(embed(rng, x, 2), 2, c, out, 1, kh, kw, sh, sw, pt, pl, 1)
     check(out, 1, ref)
 
 
@@ -196,7 +196,7 @@ def test_avgpool2d(case):
         counts = F.avg_pool2d(F.pad(torch.ones_like(xt), (pl, pr, pt, pb)), (kh, kw), (sh, sw))
         ref = sums / counts
     out = output_buffer(n, c, ref.shape[2], ref.shape[3], oc0=1)
-    K.avgpool2d(embed(rng, x, 2), 2, c, out, 1, kh, kw, sh, sw, pt, pl)
+    K.pool2d(embed(rng, x, 2), 2, c, out, 1, kh, kw, sh, sw, pt, pl, 0)
     check(out, 1, ref)
 
 
@@ -206,7 +206,7 @@ def test_maxpool2d_all_negative_with_padding():
     x = -np.abs(random(rng, 2, 3, 6, 5)) - 1.0
     ref = F.max_pool2d(torch.from_numpy(x), 3, 2, padding=1)
     out = output_buffer(2, 3, ref.shape[2], ref.shape[3], oc0=0)
-    K.maxpool2d(x, 0, 3, out, 0, 3, 3, 2, 2, 1, 1)
+    K.pool2d(x, 0, 3, out, 0, 3, 3, 2, 2, 1, 1, 1)
     check(out, 0, ref)
 
 
@@ -407,8 +407,7 @@ def test_copy_channels_flatten():
 
 NUMBA_KERNELS = [
     "conv2d",
-    "maxpool2d",
-    "avgpool2d",
+    "pool2d",
     "global_avgpool",
     "global_maxpool",
     "dense",

@@ -64,7 +64,7 @@ from .fastconv import (
 )
 from .layout import copy_channels, pad2d
 from .norm import batchnorm, batchnorm_coefficients, lrn
-from .pool import avgpool2d, global_avgpool, global_maxpool, maxpool2d
+from .pool import global_avgpool, global_maxpool, pool2d
 
 __all__ = [
     "ACT_CODES",
@@ -75,7 +75,6 @@ __all__ = [
     "ACT_TANH",
     "activation",
     "add",
-    "avgpool2d",
     "batchnorm",
     "batchnorm_coefficients",
     "choose_conv_kernel",
@@ -86,7 +85,7 @@ __all__ = [
     "global_avgpool",
     "global_maxpool",
     "lrn",
-    "maxpool2d",
+    "pool2d",
     "pack_conv_weights",
     "pad2d",
     "softmax",

@@ -91,7 +91,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .elementwise import ACT_NONE, bias_activate_inplace
+from .elementwise import bias_activate_inplace
 
 KT = 8  # output channels per micro-tile
 VN = 3  # 16-float vectors per micro-tile row
@@ -428,15 +428,18 @@ def _store_tile(scr, out, n0, ochan, kvalid, bias, bk, res, rc0, p0, Wrow, Wq, O
     0``) channel ``rc0 + k`` of ``res`` at the same cell, then the activation applied: the
     same float32 operations, in the same order, as conv, add and activation apart.
     """
+    if rc0 >= 0:  # bias, then the residual, then (below) the activation
+        for k in range(kvalid):
+            b = np.float32(bias[bk + k])
+            for t in range(k * TW, (k + 1) * TW):
+                scr[t] += b
+        _tile_segments(scr, res, rc0, n0, kvalid, p0, Wrow, Wq, OW, OH, False)
     for k in range(kvalid):
         # the whole row at once (junk columns too, never stored): one vectorised pass
-        # rather than one short one per output row segment
-        row = scr[k * TW : (k + 1) * TW]
-        bias_activate_inplace(row, bias[bk + k], act if rc0 < 0 else ACT_NONE, alpha)
-    if rc0 >= 0:
-        _tile_segments(scr, res, rc0, n0, kvalid, p0, Wrow, Wq, OW, OH, False)
-        for k in range(kvalid):
-            bias_activate_inplace(scr[k * TW : (k + 1) * TW], 0.0, act, alpha)
+        # rather than one short one per output row segment (inlined once: the activations
+        # are most of the kernel's compile time)
+        b = 0.0 if rc0 >= 0 else bias[bk + k]
+        bias_activate_inplace(scr[k * TW : (k + 1) * TW], b, act, alpha)
     _tile_segments(scr, out, ochan, n0, kvalid, p0, Wrow, Wq, OW, OH, True)
 
 
@@ -491,7 +494,9 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
         # the tail lets the last tile of the last plane read (junk) past the end
         xq = _empty_aligned((N // nb) * blk_stride + TW + 16)
         xq[(N // nb) * blk_stride :] = 0.0
-        _split_phases(x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh, dw)
+        # np.int64: nb may be typed as the literal 1 here, which compiles a second split
+        _split_phases(x, xc0, cin, xq, np.int64(nb), Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh,
+                      dw)  # fmt: skip
         x_start = 0
         g_stride = cin_g * plane
         for t in range(ntap):

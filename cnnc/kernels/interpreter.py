@@ -22,9 +22,9 @@ from .elementwise import activation, add, softmax
 from .fastconv import conv2d_packed
 from .layout import copy_channels, pad2d
 from .norm import batchnorm, lrn
-from .pool import avgpool2d, global_avgpool, global_maxpool, maxpool2d
+from .pool import global_avgpool, global_maxpool, pool2d
 
-KERNELS = (conv2d, conv2d_packed, maxpool2d, avgpool2d, global_maxpool, global_avgpool,
+KERNELS = (conv2d, conv2d_packed, pool2d, global_maxpool, global_avgpool,
            dense, activation, softmax, batchnorm, lrn, pad2d, copy_channels, add)
 OPCODES = {kernel: code for code, kernel in enumerate(KERNELS)}
 INTS_PER_STEP = 32
@@ -71,31 +71,28 @@ def run_plan(n, arena, params, ops, ints, floats):
                           _vec(params, r, 12), _vec(params, r, 14), r[16], r[17], r[18], r[19],
                           r[20], r[21], r[22], r[23], r[24], r[25], f[0],
                           _view(arena, n, r, 26), r[30])
-        elif op == 2:  # maxpool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl)
-            maxpool2d(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], r[12], r[13], r[14],
-                      r[15], r[16])
-        elif op == 3:
-            avgpool2d(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], r[12], r[13], r[14],
-                      r[15], r[16])
-        elif op == 4:  # global_maxpool(x, xc0, C, out, oc0)
+        elif op == 2:  # pool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max)
+            pool2d(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], r[12], r[13], r[14],
+                   r[15], r[16], r[17])
+        elif op == 3:  # global_maxpool(x, xc0, C, out, oc0)
             global_maxpool(x, r[4], r[5], _view(arena, n, r, 6), r[10])
-        elif op == 5:
+        elif op == 4:
             global_avgpool(x, r[4], r[5], _view(arena, n, r, 6), r[10])
-        elif op == 6:  # dense(x, xc0, cin, w2, b, out, oc0, act, slope)
+        elif op == 5:  # dense(x, xc0, cin, w2, b, out, oc0, act, slope)
             dense(x, r[4], r[5], _mat(params, r, 6), _vec(params, r, 9), _view(arena, n, r, 11),
                   r[15], r[16], f[0])
-        elif op == 7:  # activation(x, xc0, C, out, oc0, act, slope)
+        elif op == 6:  # activation(x, xc0, C, out, oc0, act, slope)
             activation(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], f[0])
-        elif op == 8:  # softmax(x, xc0, C, out, oc0)
+        elif op == 7:  # softmax(x, xc0, C, out, oc0)
             softmax(x, r[4], r[5], _view(arena, n, r, 6), r[10])
-        elif op == 9:  # batchnorm(x, xc0, C, out, oc0, scale, shift)
+        elif op == 8:  # batchnorm(x, xc0, C, out, oc0, scale, shift)
             batchnorm(x, r[4], r[5], _view(arena, n, r, 6), r[10], _vec(params, r, 11),
                       _vec(params, r, 13))
-        elif op == 10:  # lrn(x, xc0, C, out, oc0, size, alpha, beta, k)
+        elif op == 9:  # lrn(x, xc0, C, out, oc0, size, alpha, beta, k)
             lrn(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], f[0], f[1], f[2])
-        elif op == 11:  # pad2d(x, xc0, C, out, oc0, pt, pl, value)
+        elif op == 10:  # pad2d(x, xc0, C, out, oc0, pt, pl, value)
             pad2d(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], r[12], f[0])
-        elif op == 12:  # copy_channels(x, xc0, C, out, oc0)
+        elif op == 11:  # copy_channels(x, xc0, C, out, oc0)
             copy_channels(x, r[4], r[5], _view(arena, n, r, 6), r[10])
         else:  # add(a, ac0, b, bc0, C, out, oc0, act, slope)
             add(x, r[4], _view(arena, n, r, 5), r[9], r[10], _view(arena, n, r, 11), r[15],

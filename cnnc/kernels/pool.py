@@ -90,13 +90,22 @@ def _reduce_windows(dst, vp, kw, sw, is_max):
         dst[ow] = vp[ow * sw]
     for j in range(1, kw):
         s = vp[j:]
-        for ow in range(OW):
-            # stride 2 spelt out as a constant: LLVM then vectorises the strided loads
-            v = s[2 * ow] if sw == 2 else s[ow * sw]
-            if is_max:
+        # branches hoisted out of the loops, stride 2 spelt out as a constant: each loop is
+        # branch-free and LLVM vectorises the strided loads
+        if sw == 2 and is_max:
+            for ow in range(OW):
+                v = s[2 * ow]
                 dst[ow] = v if v > dst[ow] else dst[ow]
-            else:
-                dst[ow] += v
+        elif sw == 2:
+            for ow in range(OW):
+                dst[ow] += s[2 * ow]
+        elif is_max:
+            for ow in range(OW):
+                v = s[ow * sw]
+                dst[ow] = v if v > dst[ow] else dst[ow]
+        else:
+            for ow in range(OW):
+                dst[ow] += s[ow * sw]
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
@@ -123,8 +132,20 @@ def _pool_rows(src, dst, vp, kh, kw, sh, sw, pt, pl, is_max):
         _reduce_windows(dst[oh], vp, kw, sw, is_max)
 
 
-@numba.njit(cache=True, inline="always", error_model="numpy")
-def _pool(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max):
+# One kernel for both pools (``is_max`` a run-time 0/1): each compiled pool kernel cost ~6 s
+# of a cold compile. fastmath stays off: it lets LLVM assume no infinities, and -inf is the
+# value that padded cells of a max pool stand for; the average pool loses nothing by it.
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def pool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max):
+    """Max (``is_max`` 1) or average (0) pooling of channels ``xc0 .. xc0+C-1`` of ``x`` into
+    ``oc0 .. oc0+C-1`` of ``out``.
+
+    ``out[n, oc0+c, oh, ow]`` pools ``x[n, xc0+c]`` over the ``kh x kw`` window whose
+    top-left corner is ``(oh*sh - pt, ow*sw - pl)``. A max pool counts padded cells as -inf,
+    so they never win (a window wholly in padding would give -inf); an average pool never
+    counts them (``count_include_pad=False``): it divides by the window's cells inside the
+    input.
+    """
     N, H, W = x.shape[0], x.shape[2], x.shape[3]
     OH, OW = out.shape[2], out.shape[3]
     Hp = (OH - 1) * sh + kh  # the padded area the windows cover
@@ -167,29 +188,6 @@ def _pool(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max):
                     dst_row = dst[oh]
                     for ow in range(OW):
                         dst_row[ow] *= inv * inv_cols[ow]
-
-
-# fastmath stays off for the max pool: it lets LLVM assume no infinities, and -inf is the
-# value that padded cells stand for.
-@numba.njit(cache=True, parallel=True, error_model="numpy")
-def maxpool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl):
-    """Max pooling of channels ``xc0 .. xc0+C-1`` of ``x`` into ``oc0 .. oc0+C-1`` of ``out``.
-
-    ``out[n, oc0+c, oh, ow]`` is the maximum of ``x[n, xc0+c]`` over the ``kh x kw`` window
-    whose top-left corner is ``(oh*sh - pt, ow*sw - pl)``; padded cells count as -inf and so
-    never win (a window wholly in padding would give -inf).
-    """
-    _pool(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, True)
-
-
-@numba.njit(cache=True, fastmath=True, parallel=True, error_model="numpy")
-def avgpool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl):
-    """Average pooling that never counts padding (``count_include_pad=False``).
-
-    ``out[n, oc0+c, oh, ow]`` is the mean of ``x[n, xc0+c]`` over the cells of the ``kh x kw``
-    window at ``(oh*sh - pt, ow*sw - pl)`` that lie inside the input.
-    """
-    _pool(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, False)
 
 
 @numba.njit(cache=True, fastmath=True, parallel=True, error_model="numpy")
