@@ -55,12 +55,18 @@ The last spatial tile of a 1x1 unpadded conv reads past the end of its input pla
 that would pass the end of the buffer (the last image's last channels) its taps are first
 copied into a small panel.
 
-Measured (Zen4, 2 vCPU, AVX-512, shared machine; OpenBLAS sgemm 1024^3 reaches ~97 GFLOP/s
-on one thread, ~180 on two): 75-95 GFLOP/s on one core for 3x3, 5x5 and 7x7 layers of
-GoogLeNet (~90% of sgemm), 120-155 on two. Alternatives measured slower and dropped: an
-explicit im2col buffer feeding the same micro-kernel (10-60% slower: the im2col write costs
-as much as the GEMM reads it), a per-tile packed input panel with k blocks innermost (2-4x
-slower: panel and all weights live in L2), im2col + OpenBLAS (slower for every k x k layer).
+Measured (Zen4, 2 vCPU, AVX-512, shared machine; OpenBLAS sgemm 2048^3 reaches ~103 GFLOP/s
+on one thread, ~205 on two; the micro-kernel alone, data in L1, 117): one thread, ResNet-18's
+layers at batch 8, useful GFLOP/s (junk columns not counted): 3x3 stride 1 on 56x56 to 7x7
+planes 97-105, 3x3 stride 2 80-92, the 7x7/2 stem 88-92, 1x1 stride 2 75-83. Without the
+store (bias, activation, copy to ``out``) the same layers run 1.5-13% faster: the store is
+what small reductions (stem: 147 taps) pay most for. Alternatives measured slower and
+dropped: an explicit im2col buffer feeding the same micro-kernel (10-60% slower: the im2col
+write costs as much as the GEMM reads it), a per-tile packed input panel with k blocks
+innermost (2-4x slower: panel and all weights live in L2), im2col + OpenBLAS (slower for
+every k x k layer), k blocks innermost in the work order (no difference), and a store that
+applies bias and relu while copying each segment instead of in a pass over the scratch row
+(5-20% slower: many short segments).
 
 Why no BLAS
 ===========
