@@ -125,6 +125,9 @@ PACKED_CASES = [
     (2, 6, 9, 7, 6, (3, 3), (1, 1), (1, 1), (1, 1), 3),
     (1, 6, 6, 6, 6, (1, 1), (1, 1), "valid", (1, 1), 2),  # grouped 1x1, read as it is
     (2, 5, 7, 7, 130, (1, 1), (1, 1), "valid", (1, 1), 1),  # 1x1, 7x7: copied, aligned
+    # no junk columns, one image a block: full tiles stored straight from the micro-kernel
+    (1, 5, 7, 7, 130, (1, 1), (1, 1), "valid", (1, 1), 1),
+    (1, 4, 20, 20, 16, (1, 1), (2, 2), "valid", (1, 1), 1),
     (1, 5, 9, 7, 5, (3, 3), (1, 1), (1, 1), (1, 1), 5),  # depthwise
     # images side by side in blocks smaller than the batch (XQ_BLOCK_BYTES = 1 MB): 345 KB
     # of split input an image, blocks of 2 images; 460 KB an image, blocks of 1

@@ -97,7 +97,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .elementwise import bias_activate_inplace
+from .elementwise import ACT_NONE, ACT_RELU, bias_activate_inplace
 
 KT = 8  # output channels per micro-tile
 VN = 3  # 16-float vectors per micro-tile row
@@ -113,13 +113,70 @@ _I64 = ir.IntType(64)
 # ---------------------------------------------------------------- micro-kernel
 
 
-def _make_microkernel(vn):
-    """An intrinsic ``uk(x, xoff, offs, ntap, w, woff, scr)`` for a ``KT x 16*vn`` tile.
-
-    For ``k < KT`` and ``v < vn``:
+def _emit_tile(context, builder, x, xoff, offs, ntap, w, woff, vn):
+    """Emit the tap loop of a ``KT x 16*vn`` tile; returns ``acc[k][v]`` (``<16 x float>``):
 
         acc[k][v] = sum_{t < ntap} w[woff + t*KT + k] * x[xoff + offs[t] + 16*v : +16]
-        scr[k*TW + 16*v : +16] = acc[k][v]
+
+    ``x``, ``offs`` and ``w`` are Numba array structs (1-D float32, int64, float32).
+    """
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_V16, [_V16] * 3), "llvm.fma.v16f32"
+    )
+    xbase = builder.gep(x.data, [xoff])
+    wbase = builder.gep(w.data, [woff])
+    zero = ir.Constant(_V16, None)
+    undef = ir.Constant(_V16, ir.Undefined)
+    splat = ir.Constant(ir.VectorType(_I32, 16), [0] * 16)
+
+    entry = builder.basic_block
+    loop = builder.append_basic_block("uk_loop")
+    done = builder.append_basic_block("uk_done")
+    builder.cbranch(builder.icmp_signed(">", ntap, ir.Constant(_I64, 0)), loop, done)
+
+    # loop over taps; the accumulators are phi nodes, so they stay in registers
+    builder.position_at_end(loop)
+    t = builder.phi(_I64)
+    t.add_incoming(ir.Constant(_I64, 0), entry)
+    acc = [[builder.phi(_V16) for _ in range(vn)] for _ in range(KT)]
+    for row in acc:
+        for a in row:
+            a.add_incoming(zero, entry)
+    xp = builder.gep(xbase, [builder.load(builder.gep(offs.data, [t]))])
+    xv = []
+    for v in range(vn):
+        p = builder.gep(xp, [ir.Constant(_I64, 16 * v)])
+        xv.append(builder.load(builder.bitcast(p, _V16.as_pointer()), align=4))
+    wp = builder.gep(wbase, [builder.mul(t, ir.Constant(_I64, KT))])
+    new = []
+    for k in range(KT):
+        wk = builder.load(builder.gep(wp, [ir.Constant(_I64, k)]), align=4)
+        wb = builder.shuffle_vector(
+            builder.insert_element(undef, wk, ir.Constant(_I32, 0)), undef, splat
+        )
+        new.append([builder.call(fma, [xv[v], wb, acc[k][v]]) for v in range(vn)])
+    t1 = builder.add(t, ir.Constant(_I64, 1))
+    loop_end = builder.basic_block
+    t.add_incoming(t1, loop_end)
+    for k in range(KT):
+        for v in range(vn):
+            acc[k][v].add_incoming(new[k][v], loop_end)
+    builder.cbranch(builder.icmp_signed("<", t1, ntap), loop, done)
+
+    builder.position_at_end(done)
+    finals = [[None] * vn for _ in range(KT)]
+    for k in range(KT):
+        for v in range(vn):
+            fin = builder.phi(_V16)
+            fin.add_incoming(zero, entry)
+            fin.add_incoming(new[k][v], loop_end)
+            finals[k][v] = fin
+    return finals
+
+
+def _make_microkernel(vn):
+    """An intrinsic ``uk(x, xoff, offs, ntap, w, woff, scr)`` for a ``KT x 16*vn`` tile:
+    the tile of ``_emit_tile`` stored as ``scr[k*TW + 16*v : +16] = acc[k][v]``.
 
     ``x`` and ``w`` are 1-D float32 arrays, ``offs`` 1-D int64, ``scr`` 1-D float32 with at
     least ``KT*TW`` elements. No bounds checks: the caller guarantees every read is inside.
@@ -130,71 +187,58 @@ def _make_microkernel(vn):
         sig = types.void(x, xoff, offs, ntap, w, woff, scr)
 
         def codegen(context, builder, sig, args):
-            xa = context.make_array(sig.args[0])(context, builder, args[0])
-            oa = context.make_array(sig.args[2])(context, builder, args[2])
-            wa = context.make_array(sig.args[4])(context, builder, args[4])
-            sa = context.make_array(sig.args[6])(context, builder, args[6])
-            xoff_, ntap_, woff_ = args[1], args[3], args[5]
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(_V16, [_V16] * 3), "llvm.fma.v16f32"
-            )
-            xbase = builder.gep(xa.data, [xoff_])
-            wbase = builder.gep(wa.data, [woff_])
-            zero = ir.Constant(_V16, None)
-            undef = ir.Constant(_V16, ir.Undefined)
-            splat = ir.Constant(ir.VectorType(_I32, 16), [0] * 16)
-
-            entry = builder.basic_block
-            loop = builder.append_basic_block("uk_loop")
-            done = builder.append_basic_block("uk_done")
-            builder.cbranch(builder.icmp_signed(">", ntap_, ir.Constant(_I64, 0)), loop, done)
-
-            # loop over taps; the accumulators are phi nodes, so they stay in registers
-            builder.position_at_end(loop)
-            t = builder.phi(_I64)
-            t.add_incoming(ir.Constant(_I64, 0), entry)
-            acc = [[builder.phi(_V16) for _ in range(vn)] for _ in range(KT)]
-            for row in acc:
-                for a in row:
-                    a.add_incoming(zero, entry)
-            xp = builder.gep(xbase, [builder.load(builder.gep(oa.data, [t]))])
-            xv = []
-            for v in range(vn):
-                p = builder.gep(xp, [ir.Constant(_I64, 16 * v)])
-                xv.append(builder.load(builder.bitcast(p, _V16.as_pointer()), align=4))
-            wp = builder.gep(wbase, [builder.mul(t, ir.Constant(_I64, KT))])
-            new = []
-            for k in range(KT):
-                wk = builder.load(builder.gep(wp, [ir.Constant(_I64, k)]), align=4)
-                wb = builder.shuffle_vector(
-                    builder.insert_element(undef, wk, ir.Constant(_I32, 0)), undef, splat
-                )
-                new.append([builder.call(fma, [xv[v], wb, acc[k][v]]) for v in range(vn)])
-            t1 = builder.add(t, ir.Constant(_I64, 1))
-            loop_end = builder.basic_block
-            t.add_incoming(t1, loop_end)
+            arrays = [context.make_array(sig.args[i])(context, builder, args[i])
+                      for i in (0, 2, 4, 6)]  # fmt: skip
+            xa, oa, wa, sa = arrays
+            acc = _emit_tile(context, builder, xa, args[1], oa, args[3], wa, args[5], vn)
             for k in range(KT):
                 for v in range(vn):
-                    acc[k][v].add_incoming(new[k][v], loop_end)
-            builder.cbranch(builder.icmp_signed("<", t1, ntap_), loop, done)
-
-            # store the tile to the scratch
-            builder.position_at_end(done)
-            finals = []
-            for k in range(KT):
-                for v in range(vn):
-                    fin = builder.phi(_V16)
-                    fin.add_incoming(zero, entry)
-                    fin.add_incoming(new[k][v], loop_end)
-                    finals.append((k, v, fin))
-            for k, v, fin in finals:
-                p = builder.gep(sa.data, [ir.Constant(_I64, k * TW + 16 * v)])
-                builder.store(fin, builder.bitcast(p, _V16.as_pointer()), align=4)
+                    p = builder.gep(sa.data, [ir.Constant(_I64, k * TW + 16 * v)])
+                    builder.store(acc[k][v], builder.bitcast(p, _V16.as_pointer()), align=4)
             return context.get_dummy_value()
 
         return sig, codegen
 
     return uk
+
+
+@intrinsic
+def _uk48_direct(typingctx, x, xoff, offs, ntap, w, woff, out, ooff, ostride, bias, boff, relu):
+    """A full ``KT x TW`` tile (``_emit_tile``) with its epilogue, stored straight to ``out``:
+
+        out[ooff + k*ostride + p] = act(acc[k][p] + bias[boff + k])   (p < TW, k < KT)
+
+    with ``act`` relu when ``relu != 0`` (``v if v > 0 else 0``, as ``bias_activate_inplace``)
+    and none otherwise. For tiles whose ``TW`` outputs of each channel are contiguous in
+    ``out`` (1-D float32): no scratch, no second pass.
+    """
+    sig = types.void(x, xoff, offs, ntap, w, woff, out, ooff, ostride, bias, boff, relu)
+
+    def codegen(context, builder, sig, args):
+        xa, oa, wa, outa, ba = [context.make_array(sig.args[i])(context, builder, args[i])
+                                for i in (0, 2, 4, 6, 9)]  # fmt: skip
+        acc = _emit_tile(context, builder, xa, args[1], oa, args[3], wa, args[5], 3)
+        ooff_, ostride_, boff_ = args[7], args[8], args[10]
+        use_relu = builder.icmp_signed("!=", args[11], ir.Constant(args[11].type, 0))
+        zero = ir.Constant(_V16, None)
+        undef = ir.Constant(_V16, ir.Undefined)
+        splat = ir.Constant(ir.VectorType(_I32, 16), [0] * 16)
+        for k in range(KT):
+            kk = ir.Constant(_I64, k)
+            b = builder.load(builder.gep(ba.data, [builder.add(boff_, kk)]), align=4)
+            bv = builder.shuffle_vector(
+                builder.insert_element(undef, b, ir.Constant(_I32, 0)), undef, splat
+            )
+            row = builder.add(ooff_, builder.mul(ostride_, kk))
+            for v in range(3):
+                val = builder.fadd(acc[k][v], bv)
+                pos = builder.fcmp_ordered(">", val, zero)
+                val = builder.select(use_relu, builder.select(pos, val, zero), val)
+                p = builder.gep(outa.data, [builder.add(row, ir.Constant(_I64, 16 * v))])
+                builder.store(val, builder.bitcast(p, _V16.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 _uk48 = _make_microkernel(3)  # full tile
@@ -525,6 +569,12 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     pstride = 16 * ((tail + 15) // 16) if as_is else 0
     panels = np.empty((nchunks, ntap * pstride), np.float32)
     panel_offs = np.arange(ntap if pstride else 0) * pstride
+    # no junk columns and one image a block (as is, or a copied 1x1): a full tile's outputs
+    # are contiguous in each output plane, so with no residual and no activation or relu
+    # the micro-kernel applies the epilogue and stores them itself (1x1 convs: up to 25%
+    # faster than through the scratch)
+    direct = Wq == OW and nb == 1 and rc0 < 0 and (act == ACT_NONE or act == ACT_RELU)
+    out_flat = out.reshape(out.size)
     for chunk in numba.prange(nchunks):
         scr = scratch[chunk]
         panel = panels[chunk]
@@ -540,6 +590,12 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
             rem = P - p0
             xoff = blk * blk_stride + x_start + g * g_stride + p0
             woff = (g * nkb + kb) * wblock
+            k0 = g * k_g + kb * KT
+            kvalid = min(KT, k_g - kb * KT)
+            if direct and rem >= TW and kvalid == KT:
+                ooff = (blk * out.shape[1] + oc0 + k0) * P + p0  # P = OH * OW here
+                _uk48_direct(xq, xoff, offs, ntap, wpk, woff, out_flat, ooff, P, bias, k0, act)
+                continue
             if as_is and rem < TW and xoff + offs[ntap - 1] + pstride > xq.size:
                 if panel_of != blk * groups + g:
                     panel_of = blk * groups + g
@@ -550,8 +606,6 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
                 _microkernel(rem, panel, 0, panel_offs, ntap, wpk, woff, scr)
             else:
                 _microkernel(rem, xq, xoff, offs, ntap, wpk, woff, scr)
-            k0 = g * k_g + kb * KT
-            kvalid = min(KT, k_g - kb * KT)
             _store_tile(scr, out, blk * nb, oc0 + k0, kvalid, bias, k0, res,
                         rc0 + k0 if rc0 >= 0 else -1, p0, Wrow, Wq, OW, OH, act, alpha)  # fmt: skip
 
