@@ -128,6 +128,9 @@ PACKED_CASES = [
     # no junk columns, one image a block: full tiles stored straight from the micro-kernel
     (1, 5, 7, 7, 130, (1, 1), (1, 1), "valid", (1, 1), 1),
     (1, 4, 20, 20, 16, (1, 1), (2, 2), "valid", (1, 1), 1),
+    # rows wider than a tile: tiles inside one row of one image stored straight too
+    (1, 3, 9, 60, 16, (3, 3), (1, 1), "same", (1, 1), 1),
+    (2, 3, 5, 61, 8, (3, 3), (2, 1), (1, 1), (1, 1), 1),
     (1, 5, 9, 7, 5, (3, 3), (1, 1), (1, 1), (1, 1), 5),  # depthwise
     # images side by side in blocks smaller than the batch (XQ_BLOCK_BYTES = 1 MB): 345 KB
     # of split input an image, blocks of 2 images; 460 KB an image, blocks of 1

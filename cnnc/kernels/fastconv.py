@@ -569,11 +569,13 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     pstride = 16 * ((tail + 15) // 16) if as_is else 0
     panels = np.empty((nchunks, ntap * pstride), np.float32)
     panel_offs = np.arange(ntap if pstride else 0) * pstride
-    # no junk columns and one image a block (as is, or a copied 1x1): a full tile's outputs
-    # are contiguous in each output plane, so with no residual and no activation or relu
-    # the micro-kernel applies the epilogue and stores them itself (1x1 convs: up to 25%
-    # faster than through the scratch)
-    direct = Wq == OW and nb == 1 and rc0 < 0 and (act == ACT_NONE or act == ACT_RELU)
+    # A full tile whose outputs are contiguous in each output plane -- any tile with no
+    # junk columns and one image a block (as is, or a copied 1x1), else a tile inside one
+    # row of one image -- with no residual and no activation or relu: the micro-kernel
+    # applies the epilogue and stores it itself (1x1 convs up to 25% faster than through
+    # the scratch; masked stores around junk columns measured no faster than the scratch)
+    direct = rc0 < 0 and (act == ACT_NONE or act == ACT_RELU)
+    flat_rows = Wq == OW and nb == 1
     out_flat = out.reshape(out.size)
     for chunk in numba.prange(nchunks):
         scr = scratch[chunk]
@@ -593,9 +595,15 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
             k0 = g * k_g + kb * KT
             kvalid = min(KT, k_g - kb * KT)
             if direct and rem >= TW and kvalid == KT:
-                ooff = (blk * out.shape[1] + oc0 + k0) * P + p0  # P = OH * OW here
-                _uk48_direct(xq, xoff, offs, ntap, wpk, woff, out_flat, ooff, P, bias, k0, act)
-                continue
+                oh = p0 // Wrow
+                m = (p0 - oh * Wrow) // Wq
+                ow = p0 - oh * Wrow - m * Wq
+                if flat_rows or ow + TW <= OW:
+                    cell = oh * OW + ow if not flat_rows else p0
+                    ooff = ((blk * nb + m) * out.shape[1] + oc0 + k0) * OH * OW + cell
+                    _uk48_direct(xq, xoff, offs, ntap, wpk, woff, out_flat, ooff, OH * OW, bias,
+                                 k0, act)  # fmt: skip
+                    continue
             if as_is and rem < TW and xoff + offs[ntap - 1] + pstride > xq.size:
                 if panel_of != blk * groups + g:
                     panel_of = blk * groups + g
