@@ -39,7 +39,9 @@ is a GEMM whose reduction index is the *tap* ``t = (c, i, j)``; its B matrix is 
    ``[group][k_block][tap][KT]`` with each group's K zero-padded to a multiple of ``KT``, so
    the 8 weights of one tap are contiguous and a k block (``taps * 32`` bytes) stays in L1.
 
-4. Epilogue: the tile goes to a per-thread scratch (L1); bias, the residual (a ResNet
+4. Epilogue: a full tile whose outputs are contiguous in ``out`` with no residual and
+   no activation or relu is finished in registers and stored straight (``_uk48_direct``).
+   Any other tile goes to a per-thread scratch (L1); bias, the residual (a ResNet
    block's skip tensor, when the fuse-residual pass gave the conv one) and the activation
    (the shared ``bias_activate_inplace`` of ``elementwise.py``) are applied, then its valid
    columns are copied row by row into ``out[n, oc0+k]``. Only channels ``[oc0, oc0+K)`` are
@@ -64,9 +66,12 @@ what small reductions (stem: 147 taps) pay most for. Alternatives measured slowe
 dropped: an explicit im2col buffer feeding the same micro-kernel (10-60% slower: the im2col
 write costs as much as the GEMM reads it), a per-tile packed input panel with k blocks
 innermost (2-4x slower: panel and all weights live in L2), im2col + OpenBLAS (slower for
-every k x k layer), k blocks innermost in the work order (no difference), and a store that
+every k x k layer), k blocks innermost in the work order (no difference), a store that
 applies bias and relu while copying each segment instead of in a pass over the scratch row
-(5-20% slower: many short segments).
+(5-20% slower: many short segments), and masked vector stores straight from the registers
+around the junk columns (no faster than the scratch for 3x3 layers, slower for 1x1). What
+did pay: a full tile whose outputs are contiguous (no junk columns, or inside one row) is
+stored straight from the registers with bias and relu applied there (``_uk48_direct``).
 
 Why no BLAS
 ===========
