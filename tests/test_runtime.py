@@ -375,3 +375,20 @@ def test_save_keeps_the_umask_and_an_old_file_on_failure(tmp_path, monkeypatch):
         net.save(str(path))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.cnnc"]  # no temporary file left
+
+
+def test_the_compile_helper_compiles_what_a_plan_runs():
+    """The cold-compile helper process compiles run_plan for the types every plan passes,
+    and once a network has compiled, the cache is marked warm and no helper starts."""
+    import numba
+
+    from cnnc import kernels
+    from cnnc.kernels.interpreter import interpreter_types
+    from cnnc.runtime import _start_compile_helper
+
+    plan = cnnc.compile_source(SMALL, progress=False)._plan
+    assert interpreter_types() == tuple(numba.typeof(a)
+                                        for a in (1, plan.arena(1), *plan.encoded))
+    if kernels.cache_is_writable():
+        assert kernels.cache_is_warm()
+        assert _start_compile_helper() is None

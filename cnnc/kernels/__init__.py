@@ -14,34 +14,64 @@ with it and 0.17 ns without. No kernel divides by a value that can be zero.
 Numba's disk cache keys a kernel on its own source file only, but kernels compile in the
 helpers of other files (``elementwise.activate_into``, and ``interpreter.run_plan`` all the
 kernels). So ``_drop_stale_cache`` keeps a hash of every kernel source beside the cache and
-empties the cache when any of them changed.
+empties the cache when any of them changed. A second file there, written once the
+interpreter and so every kernel has been compiled (``mark_cache_warm``), tells
+``runtime.Plan.warm_up`` whether a compile is the cold one, which it shares with a helper
+process.
 """
 
 import hashlib
+import os
 from pathlib import Path
 
 
-def _drop_stale_cache() -> None:
-    here = Path(__file__).resolve().parent
+_CACHE = Path(__file__).resolve().parent / "__pycache__"
+_WARM = _CACHE / "cnnc-kernels-warm"  # written once every kernel has been compiled
+
+
+def _sources_digest() -> str:
     digest = hashlib.sha256()
-    for source in sorted(here.glob("*.py")):
+    for source in sorted(_CACHE.parent.glob("*.py")):
         digest.update(source.name.encode() + source.read_bytes())
-    cache = here / "__pycache__"
-    stamp = cache / "cnnc-kernel-sources.sha256"
+    return digest.hexdigest()
+
+
+def _drop_stale_cache() -> None:
+    stamp = _CACHE / "cnnc-kernel-sources.sha256"
     try:
-        if stamp.read_text() == digest.hexdigest():
+        if stamp.read_text() == _DIGEST:
             return
     except OSError:
         pass
     try:
-        cache.mkdir(exist_ok=True)
-        for entry in [*cache.glob("*.nbi"), *cache.glob("*.nbc")]:
+        _CACHE.mkdir(exist_ok=True)
+        for entry in [*_CACHE.glob("*.nbi"), *_CACHE.glob("*.nbc"), _WARM]:
             entry.unlink(missing_ok=True)
-        stamp.write_text(digest.hexdigest())
+        stamp.write_text(_DIGEST)
     except OSError:  # a read-only install: Numba then caches elsewhere, as it does
         pass
 
 
+def cache_is_warm() -> bool:
+    """Whether every kernel of these sources has been compiled into the disk cache here."""
+    try:
+        return _WARM.read_text() == _DIGEST
+    except OSError:
+        return False
+
+
+def cache_is_writable() -> bool:
+    return os.access(_CACHE, os.W_OK)
+
+
+def mark_cache_warm() -> None:
+    try:
+        _WARM.write_text(_DIGEST)
+    except OSError:
+        pass
+
+
+_DIGEST = _sources_digest()
 _drop_stale_cache()
 
 from .conv import conv2d

@@ -55,45 +55,65 @@ def _tensor4(params, row, i):
 
 @numba.njit(cache=True, error_model="numpy")
 def run_plan(n, arena, params, ops, ints, floats):
-    """Run every encoded kernel call in order on batch size ``n``."""
+    """Run every encoded kernel call in order on batch size ``n``.
+
+    The branches are in the order a cold compile of ``run_plan`` compiles the kernels it
+    calls: the small and rare ones first, the conv and pool kernels last, so that the helper
+    process of ``runtime.Plan.warm_up`` compiles them while the main process compiles the
+    network's own kernels, starting with the conv (see ``compile_interpreter``).
+    """
     for s in range(ops.size):
         op = ops[s]
         r = ints[s]
         f = floats[s]
         x = _view(arena, n, r, 0)  # every kernel's first argument is a tensor
-        if op == 0:  # conv2d(x, xc0, cin, w4, b, out, oc0, sh, sw, pt, pl, dh, dw, g, act, slope)
+        if op == 12:  # add(a, ac0, b, bc0, C, out, oc0, act, slope)
+            add(x, r[4], _view(arena, n, r, 5), r[9], r[10], _view(arena, n, r, 11), r[15],
+                r[16], f[0])
+        elif op == 11:  # copy_channels(x, xc0, C, out, oc0)
+            copy_channels(x, r[4], r[5], _view(arena, n, r, 6), r[10])
+        elif op == 10:  # pad2d(x, xc0, C, out, oc0, pt, pl, value)
+            pad2d(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], r[12], f[0])
+        elif op == 9:  # lrn(x, xc0, C, out, oc0, size, alpha, beta, k)
+            lrn(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], f[0], f[1], f[2])
+        elif op == 8:  # batchnorm(x, xc0, C, out, oc0, scale, shift)
+            batchnorm(x, r[4], r[5], _view(arena, n, r, 6), r[10], _vec(params, r, 11),
+                      _vec(params, r, 13))
+        elif op == 7:  # softmax(x, xc0, C, out, oc0)
+            softmax(x, r[4], r[5], _view(arena, n, r, 6), r[10])
+        elif op == 6:  # activation(x, xc0, C, out, oc0, act, slope)
+            activation(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], f[0])
+        elif op == 5:  # dense(x, xc0, cin, w2, b, out, oc0, act, slope)
+            dense(x, r[4], r[5], _mat(params, r, 6), _vec(params, r, 9), _view(arena, n, r, 11),
+                  r[15], r[16], f[0])
+        elif op == 4:  # global_avgpool(x, xc0, C, out, oc0)
+            global_avgpool(x, r[4], r[5], _view(arena, n, r, 6), r[10])
+        elif op == 3:  # global_maxpool(x, xc0, C, out, oc0)
+            global_maxpool(x, r[4], r[5], _view(arena, n, r, 6), r[10])
+        elif op == 0:  # conv2d(x, xc0, cin, w4, b, out, oc0, sh, sw, pt, pl, dh, dw, g, act, slope)
             conv2d(x, r[4], r[5], _tensor4(params, r, 6), _vec(params, r, 11),
                    _view(arena, n, r, 13), r[17], r[18], r[19], r[20], r[21], r[22], r[23],
                    r[24], r[25], f[0])
-        elif op == 1:  # conv2d_packed(x, xc0, cin, out, oc0, K, wpk, b, kh, kw, pt, pl,
-            #                          sh, sw, dh, dw, groups, act, slope, res, rc0)
+        elif op == 2:  # pool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max)
+            pool2d(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], r[12], r[13], r[14],
+                   r[15], r[16], r[17])
+        else:  # 1: conv2d_packed(x, xc0, cin, out, oc0, K, wpk, b, kh, kw, pt, pl,
+            #                   sh, sw, dh, dw, groups, act, slope, res, rc0)
             conv2d_packed(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11],
                           _vec(params, r, 12), _vec(params, r, 14), r[16], r[17], r[18], r[19],
                           r[20], r[21], r[22], r[23], r[24], r[25], f[0],
                           _view(arena, n, r, 26), r[30])
-        elif op == 2:  # pool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max)
-            pool2d(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], r[12], r[13], r[14],
-                   r[15], r[16], r[17])
-        elif op == 3:  # global_maxpool(x, xc0, C, out, oc0)
-            global_maxpool(x, r[4], r[5], _view(arena, n, r, 6), r[10])
-        elif op == 4:
-            global_avgpool(x, r[4], r[5], _view(arena, n, r, 6), r[10])
-        elif op == 5:  # dense(x, xc0, cin, w2, b, out, oc0, act, slope)
-            dense(x, r[4], r[5], _mat(params, r, 6), _vec(params, r, 9), _view(arena, n, r, 11),
-                  r[15], r[16], f[0])
-        elif op == 6:  # activation(x, xc0, C, out, oc0, act, slope)
-            activation(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], f[0])
-        elif op == 7:  # softmax(x, xc0, C, out, oc0)
-            softmax(x, r[4], r[5], _view(arena, n, r, 6), r[10])
-        elif op == 8:  # batchnorm(x, xc0, C, out, oc0, scale, shift)
-            batchnorm(x, r[4], r[5], _view(arena, n, r, 6), r[10], _vec(params, r, 11),
-                      _vec(params, r, 13))
-        elif op == 9:  # lrn(x, xc0, C, out, oc0, size, alpha, beta, k)
-            lrn(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], f[0], f[1], f[2])
-        elif op == 10:  # pad2d(x, xc0, C, out, oc0, pt, pl, value)
-            pad2d(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], r[12], f[0])
-        elif op == 11:  # copy_channels(x, xc0, C, out, oc0)
-            copy_channels(x, r[4], r[5], _view(arena, n, r, 6), r[10])
-        else:  # add(a, ac0, b, bc0, C, out, oc0, act, slope)
-            add(x, r[4], _view(arena, n, r, 5), r[9], r[10], _view(arena, n, r, 11), r[15],
-                r[16], f[0])
+
+
+def interpreter_types() -> tuple:
+    """The argument types of ``run_plan``: the same for every network."""
+    import numpy as np
+
+    return tuple(numba.typeof(a) for a in (
+        1, np.zeros(1, np.float32), np.zeros(1, np.float32), np.zeros(1, np.int64),
+        np.zeros((1, INTS_PER_STEP), np.int64), np.zeros((1, FLOATS_PER_STEP), np.float64)))
+
+
+def compile_interpreter() -> None:
+    """Compile (or load from the disk cache) ``run_plan`` and every kernel it calls."""
+    run_plan.compile(interpreter_types())
