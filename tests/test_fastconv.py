@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from cnnc import kernels as K
 from cnnc.kernels import fastconv
-from helpers import resolve_pads, same_pads
+from helpers import resolve_pads
 
 SENTINEL = 7.0
 TOL = 1e-4
