@@ -443,16 +443,18 @@ def _split_phases(x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _tile_segments(scr, buf, c0, n0, kvalid, p0, Wrow, Wq, OW, OH, store):
+def _tile_segments(scr, buf, c0, n0, kvalid, p0, Wrow, Wq, OW, OH, mode, res, rc0, bias, bk):
     """Walk the output cells of a tile: ``TW`` flat positions from ``p0``, rows ``k <
     kvalid`` of ``scr`` going to channels ``c0 + k`` of ``buf``.
 
     Flat position ``p`` is output row ``p // Wrow`` of image ``n0 + (p % Wrow) // Wq``,
     column ``p % Wrow % Wq``; only the columns ``ow < OW`` of rows ``oh < OH`` are cells.
-    ``store``: copy the tile into ``buf``; otherwise add ``buf``'s cells into the tile.
+    ``mode`` 0: copy the tile into ``buf``; 1: add ``buf``'s cells into the tile; 2 and 3:
+    store ``(tile + bias[bk + k]) + res[.., rc0 + k, ..]`` into ``buf``, 3 through relu.
     """
     p = p0
     p1 = p0 + TW
+    zero = np.float32(0.0)
     while p < p1:
         oh = p // Wrow
         if oh >= OH:
@@ -465,12 +467,21 @@ def _tile_segments(scr, buf, c0, n0, kvalid, p0, Wrow, Wq, OW, OH, store):
         for k in range(kvalid):
             seg = scr[k * TW + p - p0 : k * TW + p - p0 + cnt]
             cells = buf[n0 + m, c0 + k, oh, ow : ow + cnt]
-            if store:
+            if mode == 0:
                 for t in range(cnt):
                     cells[t] = seg[t]
-            else:
+            elif mode == 1:
                 for t in range(cnt):
                     seg[t] += cells[t]
+            else:
+                skip = res[n0 + m, rc0 + k, oh, ow : ow + cnt]
+                b = np.float32(bias[bk + k])
+                if mode == 2:
+                    for t in range(cnt):
+                        cells[t] = (seg[t] + b) + skip[t]
+                else:
+                    for t in range(cnt):
+                        cells[t] = max((seg[t] + b) + skip[t], zero)
         p = end
 
 
@@ -483,19 +494,23 @@ def _store_tile(scr, out, n0, ochan, kvalid, bias, bk, res, rc0, p0, Wrow, Wq, O
     0``) channel ``rc0 + k`` of ``res`` at the same cell, then the activation applied: the
     same float32 operations, in the same order, as conv, add and activation apart.
     """
+    if rc0 >= 0 and (act == ACT_NONE or act == ACT_RELU):  # one pass: bias, skip, relu
+        _tile_segments(scr, out, ochan, n0, kvalid, p0, Wrow, Wq, OW, OH,
+                       2 if act == ACT_NONE else 3, res, rc0, bias, bk)  # fmt: skip
+        return
     if rc0 >= 0:  # bias, then the residual, then (below) the activation
         for k in range(kvalid):
             b = np.float32(bias[bk + k])
             for t in range(k * TW, (k + 1) * TW):
                 scr[t] += b
-        _tile_segments(scr, res, rc0, n0, kvalid, p0, Wrow, Wq, OW, OH, False)
+        _tile_segments(scr, res, rc0, n0, kvalid, p0, Wrow, Wq, OW, OH, 1, res, rc0, bias, bk)
     for k in range(kvalid):
         # the whole row at once (junk columns too, never stored): one vectorised pass
         # rather than one short one per output row segment (inlined once: the activations
         # are most of the kernel's compile time)
         b = 0.0 if rc0 >= 0 else bias[bk + k]
         bias_activate_inplace(scr[k * TW : (k + 1) * TW], b, act, alpha)
-    _tile_segments(scr, out, ochan, n0, kvalid, p0, Wrow, Wq, OW, OH, True)
+    _tile_segments(scr, out, ochan, n0, kvalid, p0, Wrow, Wq, OW, OH, 0, res, rc0, bias, bk)
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
