@@ -327,22 +327,28 @@ class Plan:
                 first_args.setdefault(kernel, args)
         start = time.perf_counter()
         helper = None if run_plan.signatures else _start_compile_helper()
-        for i, (kernel, args) in enumerate(first_args.items(), 1):
-            if progress:
-                sys.stderr.write(f"\r\033[Kcnnc: compiling kernel {i}/{len(first_args)} "
-                                 f"({kernel.__name__}) ...")
-                sys.stderr.flush()
-            kernel.compile(tuple(numba.typeof(a) for a in args))
-        if not run_plan.signatures:
-            if progress:
-                what = ("the interpreter's other kernels, in a second process" if helper
-                        else "the plan interpreter")
-                sys.stderr.write(f"\r\033[Kcnnc: compiling {what} ...")
-                sys.stderr.flush()
-            if helper is not None:
-                helper.wait()  # it leaves run_plan in the disk cache (or failed: no matter)
-            run_plan.compile(tuple(numba.typeof(a) for a in (1, self.arena(1), *self.encoded)))
-            K.mark_cache_warm()
+        try:
+            for i, (kernel, args) in enumerate(first_args.items(), 1):
+                if progress:
+                    sys.stderr.write(f"\r\033[Kcnnc: compiling kernel {i}/{len(first_args)} "
+                                     f"({kernel.__name__}) ...")
+                    sys.stderr.flush()
+                kernel.compile(tuple(numba.typeof(a) for a in args))
+            if not run_plan.signatures:
+                if progress:
+                    what = ("the interpreter's other kernels, in a second process" if helper
+                            else "the plan interpreter")
+                    sys.stderr.write(f"\r\033[Kcnnc: compiling {what} ...")
+                    sys.stderr.flush()
+                if helper is not None:
+                    helper.wait()  # it leaves run_plan in the disk cache (or failed: no matter)
+                run_plan.compile(tuple(numba.typeof(a)
+                                       for a in (1, self.arena(1), *self.encoded)))
+                K.mark_cache_warm()
+        finally:  # interrupted or failed: the helper does not outlive us
+            if helper is not None and helper.poll() is None:
+                helper.kill()
+                helper.wait()
         if progress and first_args:
             sys.stderr.write(f"\r\033[Kcnnc: {len(first_args)} kernels ready in "
                              f"{time.perf_counter() - start:.1f} s\n")
@@ -363,15 +369,22 @@ def _start_compile_helper():
     """
     if K.cache_is_warm() or not K.cache_is_writable() or not sys.executable:
         return None
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    # the helper loads this very package by its path, and nothing from the current
+    # directory (which `python -c` would put first on sys.path)
+    package = os.path.dirname(os.path.abspath(__file__))
+    init = os.path.join(package, "__init__.py")
+    code = (
+        "import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]\n"
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('cnnc', {init!r}, "
+        f"submodule_search_locations=[{package!r}])\n"
+        "module = importlib.util.module_from_spec(spec); sys.modules['cnnc'] = module\n"
+        "spec.loader.exec_module(module)\n"
+        "from cnnc.kernels.interpreter import compile_interpreter; compile_interpreter()\n"
+    )
     try:
-        return subprocess.Popen(
-            [sys.executable, "-c",
-             "from cnnc.kernels.interpreter import compile_interpreter; compile_interpreter()"],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+        return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError:
         return None
 

@@ -52,10 +52,22 @@ def _drop_stale_cache() -> None:
         pass
 
 
+def _warm_key() -> str:
+    """What Numba's cache entries also depend on: the sources, Numba, Python, the CPU and
+    where the cache is."""
+    import platform
+    import sys
+
+    import numba
+
+    return "\n".join([_DIGEST, numba.__version__, sys.version, platform.machine(),
+                      os.environ.get("NUMBA_CACHE_DIR", "")])
+
+
 def cache_is_warm() -> bool:
     """Whether every kernel of these sources has been compiled into the disk cache here."""
     try:
-        return _WARM.read_text() == _DIGEST
+        return _WARM.read_text() == _warm_key()
     except OSError:
         return False
 
@@ -66,7 +78,7 @@ def cache_is_writable() -> bool:
 
 def mark_cache_warm() -> None:
     try:
-        _WARM.write_text(_DIGEST)
+        _WARM.write_text(_warm_key())
     except OSError:
         pass
 

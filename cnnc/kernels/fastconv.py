@@ -47,8 +47,8 @@ is a GEMM whose reduction index is the *tap* ``t = (c, i, j)``; its B matrix is 
    columns are copied row by row into ``out[n, oc0+k]``. Only channels ``[oc0, oc0+K)`` are
    written; the residual is read once, at the store, never in a pass of its own.
 
-Parallelism: the work items ``(image block, group, k_block, spatial tile)`` -- spatial tile innermost
-so a thread keeps one weight block in L1 -- are cut into ``NCHUNK`` static chunks, one
+Parallelism: the work items ``(image block, group, k_block, spatial tile)`` -- spatial tile
+innermost so a thread keeps one weight block in L1 -- are cut into ``NCHUNK`` static chunks, one
 ``prange`` iteration each (their scratch is allocated once per call). Two parallel regions
 per call (input preparation, compute; one for an unpadded stride-1 1x1 conv, which reads
 its input as it is), ~1.2 us each with the OpenMP threading layer.
@@ -561,8 +561,9 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
         plane = (Hq * Wrow + 15) // 16 * 16  # planes start on a cache line
         P = OH * Wrow
         blk_stride = sh * sw * cin * plane
-        # the tail lets the last tile of the last plane read (junk) past the end
-        xq = _empty_aligned((N // nb) * blk_stride + TW + 16)
+        # the tail lets the last tile of the last plane read (junk) past the end: a tile
+        # and a vector past it, plus the widest column shift of a tap (a wide dilation)
+        xq = _empty_aligned((N // nb) * blk_stride + TW + 16 + ((KW - 1) * dw) // sw)
         xq[(N // nb) * blk_stride :] = 0.0
         # np.int64: nb may be typed as the literal 1 here, which compiles a second split
         _split_phases(x, xc0, cin, xq, np.int64(nb), Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh,
