@@ -794,7 +794,7 @@ def test_googlenet():
 
 
 # ---------------------------------------------------------------- golden dumps
-GOLDEN_CASES = {"inception": INCEPTION, "chain": CHAIN}
+GOLDEN_CASES = {"inception": INCEPTION, "chain": CHAIN, "residual": RESIDUAL}
 
 
 def golden_dumps(text: str, directory: str) -> None:
