@@ -24,7 +24,8 @@ import numpy as np
 
 from . import kernels as K
 from .kernels.fastconv import choose_conv_kernel, conv2d_packed, pack_conv_weights
-from .kernels.interpreter import FLOATS_PER_STEP, INTS_PER_STEP, OPCODES, run_plan
+from .kernels.interpreter import (FLOATS_PER_STEP, INTS_PER_STEP, OPCODES, compile_interpreter,
+                                  run_plan)
 from .errors import CnncError, CnncInputError
 from .graph import build_graph, load_program, load_source, schedule
 from .weights import bind_parameters, check_weights, init_parameters
@@ -342,8 +343,7 @@ class Plan:
                     sys.stderr.flush()
                 if helper is not None:
                     helper.wait()  # it leaves run_plan in the disk cache (or failed: no matter)
-                run_plan.compile(tuple(numba.typeof(a)
-                                       for a in (1, self.arena(1), *self.encoded)))
+                compile_interpreter()
                 K.mark_cache_warm()
         finally:  # interrupted or failed: the helper does not outlive us
             if helper is not None and helper.poll() is None:

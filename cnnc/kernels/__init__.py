@@ -22,7 +22,11 @@ process.
 
 import hashlib
 import os
+import platform
+import sys
 from pathlib import Path
+
+import numba
 
 
 _CACHE = Path(__file__).resolve().parent / "__pycache__"
@@ -55,11 +59,6 @@ def _drop_stale_cache() -> None:
 def _warm_key() -> str:
     """What Numba's cache entries also depend on: the sources, Numba, Python, the CPU and
     where the cache is."""
-    import platform
-    import sys
-
-    import numba
-
     return "\n".join([_DIGEST, numba.__version__, sys.version, platform.machine(),
                       os.environ.get("NUMBA_CACHE_DIR", "")])
 

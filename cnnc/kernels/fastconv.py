@@ -118,6 +118,13 @@ _I64 = ir.IntType(64)
 # ---------------------------------------------------------------- micro-kernel
 
 
+def _splat(builder, value):
+    """A ``<16 x float>`` with every lane the float ``value``."""
+    undef = ir.Constant(_V16, ir.Undefined)
+    one = builder.insert_element(undef, value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(_I32, 16), [0] * 16))
+
+
 def _emit_tile(context, builder, x, xoff, offs, ntap, w, woff, vn):
     """Emit the tap loop of a ``KT x 16*vn`` tile; returns ``acc[k][v]`` (``<16 x float>``):
 
@@ -131,8 +138,6 @@ def _emit_tile(context, builder, x, xoff, offs, ntap, w, woff, vn):
     xbase = builder.gep(x.data, [xoff])
     wbase = builder.gep(w.data, [woff])
     zero = ir.Constant(_V16, None)
-    undef = ir.Constant(_V16, ir.Undefined)
-    splat = ir.Constant(ir.VectorType(_I32, 16), [0] * 16)
 
     entry = builder.basic_block
     loop = builder.append_basic_block("uk_loop")
@@ -155,10 +160,7 @@ def _emit_tile(context, builder, x, xoff, offs, ntap, w, woff, vn):
     wp = builder.gep(wbase, [builder.mul(t, ir.Constant(_I64, KT))])
     new = []
     for k in range(KT):
-        wk = builder.load(builder.gep(wp, [ir.Constant(_I64, k)]), align=4)
-        wb = builder.shuffle_vector(
-            builder.insert_element(undef, wk, ir.Constant(_I32, 0)), undef, splat
-        )
+        wb = _splat(builder, builder.load(builder.gep(wp, [ir.Constant(_I64, k)]), align=4))
         new.append([builder.call(fma, [xv[v], wb, acc[k][v]]) for v in range(vn)])
     t1 = builder.add(t, ir.Constant(_I64, 1))
     loop_end = builder.basic_block
@@ -226,14 +228,10 @@ def _uk48_direct(typingctx, x, xoff, offs, ntap, w, woff, out, ooff, ostride, bi
         ooff_, ostride_, boff_ = args[7], args[8], args[10]
         use_relu = builder.icmp_signed("!=", args[11], ir.Constant(args[11].type, 0))
         zero = ir.Constant(_V16, None)
-        undef = ir.Constant(_V16, ir.Undefined)
-        splat = ir.Constant(ir.VectorType(_I32, 16), [0] * 16)
         for k in range(KT):
             kk = ir.Constant(_I64, k)
-            b = builder.load(builder.gep(ba.data, [builder.add(boff_, kk)]), align=4)
-            bv = builder.shuffle_vector(
-                builder.insert_element(undef, b, ir.Constant(_I32, 0)), undef, splat
-            )
+            bv = _splat(builder, builder.load(builder.gep(ba.data, [builder.add(boff_, kk)]),
+                                              align=4))  # fmt: skip
             row = builder.add(ooff_, builder.mul(ostride_, kk))
             for v in range(3):
                 val = builder.fadd(acc[k][v], bv)
@@ -620,8 +618,7 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
                 m = (p0 - oh * Wrow) // Wq
                 ow = p0 - oh * Wrow - m * Wq
                 if flat_rows or ow + TW <= OW:
-                    cell = oh * OW + ow if not flat_rows else p0
-                    ooff = ((blk * nb + m) * out.shape[1] + oc0 + k0) * OH * OW + cell
+                    ooff = ((blk * nb + m) * out.shape[1] + oc0 + k0) * OH * OW + oh * OW + ow
                     _uk48_direct(xq, xoff, offs, ntap, wpk, woff, out_flat, ooff, OH * OW, bias,
                                  k0, act)  # fmt: skip
                     continue

@@ -38,6 +38,15 @@ def _add_into(acc, x):
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
+def _reduce_into(acc, x, is_max):
+    """``acc = max(acc, x)`` (``is_max``) or ``acc += x``, element by element."""
+    if is_max:
+        _max_into(acc, x)
+    else:
+        _add_into(acc, x)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _load_padded(xp, src, Hp, Wp, pt, pl, fill):
     """Copy plane ``src`` (H x W) into flat ``xp`` seen as Hp x Wp, shifted by (pt, pl).
 
@@ -61,17 +70,11 @@ def _window_reduce(xp, t, Hp, Wp, kh, kw, is_max):
     m = Hp * Wp - kw + 1  # cells with a whole row of kw to their right
     t[:m] = xp[:m]
     for j in range(1, kw):
-        if is_max:
-            _max_into(t[:m], xp[j : j + m])
-        else:
-            _add_into(t[:m], xp[j : j + m])
+        _reduce_into(t[:m], xp[j : j + m], is_max)
     length = m - (kh - 1) * Wp  # cells with kh rows below them
     xp[:length] = t[:length]
     for i in range(1, kh):
-        if is_max:
-            _max_into(xp[:length], t[i * Wp : i * Wp + length])
-        else:
-            _add_into(xp[:length], t[i * Wp : i * Wp + length])
+        _reduce_into(xp[:length], t[i * Wp : i * Wp + length], is_max)
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
@@ -81,10 +84,7 @@ def _reduce_windows(dst, vp, kw, sw, is_max):
     if sw == 1:
         dst[:] = vp[:OW]
         for j in range(1, kw):
-            if is_max:
-                _max_into(dst, vp[j : j + OW])
-            else:
-                _add_into(dst, vp[j : j + OW])
+            _reduce_into(dst, vp[j : j + OW], is_max)
         return
     for ow in range(OW):
         dst[ow] = vp[ow * sw]
@@ -125,10 +125,7 @@ def _pool_rows(src, dst, vp, kh, kw, sh, sw, pt, pl, is_max):
         r0 = max(top, 0)
         data[:] = src[r0, c_lo:c_hi]
         for r in range(r0 + 1, min(top + kh, H)):
-            if is_max:
-                _max_into(data, src[r, c_lo:c_hi])
-            else:
-                _add_into(data, src[r, c_lo:c_hi])
+            _reduce_into(data, src[r, c_lo:c_hi], is_max)
         _reduce_windows(dst[oh], vp, kw, sw, is_max)
 
 
