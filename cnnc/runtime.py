@@ -158,10 +158,15 @@ def plan_buffers(graph: nx.DiGraph, order: list[str], reuse: bool) -> BufferPlan
 # ---------------------------------------------------------------- lowering
 @dataclass
 class Step:
+    """One kernel call. `reads` and `writes` are the exact tensor regions it touches
+    (channel ranges of groups), which `check_plan` follows through the whole plan."""
+
     node: str
     op: str
     kernel: object
     args: tuple  # with View placeholders, bound to arrays per batch size
+    reads: tuple[View, ...] = ()
+    writes: tuple[View, ...] = ()
 
 
 def _weight_and_bias(data) -> tuple[np.ndarray, np.ndarray]:
@@ -180,6 +185,10 @@ def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[
     x = ins[0] if ins else None
     act = ACT_CODES.get(attrs.get("activation", "none"))
     slope = float(attrs.get("slope", 0.0))
+
+    def step(kernel, args, reads=(x,), writes=(out,)) -> Step:
+        return Step(node_id, op, kernel, args, tuple(reads), tuple(writes))
+
     if op in ("input", *ALIAS_OPS):
         return []
     if op == "conv":
@@ -194,59 +203,90 @@ def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[
             args = (x, x.c0, x.channels, out, out.c0, w.shape[0],
                     pack_conv_weights(w, attrs["groups"]), b, kh, kw, pt, pl, *attrs["stride"],
                     *attrs["dilation"], attrs["groups"], act, slope, res, rc0)
-            return [Step(node_id, op, conv2d_packed, args)]
+            return [step(conv2d_packed, args, reads=ins)]
         if attrs.get("residual"):
             raise CnncError(f"internal: conv '{node_id}' has a residual but no packed kernel")
         args = (x, x.c0, x.channels, w, b, out, out.c0, *attrs["stride"], pt, pl,
                 *attrs["dilation"], attrs["groups"], act, slope)
-        return [Step(node_id, op, K.conv2d, args)]
+        return [step(K.conv2d, args)]
     if op in ("maxpool", "avgpool"):
         if attrs["global"]:
             kernel = K.global_maxpool if op == "maxpool" else K.global_avgpool
-            return [Step(node_id, op, kernel, (x, x.c0, x.channels, out, out.c0))]
+            return [step(kernel, (x, x.c0, x.channels, out, out.c0))]
         pt, _, pl, _ = attrs["pads"]
         args = (x, x.c0, x.channels, out, out.c0, *attrs["kernel"], *attrs["stride"], pt, pl,
                 int(op == "maxpool"))
-        return [Step(node_id, op, K.pool2d, args)]
+        return [step(K.pool2d, args)]
     if op == "dense":
         w, b = _weight_and_bias(data)
-        args = (x, x.c0, x.channels, w, b, out, out.c0, act, slope)
-        return [Step(node_id, op, K.dense, args)]
+        return [step(K.dense, (x, x.c0, x.channels, w, b, out, out.c0, act, slope))]
     if op in ("relu", "leaky_relu", "sigmoid", "tanh"):
-        return [Step(node_id, op, K.activation,
-                     (x, x.c0, x.channels, out, out.c0, ACT_CODES[op], slope))]
+        return [step(K.activation, (x, x.c0, x.channels, out, out.c0, ACT_CODES[op], slope))]
     if op == "softmax":
-        return [Step(node_id, op, K.softmax, (x, x.c0, x.channels, out, out.c0))]
+        return [step(K.softmax, (x, x.c0, x.channels, out, out.c0))]
     if op == "batchnorm":
         p = data["params"]
         scale, shift = K.batchnorm_coefficients(p["weight"], p["bias"], p["running_mean"],
                                                 p["running_var"], attrs["eps"])
-        return [Step(node_id, op, K.batchnorm, (x, x.c0, x.channels, out, out.c0, scale, shift))]
+        return [step(K.batchnorm, (x, x.c0, x.channels, out, out.c0, scale, shift))]
     if op == "lrn":
         args = (x, x.c0, x.channels, out, out.c0, attrs["size"], float(attrs["alpha"]),
                 float(attrs["beta"]), float(attrs["k"]))
-        return [Step(node_id, op, K.lrn, args)]
+        return [step(K.lrn, args)]
     if op == "pad":
         pt, _, pl, _ = attrs["pads"]
-        return [Step(node_id, op, K.pad2d, (x, x.c0, x.channels, out, out.c0, pt, pl, 0.0))]
+        return [step(K.pad2d, (x, x.c0, x.channels, out, out.c0, pt, pl, 0.0))]
     if op == "concat":
         steps, offset = [], 0
         for src in ins:
-            if not (src.group == out.group and src.c0 == out.c0 + offset):  # not in place
-                steps.append(Step(node_id, op, K.copy_channels,
-                                  (src, src.c0, src.channels, out, out.c0 + offset)))
+            part = View(out.group, out.c0 + offset, src.channels, out.hw)
+            if part != src:  # not written in place by its producer
+                steps.append(step(K.copy_channels, (src, src.c0, src.channels, out, part.c0),
+                                  reads=(src,), writes=(part,)))
             offset += src.channels
         return steps
     if op == "add":
+        if len(ins) == 1:  # `add { A }` is A (with the add's fused activation, if any)
+            return [step(K.activation, (x, x.c0, x.channels, out, out.c0, act, slope))]
         steps = []
         a = ins[0]
         for i, b in enumerate(ins[1:]):
             last = i == len(ins) - 2
-            steps.append(Step(node_id, op, K.add, (a, a.c0, b, b.c0, out.channels, out, out.c0,
-                                                   act if last else 0, slope)))
+            steps.append(step(K.add, (a, a.c0, b, b.c0, out.channels, out, out.c0,
+                                      act if last else 0, slope), reads=(a, b)))
             a = out
         return steps
     raise CnncError(f"internal: no kernel for op '{op}'")
+
+
+def check_plan(plan: "Plan") -> None:
+    """Follow every step's reads and writes through the arena; fail on a read of memory
+    that its tensor's producer has not written (never written, or since overwritten by a
+    tensor that shares its storage).
+
+    `owner[i]` is the group whose data float `i` of an image's arena holds now. This
+    runs at compile time, so a lowering or buffer-planning bug is a clear internal error
+    instead of garbage numbers.
+    """
+    owner = np.full(max(1, int(plan.slot_starts[-1])), -1, np.int64)
+
+    def span(view: View) -> slice:
+        h, w = view.hw
+        start = plan.view_start(view) + view.c0 * h * w
+        return slice(start, start + view.channels * h * w)
+
+    owner[span(plan.input_view)] = plan.input_view.group
+    for step in plan.steps:
+        for view in step.reads:
+            if not (owner[span(view)] == view.group).all():
+                raise CnncError(f"internal: the plan of '{plan.graph.graph['name']}' reads "
+                                f"data that was never written (step {step.kernel.__name__} "
+                                f"of node '{step.node}')")
+        for view in step.writes:
+            owner[span(view)] = view.group
+    if not (owner[span(plan.output_view)] == plan.output_view.group).all():
+        raise CnncError(f"internal: the output of '{plan.graph.graph['name']}' is never "
+                        f"completely written")
 
 
 class Plan:
@@ -267,6 +307,7 @@ class Plan:
         self.input_view = self.buffers.views[graph.graph["input"]]
         self.output_view = self.buffers.views[graph.graph["output"]]
         self.slot_starts = np.concatenate(([0], np.cumsum(self.buffers.slot_sizes))).astype(int)
+        check_plan(self)
         self.encoded = encode_plan(self)
         self._arenas: dict[int, np.ndarray] = {}
         self._io: dict[int, tuple[np.ndarray, np.ndarray]] = {}
