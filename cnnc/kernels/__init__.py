@@ -20,24 +20,18 @@ interpreter and so every kernel has been compiled (``mark_cache_warm``), tells
 process.
 """
 
-import hashlib
 import os
 import platform
 import sys
 from pathlib import Path
 
 import numba
+from llvmlite import binding as llvm
 
+from .jit import sources_digest
 
 _CACHE = Path(__file__).resolve().parent / "__pycache__"
 _WARM = _CACHE / "cnnc-kernels-warm"  # written once every kernel has been compiled
-
-
-def _sources_digest() -> str:
-    digest = hashlib.sha256()
-    for source in sorted(_CACHE.parent.glob("*.py")):
-        digest.update(source.name.encode() + source.read_bytes())
-    return digest.hexdigest()
 
 
 def _drop_stale_cache() -> None:
@@ -57,9 +51,10 @@ def _drop_stale_cache() -> None:
 
 
 def _warm_key() -> str:
-    """What Numba's cache entries also depend on: the sources, Numba, Python, the CPU and
-    where the cache is."""
+    """What Numba's cache entries also depend on: the sources, Numba, Python, the CPU
+    (name and features, as in Numba's own key) and where the cache is."""
     return "\n".join([_DIGEST, numba.__version__, sys.version, platform.machine(),
+                      llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
                       os.environ.get("NUMBA_CACHE_DIR", "")])
 
 
@@ -82,7 +77,7 @@ def mark_cache_warm() -> None:
         pass
 
 
-_DIGEST = _sources_digest()
+_DIGEST = sources_digest()
 _drop_stale_cache()
 
 from .conv import conv2d

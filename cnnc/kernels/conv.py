@@ -4,10 +4,11 @@ import numba
 import numpy as np
 
 from .elementwise import activate_into
+from .jit import cached_njit
 from .window import axpy, output_range
 
 
-@numba.njit(cache=True, fastmath=True, parallel=True, error_model="numpy")
+@cached_njit(fastmath=True, parallel=True, error_model="numpy")
 def conv2d(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, groups, act, alpha):
     """Grouped, dilated, padded 2-D convolution with a bias and an activation epilogue.
 

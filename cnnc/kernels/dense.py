@@ -4,9 +4,10 @@ import numba
 import numpy as np
 
 from .elementwise import activation
+from .jit import cached_njit
 
 
-@numba.njit(cache=True, fastmath=True, parallel=True, error_model="numpy")
+@cached_njit(fastmath=True, parallel=True, error_model="numpy")
 def dense(x, xc0, cin, w, b, out, oc0, act, alpha):
     """``out[n, oc0+u, 0, 0] = act(b[u] + w[u] . flat(x[n, xc0:xc0+cin]))``.
 

@@ -7,6 +7,8 @@ buffer ``(N, Cbuf, H, W)`` and a channel offset; a kernel touches only its own c
 import numba
 import numpy as np
 
+from .jit import cached_njit
+
 ACT_NONE = 0
 ACT_RELU = 1
 ACT_LEAKY = 2  # slope ``alpha``
@@ -47,7 +49,7 @@ def fast_tanh(x):
     return x * p / q
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
+@cached_njit(fastmath=True, error_model="numpy")
 def activate_into(src, dst, act, alpha):
     """``dst[i] = act(src[i])`` for 1-D contiguous float32 arrays of equal size.
 
@@ -109,7 +111,7 @@ def bias_activate_inplace(row, b, act, alpha):
             row[i] += bias
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
+@cached_njit(fastmath=True, error_model="numpy")
 def channel_segment(buf, n, c0, C):
     """The channels ``c0 .. c0+C-1`` of image ``n`` of ``buf`` as one contiguous 1-D view."""
     plane = buf.shape[2] * buf.shape[3]
@@ -117,7 +119,7 @@ def channel_segment(buf, n, c0, C):
     return flat[n, c0 * plane : (c0 + C) * plane]
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
+@cached_njit(fastmath=True, error_model="numpy")
 def activation(x, xc0, C, out, oc0, act, alpha):
     """``out[:, oc0:oc0+C] = act(x[:, xc0:xc0+C])``; ``act`` is an ``ACT_*`` code.
 
@@ -131,7 +133,7 @@ def activation(x, xc0, C, out, oc0, act, alpha):
 ADD_CHUNKS = 8  # pieces of each image's channel range, shared out over the threads
 
 
-@numba.njit(cache=True, fastmath=True, parallel=True, error_model="numpy")
+@cached_njit(fastmath=True, parallel=True, error_model="numpy")
 def add(a, ac0, b, bc0, C, out, oc0, act, alpha):
     """``out[:, oc0:oc0+C] = act(a[:, ac0:ac0+C] + b[:, bc0:bc0+C])``.
 
@@ -153,7 +155,7 @@ def add(a, ac0, b, bc0, C, out, oc0, act, alpha):
         bias_activate_inplace(so, 0.0, act, alpha)
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
+@cached_njit(fastmath=True, error_model="numpy")
 def softmax(x, xc0, C, out, oc0):
     """Softmax over the channels ``xc0 .. xc0+C-1`` at every ``(n, h, w)``, into ``out``.
 

@@ -103,6 +103,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .elementwise import ACT_NONE, ACT_RELU, bias_activate_inplace
+from .jit import cached_njit
 
 KT = 8  # output channels per micro-tile
 VN = 3  # 16-float vectors per micro-tile row
@@ -357,7 +358,7 @@ def _phase_columns(pw, pl, sw, W, Wq):
     return j_lo, j_hi
 
 
-@numba.njit(cache=True, parallel=True, error_model="numpy")
+@cached_njit(parallel=True, error_model="numpy")
 def _split_phases(x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh, dw):
     """``xq[b, ph, pw, c, i, m, j] = xpad[b*nb + m, xc0+c, i*sh + ph, j*sw + pw]`` (0 in the
     padding).
@@ -511,7 +512,7 @@ def _store_tile(scr, out, n0, ochan, kvalid, bias, bk, res, rc0, p0, Wrow, Wq, O
     _tile_segments(scr, out, ochan, n0, kvalid, p0, Wrow, Wq, OW, OH, 0, res, rc0, bias, bk)
 
 
-@numba.njit(cache=True, parallel=True, error_model="numpy")
+@cached_njit(parallel=True, error_model="numpy")
 def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh, dw, groups,
                   act, alpha, res, rc0):  # fmt: skip
     """``out[:, oc0:oc0+K] = act(conv(x[:, xc0:xc0+cin], w) + bias [+ res[:, rc0:rc0+K]])``

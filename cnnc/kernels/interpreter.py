@@ -20,6 +20,7 @@ from .conv import conv2d
 from .dense import dense
 from .elementwise import activation, add, softmax
 from .fastconv import conv2d_packed
+from .jit import cached_njit
 from .layout import copy_channels, pad2d
 from .norm import batchnorm, lrn
 from .pool import global_avgpool, global_maxpool, pool2d
@@ -53,7 +54,7 @@ def _tensor4(params, row, i):
     return params[row[i] : row[i] + size].reshape((row[i + 1], row[i + 2], row[i + 3], row[i + 4]))
 
 
-@numba.njit(cache=True, error_model="numpy")
+@cached_njit(error_model="numpy")
 def run_plan(n, arena, params, ops, ints, floats):
     """Run every encoded kernel call in order on batch size ``n``.
 

@@ -1,11 +1,10 @@
 """Data-movement kernels: padding and channel copies."""
 
-import numba
-
 from .elementwise import channel_segment
+from .jit import cached_njit
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
+@cached_njit(fastmath=True, error_model="numpy")
 def pad2d(x, xc0, C, out, oc0, pt, pl, value):
     """Place channels ``xc0 .. xc0+C-1`` of ``x`` in ``out`` shifted by ``(pt, pl)``.
 
@@ -23,7 +22,7 @@ def pad2d(x, xc0, C, out, oc0, pt, pl, value):
                 dst[pt + h, pl : pl + W] = src[h]
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
+@cached_njit(fastmath=True, error_model="numpy")
 def copy_channels(x, xc0, C, out, oc0):
     """Copy channels ``xc0 .. xc0+C-1`` of every image of ``x`` into ``out`` from channel ``oc0``.
 

@@ -4,6 +4,7 @@ import numba
 import numpy as np
 
 from .elementwise import channel_segment
+from .jit import cached_njit
 
 
 def batchnorm_coefficients(weight, bias, mean, var, eps):
@@ -17,7 +18,7 @@ def batchnorm_coefficients(weight, bias, mean, var, eps):
     return scale.astype(np.float32), shift.astype(np.float32)
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
+@cached_njit(fastmath=True, error_model="numpy")
 def batchnorm(x, xc0, C, out, oc0, scale, shift):
     """``out[:, oc0+c] = x[:, xc0+c] * scale[c] + shift[c]`` for ``c < C`` (out may be x).
 
@@ -33,7 +34,7 @@ def batchnorm(x, xc0, C, out, oc0, scale, shift):
                 dst[p] = src[p] * a + s
 
 
-@numba.njit(cache=True, fastmath=True, parallel=True, error_model="numpy")
+@cached_njit(fastmath=True, parallel=True, error_model="numpy")
 def lrn(x, xc0, C, out, oc0, size, alpha, beta, k):
     """Local response norm across channels, exactly like ``torch.nn.LocalResponseNorm``.
 

@@ -7,6 +7,7 @@ the output size. Pools are parallel over the ``(n, c)`` planes.
 import numba
 import numpy as np
 
+from .jit import cached_njit
 
 
 # Windowed pools work on one (n, c) plane at a time, in one of two ways:
@@ -22,7 +23,7 @@ import numpy as np
 #   with the stride a compile-time constant for stride 2 (so the loads vectorise). Only the
 #   rows a window covers are touched, once per window: 8x64x112x112 3x3/2 max pool 5.7 ->
 #   2.8 ms on one thread; on a 7x7 stride-1 plane this way is 1.5x slower than the passes.
-@numba.njit(cache=True, inline="always", error_model="numpy")
+@cached_njit(inline="always", error_model="numpy")
 def _max_into(acc, x):
     """``acc[t] = max(acc[t], x[t])`` for ``t < acc.size``."""
     for t in range(acc.size):
@@ -30,14 +31,14 @@ def _max_into(acc, x):
         acc[t] = v if v > acc[t] else acc[t]
 
 
-@numba.njit(cache=True, inline="always", error_model="numpy")
+@cached_njit(inline="always", error_model="numpy")
 def _add_into(acc, x):
     """``acc[t] += x[t]`` for ``t < acc.size``."""
     for t in range(acc.size):
         acc[t] += x[t]
 
 
-@numba.njit(cache=True, inline="always", error_model="numpy")
+@cached_njit(inline="always", error_model="numpy")
 def _reduce_into(acc, x, is_max):
     """``acc = max(acc, x)`` (``is_max``) or ``acc += x``, element by element."""
     if is_max:
@@ -46,7 +47,7 @@ def _reduce_into(acc, x, is_max):
         _add_into(acc, x)
 
 
-@numba.njit(cache=True, inline="always", error_model="numpy")
+@cached_njit(inline="always", error_model="numpy")
 def _load_padded(xp, src, Hp, Wp, pt, pl, fill):
     """Copy plane ``src`` (H x W) into flat ``xp`` seen as Hp x Wp, shifted by (pt, pl).
 
@@ -64,7 +65,7 @@ def _load_padded(xp, src, Hp, Wp, pt, pl, fill):
             dst[t] = row[c_lo + t]
 
 
-@numba.njit(cache=True, inline="always", error_model="numpy")
+@cached_njit(inline="always", error_model="numpy")
 def _window_reduce(xp, t, Hp, Wp, kh, kw, is_max):
     """Leave in ``xp[p]`` the max (or sum) of the kh x kw window whose top-left is cell p."""
     m = Hp * Wp - kw + 1  # cells with a whole row of kw to their right
@@ -77,7 +78,7 @@ def _window_reduce(xp, t, Hp, Wp, kh, kw, is_max):
         _reduce_into(xp[:length], t[i * Wp : i * Wp + length], is_max)
 
 
-@numba.njit(cache=True, inline="always", error_model="numpy")
+@cached_njit(inline="always", error_model="numpy")
 def _reduce_windows(dst, vp, kw, sw, is_max):
     """``dst[ow] = op_{j < kw} vp[ow*sw + j]`` (max or sum) for ``ow < dst.size``."""
     OW = dst.size
@@ -108,7 +109,7 @@ def _reduce_windows(dst, vp, kw, sw, is_max):
                 dst[ow] += s[ow * sw]
 
 
-@numba.njit(cache=True, inline="always", error_model="numpy")
+@cached_njit(inline="always", error_model="numpy")
 def _pool_rows(src, dst, vp, kh, kw, sh, sw, pt, pl, is_max):
     """One plane, one output row at a time (strided pools; see the note at the top).
 
@@ -132,7 +133,7 @@ def _pool_rows(src, dst, vp, kh, kw, sh, sw, pt, pl, is_max):
 # One kernel for both pools (``is_max`` a run-time 0/1): each compiled pool kernel cost ~6 s
 # of a cold compile. fastmath stays off: it lets LLVM assume no infinities, and -inf is the
 # value that padded cells of a max pool stand for; the average pool loses nothing by it.
-@numba.njit(cache=True, parallel=True, error_model="numpy")
+@cached_njit(parallel=True, error_model="numpy")
 def pool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max):
     """Max (``is_max`` 1) or average (0) pooling of channels ``xc0 .. xc0+C-1`` of ``x`` into
     ``oc0 .. oc0+C-1`` of ``out``.
@@ -187,7 +188,7 @@ def pool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max):
                         dst_row[ow] *= inv * inv_cols[ow]
 
 
-@numba.njit(cache=True, fastmath=True, parallel=True, error_model="numpy")
+@cached_njit(fastmath=True, parallel=True, error_model="numpy")
 def global_avgpool(x, xc0, C, out, oc0):
     """``out[n, oc0+c, 0, 0]`` = mean of ``x[n, xc0+c]`` over all of H x W (out is 1 x 1)."""
     N = x.shape[0]
@@ -202,7 +203,7 @@ def global_avgpool(x, xc0, C, out, oc0):
         out[n, oc0 + c, 0, 0] = total / np.float32(src.size)
 
 
-@numba.njit(cache=True, parallel=True, error_model="numpy")
+@cached_njit(parallel=True, error_model="numpy")
 def global_maxpool(x, xc0, C, out, oc0):
     """``out[n, oc0+c, 0, 0]`` = maximum of ``x[n, xc0+c]`` over all of H x W (out is 1 x 1)."""
     N = x.shape[0]

@@ -1,9 +1,9 @@
 """Index arithmetic and inner loops shared by the sliding-window kernels (conv and pools)."""
 
-import numba
+from .jit import cached_njit
 
 
-@numba.njit(cache=True, error_model="numpy")
+@cached_njit(error_model="numpy")
 def output_range(offset: int, stride: int, size_in: int, size_out: int) -> tuple[int, int]:
     """Return ``(lo, hi)``: the output positions ``o`` in ``[lo, hi)`` that read inside the input.
 
@@ -19,7 +19,7 @@ def output_range(offset: int, stride: int, size_in: int, size_out: int) -> tuple
     return lo, max(lo, hi)
 
 
-@numba.njit(cache=True, fastmath=True, inline="always", error_model="numpy")
+@cached_njit(fastmath=True, inline="always", error_model="numpy")
 def axpy(acc, weight, x):
     """``acc[t] += weight * x[t]`` for ``t < acc.size`` (x may be longer).
 

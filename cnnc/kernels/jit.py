@@ -1,0 +1,98 @@
+"""`cached_njit`: Numba's `njit(cache=True)` with a disk cache that concurrent processes
+can share.
+
+Numba's cache keeps, per function, an index file (signature and CPU -> data file) and
+one data file per compiled overload, named by the first number the index does not use
+yet. Saving reads the index, picks that number, writes the index back and then the data.
+Two processes that save two different overloads of one function at the same moment
+(`channel_segment` has two: one with a literal channel count of 1) both pick `.1.nbc`;
+the index keeps one key and the data file holds the other process's code, which a later
+process loads for the wrong argument types and crashes in (SIGSEGV). Here the data file
+is named after a hash of its key, so writers of different overloads never share a file
+and a data file always holds the code of the key that names it; the data is written
+before the index points at it, and the index update (read, add, write) holds an
+exclusive lock so no writer drops another's entry.
+
+Numba keys an entry on the function's own bytecode, its file's time stamp and the CPU
+(name and features), but kernels inline helpers of other files (`run_plan` holds every
+kernel): the key here also holds a digest of every kernel source, so an entry compiled
+from other sources is never loaded, wherever the cache lives (`NUMBA_CACHE_DIR` too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+from pathlib import Path
+
+import numba
+from numba.core.caching import FunctionCache, IndexDataCacheFile
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; a lost index entry only costs a recompile
+    fcntl = None
+
+
+@functools.cache
+def sources_digest() -> str:
+    """sha256 of every kernel source file (this package's *.py)."""
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _exclusive(path: str):
+    if fcntl is None:
+        yield
+        return
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class _KeyedCacheFile(IndexDataCacheFile):
+    """Numba's index and data files, each data file named after its key."""
+
+    def save(self, key, data):
+        number = int(hashlib.sha256(repr(key).encode()).hexdigest()[:15], 16)
+        data_name = self._data_name(number)
+        self._save_data(data_name, data)  # atomic (a temporary file, then a rename)
+        with _exclusive(self._index_path + ".lock"):
+            overloads = self._load_index()
+            overloads[key] = data_name
+            self._save_index(overloads)
+
+
+class _SharedFunctionCache(FunctionCache):
+    def __init__(self, py_func):
+        super().__init__(py_func)
+        self._cache_file = _KeyedCacheFile(self._cache_path, self._impl.filename_base,
+                                           self._impl.locator.get_source_stamp())
+
+    def _index_key(self, sig, codegen):
+        return (*super()._index_key(sig, codegen), sources_digest())
+
+
+def cached_njit(**options):
+    """`numba.njit(**options)` with the disk cache above."""
+
+    def wrap(py_func):
+        dispatcher = numba.njit(**options)(py_func)
+        # what Dispatcher.enable_caching (cache=True) does, with the safe cache class
+        dispatcher._cache = _SharedFunctionCache(dispatcher.py_func)
+        return dispatcher
+
+    return wrap
+
+
+def cache_directory_of(dispatcher) -> str:
+    """Where the disk cache of a cached_njit function lives (for the tests and notes)."""
+    return os.fspath(dispatcher._cache._cache_path)

@@ -1,0 +1,134 @@
+"""The Numba disk cache shared by concurrent processes (cnnc/kernels/jit.py).
+
+Two processes that saved two overloads of one kernel at the same moment used to leave an
+index entry pointing at the other overload's code; the next process that loaded it
+crashed (SIGSEGV). These tests run exactly so: several fresh processes on one fresh
+`NUMBA_CACHE_DIR`, then fresh processes that load what they wrote.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+KERNEL = '''
+from cnnc.kernels.jit import cached_njit
+
+@cached_njit()
+def twice_plus_one(x):
+    return x * 2 + 1
+'''
+
+# a writer: compile one overload; every index write first waits, so all writers have read
+# the index before any of them writes it back (the interleaving that lost entries and
+# mismatched data files)
+WRITER = '''
+import sys, time
+from numba.core.caching import IndexDataCacheFile
+save_index = IndexDataCacheFile._save_index
+def slow_save_index(self, overloads):
+    time.sleep(1.5)
+    save_index(self, overloads)
+IndexDataCacheFile._save_index = slow_save_index
+import numpy as np, shared_kernel
+value = {"int": 3, "float": 2.5, "float32": np.float32(1.5)}[sys.argv[1]]
+shared_kernel.twice_plus_one(value)
+'''
+
+READER = '''
+import numpy as np, shared_kernel
+f = shared_kernel.twice_plus_one
+got = [f(3), f(2.5), f(np.float32(1.5))]
+assert got == [7, 6.0, 4.0] and len(f.signatures) == 3, got
+print(sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
+'''
+
+
+def _env(cache: Path, path: Path) -> dict:
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    env["PYTHONPATH"] = os.pathsep.join([str(path), str(ROOT)])
+    return env
+
+
+def test_concurrent_writers_of_overloads_keep_each_one(tmp_path):
+    (tmp_path / "shared_kernel.py").write_text(KERNEL)
+    env = _env(tmp_path / "cache", tmp_path)
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, kind], env=env, cwd=tmp_path,
+                                stderr=subprocess.PIPE, text=True)
+               for kind in ("int", "float", "float32")]
+    for w in writers:
+        assert w.wait(timeout=120) == 0, w.stderr.read()
+    reader = subprocess.run([sys.executable, "-c", READER], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert reader.returncode == 0, reader.stderr
+    # every overload came from the disk cache, none was lost
+    assert reader.stdout.split() == ["3", "0"], reader.stdout
+
+
+def test_cache_key_holds_every_kernel_source():
+    """An entry compiled from other kernel sources (run_plan inlines every kernel) never
+    matches, wherever the cache lives."""
+    from cnnc.kernels.interpreter import run_plan
+    from cnnc.kernels.jit import sources_digest
+
+    key = run_plan._cache._index_key((), run_plan.targetctx.codegen())
+    assert key[-1] == sources_digest()
+    assert len(sources_digest()) == 64
+
+
+NETWORKS = {
+    "conv": "network n(input: 3x12x12) { conv(8, 3x3, padding=same) -> relu -> "
+            "maxpool(2x2) -> dense(5) }",
+    "relu": "network n(input: 1x8x8) { relu }",
+    "pool": "network n(input: 2x8x8) { maxpool(2x2) -> avgpool(3x3, stride=1) }",
+}
+
+
+def _cli(*args, env, timeout=900):
+    return subprocess.run([sys.executable, "-m", "cnnc.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_concurrent_cold_compiles_then_fresh_runs(tmp_path):
+    """Three cold compiles at once on one fresh cache (each also starts its compile
+    helper), then fresh processes run each network against PyTorch and verify examples."""
+    env = _env(tmp_path / "cache", ROOT)
+    for name, text in NETWORKS.items():
+        (tmp_path / f"{name}.cnn").write_text(text + "\n")
+    compiles = [subprocess.Popen([sys.executable, "-m", "cnnc.cli", "compile",
+                                  str(tmp_path / f"{name}.cnn")], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for name in NETWORKS]
+    for c in compiles:
+        assert c.wait(timeout=900) == 0, c.stderr.read()
+
+    check = textwrap.dedent('''
+        import sys, numpy as np, torch, torch.nn.functional as F, cnnc
+        net = cnnc.load(sys.argv[1])
+        x = np.random.default_rng(0).standard_normal((2, *net.input_shape)).astype(np.float32)
+        t = torch.from_numpy(x)
+        p = {k: torch.from_numpy(v) for k, v in net.parameters().items()}
+        kind = sys.argv[2]
+        if kind == "conv":
+            y = F.max_pool2d(F.relu(F.conv2d(t, p["conv1.weight"], p["conv1.bias"],
+                                             padding=1)), 2)
+            y = F.linear(y.flatten(1), p["dense1.weight"], p["dense1.bias"])
+        elif kind == "relu":
+            y = F.relu(t)
+        else:
+            y = F.avg_pool2d(F.max_pool2d(t, 2), 3, 1)
+        got = net(x)
+        assert np.abs(got - y.numpy()).max() < 1e-4 * max(1.0, float(y.abs().max())), kind
+        print("ok")
+    ''')
+    for name in NETWORKS:
+        run = subprocess.run([sys.executable, "-c", check, str(tmp_path / f"{name}.cnnc"),
+                              name], env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0 and run.stdout.strip() == "ok", (name, run.returncode,
+                                                                      run.stderr[-2000:])
+    for example in ("lenet5", "cifar_inception", "squeezenet"):
+        run = _cli("verify", str(ROOT / "examples" / f"{example}.cnn"), env=env)
+        assert run.returncode == 0, (example, run.returncode, run.stderr[-2000:])
