@@ -1,10 +1,7 @@
 """Lowering and execution: the optimised graph becomes Numba kernel calls on planned buffers.
 
-Every tensor is a view (buffer, c0) as docs/DESIGN.md describes. `plan_buffers`
-places tensors: alias ops (identity, dropout, flatten, slice) are views of their
-input, the branches of an in-place concat are views of the concat, and with
-memory reuse on, tensors whose lifetimes do not overlap share storage.
-Kernels take shapes and attributes as arguments, so each compiles once per
+Every tensor is a view (buffer, c0) as docs/DESIGN.md describes, placed by
+`memory.plan_buffers`. Kernels take shapes and attributes as arguments, so each compiles once per
 type signature and is cached on disk by Numba.
 """
 
@@ -16,143 +13,27 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import networkx as nx
 import numba
 import numpy as np
 
 from . import kernels as K
-from .kernels.fastconv import choose_conv_kernel, conv2d_packed, pack_conv_weights
-from .kernels.interpreter import (FLOATS_PER_STEP, INTS_PER_STEP, OPCODES, compile_interpreter,
-                                  run_plan)
 from .errors import CnncError, CnncInputError
 from .graph import build_graph, load_program, load_source, schedule
+from .kernels.fastconv import choose_conv_kernel, conv2d_packed, pack_conv_weights
+from .kernels.interpreter import (
+    FLOATS_PER_STEP,
+    INTS_PER_STEP,
+    OPCODES,
+    compile_interpreter,
+    run_plan,
+)
+from .memory import ALIAS_OPS, View, plan_buffers
 from .weights import bind_parameters, check_weights, init_parameters
 
 ACT_CODES = K.ACT_CODES
-ALIAS_OPS = ("identity", "dropout", "flatten", "slice")
-
-
-def _spatial(shape: tuple) -> tuple[int, int, int]:
-    """(C, H, W) of a tensor shape; a feature vector (F,) is (F, 1, 1)."""
-    return tuple(shape) if len(shape) == 3 else (shape[0], 1, 1)
-
-
-# ---------------------------------------------------------------- buffer planning
-@dataclass
-class Group:
-    """A 4-D buffer (N, channels, h, w) holding one or more tensors."""
-
-    channels: int
-    hw: tuple[int, int]
-    first: int = 0  # step that first writes it
-    last: int = 0  # step that last reads it
-    slot: int = -1
-
-    @property
-    def per_image(self) -> int:
-        return self.channels * self.hw[0] * self.hw[1]
-
-
-@dataclass(frozen=True)
-class View:
-    """Where a tensor lives: channels c0..c0+channels-1 of a group seen as (.., h, w)."""
-
-    group: int
-    c0: int
-    channels: int
-    hw: tuple[int, int]
-
-
-@dataclass
-class BufferPlan:
-    groups: list[Group]
-    views: dict[str, View]
-    slot_sizes: list[int] = field(default_factory=list)  # floats per image
-
-    def peak_floats(self) -> int:
-        return sum(self.slot_sizes)
-
-
-def plan_buffers(graph: nx.DiGraph, order: list[str], reuse: bool) -> BufferPlan:
-    """Place every node's output tensor; see the module docstring."""
-    groups: list[Group] = []
-    views: dict[str, View] = {}
-    parent: dict[str, tuple[str, int]] = {}  # node -> (in-place concat, channel offset)
-    for node_id in reversed(order):
-        data = graph.nodes[node_id]
-        if data["op"] != "concat" or not data["attrs"].get("inplace"):
-            continue
-        offset = 0
-        for src, place in zip(data["inputs"], data["attrs"]["inplace"]):
-            if place and src not in parent:
-                parent[src] = (node_id, offset)
-            offset += _spatial(graph.nodes[src]["shape"])[0]
-
-    def view_of(node_id: str) -> View:
-        if node_id in views:
-            return views[node_id]
-        data = graph.nodes[node_id]
-        c, h, w = _spatial(data["shape"])
-        if data["op"] in ALIAS_OPS:
-            src = view_of(data["inputs"][0])
-            if data["op"] == "flatten":
-                sh, sw = src.hw
-                view = View(src.group, src.c0 * sh * sw, c, (1, 1))
-            elif data["op"] == "slice":
-                view = View(src.group, src.c0 + data["attrs"]["start"], c, src.hw)
-            else:
-                view = src
-        elif node_id in parent:
-            concat, offset = parent[node_id]
-            outer = view_of(concat)
-            view = View(outer.group, outer.c0 + offset, c, outer.hw)
-        else:
-            groups.append(Group(c, (h, w)))
-            view = View(len(groups) - 1, 0, c, (h, w))
-        views[node_id] = view
-        return view
-
-    for node_id in order:
-        view_of(node_id)
-    # lifetimes: a group lives from its first write to its last read
-    for g in groups:
-        g.first, g.last = len(order), -1
-    for step, node_id in enumerate(order):
-        data = graph.nodes[node_id]
-        if data["op"] not in ALIAS_OPS:
-            g = groups[views[node_id].group]
-            g.first = min(g.first, step)
-            g.last = max(g.last, step)
-        for src in data["inputs"]:
-            g = groups[views[src].group]
-            g.last = max(g.last, step)
-    groups[views[graph.graph["output"]].group].last = len(order)
-    groups[views[graph.graph["input"]].group].first = -1
-    slot_sizes: list[int] = []
-    if not reuse:
-        for g in groups:
-            g.slot = len(slot_sizes)
-            slot_sizes.append(g.per_image)
-    else:
-        slot_free_after: list[int] = []
-        for gi in sorted(range(len(groups)), key=lambda i: groups[i].first):
-            g = groups[gi]
-            free = [s for s in range(len(slot_sizes)) if slot_free_after[s] < g.first]
-            fits = [s for s in free if slot_sizes[s] >= g.per_image]
-            if fits:
-                slot = min(fits, key=lambda s: slot_sizes[s])
-            elif free:
-                slot = max(free, key=lambda s: slot_sizes[s])
-                slot_sizes[slot] = g.per_image
-            else:
-                slot = len(slot_sizes)
-                slot_sizes.append(g.per_image)
-                slot_free_after.append(-2)
-            g.slot = slot
-            slot_free_after[slot] = g.last
-    return BufferPlan(groups, views, slot_sizes)
 
 
 # ---------------------------------------------------------------- lowering
@@ -264,29 +145,44 @@ def check_plan(plan: "Plan") -> None:
     that its tensor's producer has not written (never written, or since overwritten by a
     tensor that shares its storage).
 
-    `owner[i]` is the group whose data float `i` of an image's arena holds now. This
-    runs at compile time, so a lowering or buffer-planning bug is a clear internal error
-    instead of garbage numbers.
+    The arena of one image is tracked as disjoint segments ``(start, end, group)``: which
+    group's data each range of floats holds now. This runs at compile time, so a lowering
+    or buffer-planning bug is a clear internal error instead of garbage numbers.
     """
-    owner = np.full(max(1, int(plan.slot_starts[-1])), -1, np.int64)
+    segments: list[tuple[int, int, int]] = []
 
-    def span(view: View) -> slice:
+    def span(view: View) -> tuple[int, int]:
         h, w = view.hw
         start = plan.view_start(view) + view.c0 * h * w
-        return slice(start, start + view.channels * h * w)
+        return start, start + view.channels * h * w
 
-    owner[span(plan.input_view)] = plan.input_view.group
+    def holds(view: View) -> bool:
+        lo, hi = span(view)
+        covered = sum(min(e, hi) - max(s, lo) for s, e, g in segments
+                      if g == view.group and s < hi and e > lo)
+        return covered == hi - lo
+
+    def write(view: View) -> None:
+        lo, hi = span(view)
+        kept = []
+        for s, e, g in segments:
+            if s < lo:
+                kept.append((s, min(e, lo), g))
+            if e > hi:
+                kept.append((max(s, hi), e, g))
+        segments[:] = [seg for seg in kept if seg[0] < seg[1]] + [(lo, hi, view.group)]
+
+    name = plan.graph.graph["name"]
+    write(plan.input_view)
     for step in plan.steps:
         for view in step.reads:
-            if not (owner[span(view)] == view.group).all():
-                raise CnncError(f"internal: the plan of '{plan.graph.graph['name']}' reads "
-                                f"data that was never written (step {step.kernel.__name__} "
-                                f"of node '{step.node}')")
+            if not holds(view):
+                raise CnncError(f"internal: the plan of '{name}' reads data that was never "
+                                f"written (step {step.kernel.__name__} of node '{step.node}')")
         for view in step.writes:
-            owner[span(view)] = view.group
-    if not (owner[span(plan.output_view)] == plan.output_view.group).all():
-        raise CnncError(f"internal: the output of '{plan.graph.graph['name']}' is never "
-                        f"completely written")
+            write(view)
+    if not holds(plan.output_view):
+        raise CnncError(f"internal: the output of '{name}' is never completely written")
 
 
 class Plan:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 import cnnc
 from cnnc.errors import CnncError
 from cnnc.graph import build_graph, load_program, load_source
+from cnnc.memory import plan_buffers
 from cnnc.passes import (
     LEVELS,
     PASSES,
@@ -38,7 +39,7 @@ from cnnc.passes import (
     verify_passes,
 )
 from cnnc.passes.rewrite import copy_graph, remove_dead
-from cnnc.runtime import Plan, plan_buffers
+from cnnc.runtime import Plan
 from cnnc.weights import bind_parameters, init_parameters
 
 HERE = os.path.dirname(os.path.abspath(__file__))

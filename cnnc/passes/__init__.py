@@ -122,10 +122,10 @@ def memory_report(graph: nx.DiGraph, level: int = 2, disabled=()) -> list[str]:
     """Lines for `cnnc summary`: peak activation memory per image before and after planning.
 
     Optimises `graph` (parsed or bound) without parameters, so it is cheap, and
-    places its tensors with `runtime.plan_buffers` twice: every buffer its own
+    places its tensors with `memory.plan_buffers` twice: every buffer its own
     storage (before planning), then with liveness-based reuse (after).
     """
-    from ..runtime import plan_buffers
+    from ..memory import plan_buffers
     optimized = optimize(_structure_only(graph), level=level, disabled=disabled)
     order = ordered(optimized)
     before = plan_buffers(optimized, order, reuse=False).peak_floats() * 4
