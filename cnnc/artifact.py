@@ -459,9 +459,11 @@ def _rebuild_layer(graph: nx.DiGraph, where: str, op, stored, inputs: list) -> t
         shape = infer_shape(op, attrs, shapes)
     except CnncError as err:
         raise _bad(f"{where}: {err.message}") from None
-    if set(attrs) != set(stored) or not all(_same(v, stored[k]) for k, v in attrs.items()):
-        raise _bad(f"{where} has attributes {stored!r}, but its arguments give "
-                   f"{ {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()}!r}")
+    differ = sorted(set(attrs) ^ set(stored)) or [
+        k for k, v in attrs.items() if not _same(v, stored[k])]
+    if differ:
+        raise _bad(f"{where}: its attributes {', '.join(map(repr, differ))} are not what its "
+                   f"arguments give")
     return attrs, shape
 
 
