@@ -292,13 +292,14 @@ def test_damaged_artifacts_are_errors(tmp_path, damage):
         import json
         import zipfile
         with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
-            manifest = json.loads(zf.read("manifest.json"))
-            weights = zf.read("weights.npz")
+            contents = {name: zf.read(name) for name in zf.namelist()}
+        manifest = json.loads(contents["manifest.json"])
         manifest["version"] = 99
+        contents["manifest.json"] = json.dumps(manifest)
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as zf:
-            zf.writestr("manifest.json", json.dumps(manifest))
-            zf.writestr("weights.npz", weights)
+            for name, member in contents.items():
+                zf.writestr(name, member)
         data = buf.getvalue()
     path.write_bytes(bytes(data))
     with pytest.raises(cnnc.CnncArtifactError):
@@ -321,13 +322,14 @@ def _rewrite_artifact(path, edit):
     import json
     import zipfile
     with zipfile.ZipFile(path) as zf:
-        manifest = json.loads(zf.read("manifest.json"))
-        weights = zf.read("weights.npz")
+        contents = {name: zf.read(name) for name in zf.namelist()}
+    manifest = json.loads(contents["manifest.json"])
     edit(manifest)
+    contents["manifest.json"] = json.dumps(manifest)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("manifest.json", json.dumps(manifest))
-        zf.writestr("weights.npz", weights)
+        for name, member in contents.items():
+            zf.writestr(name, member)
     path.write_bytes(buf.getvalue())
 
 
