@@ -43,6 +43,19 @@ IGNORED_SUFFIX = "num_batches_tracked"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members, an empty zip
 
 
+def npy_header(fp) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) from the .npy header at the start of `fp`, leaving `fp` at the data.
+    Raises ValueError for what is not a .npy header (numpy checks it, without eval)."""
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+    else:  # 3.0 only adds UTF-8 field names of structured dtypes: never real numbers
+        raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported")
+    return tuple(shape), dtype
+
+
 @dataclass(frozen=True)
 class _Entry:
     """A supplied weight as far as it has been looked at: its shape and dtype, and how
@@ -89,7 +102,7 @@ class _Npz:
         except (zipfile.BadZipFile, EOFError, ValueError) as err:
             raise self._error(f"cannot read weights: {err}") from None
 
-    def __enter__(self) -> "_Npz":
+    def __enter__(self) -> _Npz:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -100,25 +113,19 @@ class _Npz:
 
     def members(self) -> dict[str, str]:
         """{key: member name}, keys as numpy.load names them (`NAME.npy` holds `NAME`)."""
-        return {(m[:-4] if m.endswith(".npy") else m): m for m in self._zip.namelist()}
+        return {(m.removesuffix(".npy")): m for m in self._zip.namelist()}
 
     def entry(self, key: str, member: str) -> _Entry:
         """The member's header, read and checked for a real dtype; no data yet."""
         try:
             with self._zip.open(member) as fp:
-                version = np.lib.format.read_magic(fp)
-                if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
-                elif version == (2, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
-                else:
-                    raise ValueError(f".npy format version {version} is not supported")
+                shape, dtype = npy_header(fp)
         except (OSError, ValueError, zipfile.BadZipFile, EOFError, SyntaxError) as err:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise self._error(f"weight '{key}' is not a readable .npy array: {reason}") from None
         if dtype.hasobject:
             raise self._error(f"weight '{key}' holds pickled objects, which cnnc never loads")
-        return _Entry(tuple(shape), dtype, lambda: self._read(key, member))
+        return _Entry(shape, dtype, lambda: self._read(key, member))
 
     def _read(self, key: str, member: str) -> np.ndarray:
         try:

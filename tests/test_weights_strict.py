@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 import cnnc
 from cnnc.cli import main
