@@ -113,7 +113,7 @@ class _Npz:
 
     def members(self) -> dict[str, str]:
         """{key: member name}, keys as numpy.load names them (`NAME.npy` holds `NAME`)."""
-        return {(m.removesuffix(".npy")): m for m in self._zip.namelist()}
+        return {m.removesuffix(".npy"): m for m in self._zip.namelist()}
 
     def entry(self, key: str, member: str) -> _Entry:
         """The member's header, read and checked for a real dtype; no data yet."""
@@ -162,8 +162,9 @@ def _mismatch(graph: nx.DiGraph, supplied, needed, strict: bool) -> str | None:
     """
     network = graph.graph["name"]
     unknown = [k for k in supplied if k not in needed]
-    missing = [k for k in needed if k not in supplied] if strict else []
-    unsupplied = [k for k in needed if k not in supplied]
+    given = set(supplied)
+    unsupplied = [k for k in needed if k not in given]
+    missing = unsupplied if strict else []
     problems = []
     if len(unknown) == 1:
         problems.append(f"weight '{unknown[0]}' names no parameter of network '{network}'"
