@@ -1,20 +1,70 @@
 """The `cnnc` command line (LANGUAGE.md §9).
 
 Every user mistake is a CnncError, printed as `FILE:LINE:COL: error: ...` with
-the source line and a caret; the exit status is then 1 and no traceback shows.
+the source line and a caret; the exit status is then 1 (2 for a command line that
+argparse refuses, as argparse itself does) and no traceback shows.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import os
+import stat
 import sys
 
+from . import __version__
 from .errors import CnncError, format_error
 
 
+class UsageError(CnncError):
+    """A command line that cannot be run as written: exit status 2, like argparse's."""
+
+    def __init__(self, message: str, prog: str = "cnnc"):
+        super().__init__(message)
+        self.prog = prog
+
+
+class OutputError(CnncError):
+    """Standard output cannot be written (a full disk, /dev/full, a closed descriptor)."""
+
+
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would exit 2 with its own format
-        raise CnncError(f"{message} (see '{self.prog} --help')")
+    def error(self, message):  # argparse would print its usage and exit itself
+        raise UsageError(f"{message} (see '{self.prog} --help')", self.prog)
+
+
+# ---------------------------------------------------------------- option values
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+
+
+def positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def seed_value(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"the seed must be a non-negative integer, got {value}")
+    return value
+
+
+def tolerance_value(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(value) or value < 0:  # nan would pass every comparison
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
 def _add_network(p):
@@ -31,8 +81,16 @@ def _opt_flags(p):
                    help="switch one optimiser pass off (may be repeated)")
 
 
+def _weight_flags(p):
+    p.add_argument("--weights", metavar="NPZ")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="parameters the weights leave out keep their seeded values")
+    p.add_argument("--seed", type=seed_value, default=0)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnc", description="Compile convolutional network descriptions.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -55,8 +113,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile a .cnn file to a .cnnc artifact")
     p.add_argument("model")
     p.add_argument("-o", "--output", metavar="FILE")
-    p.add_argument("--weights", metavar="NPZ")
-    p.add_argument("--seed", type=int, default=0)
+    _weight_flags(p)
     p.add_argument("--dump-dir", metavar="DIR", help="write the graph after every pass here")
     _add_network(p)
     _opt_flags(p)
@@ -65,40 +122,84 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--input", metavar="NPY")
-    src.add_argument("--batch", type=int, default=None, metavar="N")
+    src.add_argument("--batch", type=positive_int, default=1, metavar="N")
     p.add_argument("-o", "--output", metavar="NPY")
-    p.add_argument("--weights", metavar="NPZ")
-    p.add_argument("--seed", type=int, default=0)
+    _weight_flags(p)
     _add_network(p)
     _opt_flags(p)
 
     p = sub.add_parser("verify", help="check that every optimiser pass keeps the numbers")
     p.add_argument("model")
-    p.add_argument("--weights", metavar="NPZ")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--tolerance", type=float, default=1e-4)
+    _weight_flags(p)
+    p.add_argument("--batch", type=positive_int, default=2)
+    p.add_argument("--tolerance", type=tolerance_value, default=1e-4)
     _add_network(p)
 
     p = sub.add_parser("bench", help="time a model: latency, throughput, GFLOP/s")
     p.add_argument("model")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--batch", type=positive_int, default=1)
+    p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--repeat", type=positive_int, default=20)
     p.add_argument("--profile", action="store_true", help="per-layer time table")
     _add_network(p)
     _opt_flags(p)
     return parser
 
 
-def _load_graph(args):
+# ---------------------------------------------------------------- models
+_ZIP_MAGIC = b"PK\x03\x04"
+# The tags that may follow a ModelProto's leading ir_version (field 1, a varint): its other
+# fields (producer_name 2, ..., graph 7, opset_import 8, metadata_props 14,
+# training_info 20, functions 25), as serialisers write them in field order.
+_ONNX_NEXT_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2, 0xCA}
+
+
+def model_kind(path: str) -> str:
+    """'onnx', 'cnnc' or 'cnn': by the extension, else by the first bytes, so a renamed
+    file is still recognised (a .cnnc artifact is a zip, an ONNX model a protobuf)."""
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        head = b""  # the loader reports what is wrong with the file
+    looks_onnx = (len(head) >= 3 and head[0] == 0x08 and 0 < head[1] < 0x80
+                  and head[2] in _ONNX_NEXT_TAGS)
+    if ext == ".onnx" or looks_onnx:
+        return "onnx"
+    if ext == ".cnnc" or head == _ZIP_MAGIC:
+        return "cnnc"
+    return "cnn"
+
+
+def refuse_onnx(path: str):
+    raise CnncError("this is an ONNX model; importing ONNX is not available yet (it will "
+                    "come with 'cnnc import model.onnx', which writes a .cnn file)", file=path)
+
+
+def load_artifact(path: str, network: str | None):
+    """The Network stored in a .cnnc file; `--network`, if given, must be its name."""
+    from .artifact import load
+    net = load(path)
+    if network is not None and network != net.name:
+        raise CnncError(f"the artifact holds network '{net.name}', not '{network}'", file=path)
+    return net
+
+
+def load_graphs(args):
+    """(source graph, the artifact's Network or None) of the model named on the command line."""
+    kind = model_kind(args.model)
+    if kind == "onnx":
+        refuse_onnx(args.model)
+    if kind == "cnnc":
+        net = load_artifact(args.model, args.network)
+        return net._source_graph, net
     from .graph import build_graph, load_program
-    program = load_program(args.model)
-    return build_graph(program, args.network)
+    return build_graph(load_program(args.model), args.network), None
 
 
 def cmd_check(args) -> int:
-    graph = _load_graph(args)
+    graph, _ = load_graphs(args)
     out = graph.nodes[graph.graph["output"]]["shape"]
     print(f"{args.model}: network {graph.graph['name']} is well formed; "
           f"input {'x'.join(map(str, graph.graph['input_shape']))}, "
@@ -107,31 +208,67 @@ def cmd_check(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from .report import summary_text
-    graph = _load_graph(args)
     from .passes import memory_report
+    from .report import summary_text
+    graph, _ = load_graphs(args)
     sys.stdout.write(summary_text(graph, memory_report(graph)))
     return 0
+
+
+# ---------------------------------------------------------------- output files
+@contextlib.contextmanager
+def output_file(path: str, binary: bool = False):
+    """An output named on the command line, opened for writing.
+
+    A regular file (or a new one) is written in place, and removed if writing it fails;
+    a character device or a pipe (/dev/null, /dev/stdout, a FIFO) is written to, never
+    replaced by a file; anything else (a directory, a block device) is refused.
+    """
+    regular = refuse_special_output(path)
+    try:
+        with open(path, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
+            yield fh
+    except OSError as err:
+        if regular and os.path.isfile(path):
+            os.unlink(path)
+        raise CnncError(f"cannot write '{path}': {err.strerror or err}") from None
+
+
+def refuse_special_output(path: str) -> bool:
+    """Raise unless `path` is absent, a regular file, a character device or a pipe;
+    True if it is (or will be) a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return True
+    except OSError as err:
+        raise CnncError(f"cannot write '{path}': {err.strerror}") from None
+    if stat.S_ISREG(mode):
+        return True
+    if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
+        return False
+    kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+    raise CnncError(f"cannot write '{path}': it is {kind}")
 
 
 def _write_output(text: str, path: str | None):
     if path is None:
         sys.stdout.write(text)
         return
-    try:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    except OSError as err:
-        raise CnncError(f"cannot write '{path}': {err.strerror}") from None
+    with output_file(path) as fh:
+        fh.write(text)
     print(f"wrote {path}", file=sys.stderr)
 
 
 def cmd_dump(args) -> int:
     from .report import DUMPERS
-    graph = _load_graph(args)
+    graph, net = load_graphs(args)
     if args.stage == "optimized":
-        from .passes import optimize
-        graph = optimize(graph, level=args.opt_level, disabled=args.disable_pass)
+        if net is not None:
+            graph = net.graph  # what the artifact runs, as it was optimised when compiled
+        else:
+            from .passes import optimize
+            graph = optimize(graph, level=args.opt_level, disabled=args.disable_pass)
     _write_output(DUMPERS[args.format](graph), args.output)
     return 0
 
@@ -146,10 +283,63 @@ def _command(name: str):
     return getattr(commands, f"cmd_{name}")
 
 
-def main(argv: list[str] | None = None) -> int:
+# ---------------------------------------------------------------- standard output
+class _GuardedStdout:
+    """sys.stdout while a command runs. A write or flush that fails (a full disk,
+    /dev/full, a descriptor closed by `>&-`) becomes an OutputError. After a failure on
+    the process's real standard output, its descriptor is pointed at /dev/null, so the
+    interpreter's flush at exit finds nothing to complain about."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+    def write(self, text: str) -> int:
+        return self._guard(lambda: self.stream.write(text))
+
+    def flush(self) -> None:
+        self._guard(self.stream.flush)
+
+    def _guard(self, operation):
+        if self.stream is None:  # Python starts with sys.stdout None when fd 1 is closed
+            raise OutputError("cannot write to standard output: it is closed")
+        try:
+            return operation()
+        except BrokenPipeError:
+            self.silence()
+            raise
+        except (OSError, ValueError) as err:  # ValueError: the stream was closed
+            self.silence()
+            reason = getattr(err, "strerror", None) or str(err)
+            raise OutputError(f"cannot write to standard output: {reason}") from None
+
+    def silence(self) -> None:
+        if self.stream is sys.__stdout__ and self.stream is not None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+
+
+def _parse_and_run(argv: list[str] | None) -> int:
     try:
         args = make_parser().parse_args(argv)
-        return _command(args.command)(args)
+    except SystemExit as done:  # --help and --version; every mistake is a UsageError
+        return done.code or 0
+    return _command(args.command)(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    stdout = _GuardedStdout(sys.stdout)
+    sys.stdout = stdout
+    try:
+        code = _parse_and_run(argv)
+        stdout.flush()  # a full disk shows here, while errors can still be reported
+        return code
+    except UsageError as err:
+        print(f"{err.prog}: error: {err.message}", file=sys.stderr)
+        return 2
     except CnncError as err:
         print(format_error(err), file=sys.stderr)
         return 1
@@ -162,9 +352,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # `cnnc dump ... | head`: the reader has all it wanted
         return 0
+    finally:
+        sys.stdout = stdout.stream
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as `python -m cnnc.cli`, this file is __main__: take main() from cnnc.cli, the
+    # module cnnc.commands imports, so that both see the same UsageError class
+    from cnnc.cli import main as cnnc_main
+    sys.exit(cnnc_main())

@@ -2,28 +2,44 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
 
 import numpy as np
 
+from .cli import (
+    UsageError,
+    load_artifact,
+    load_graphs,
+    model_kind,
+    output_file,
+    refuse_onnx,
+    refuse_special_output,
+)
 from .errors import CnncError, CnncInputError
+from .weights import npy_header
 
 
 def _fmt(shape) -> str:
     return "x".join(str(s) for s in shape)
 
 
-def _compile(args, path: str | None = None):
-    from .runtime import compile_file, load
-    path = path or args.model
-    if path.endswith(".cnnc"):
-        net = load(path)
-        if getattr(args, "weights", None):
-            net.load_weights(args.weights)
+def _compile(args):
+    """The Network of the model named on the command line, with its --weights."""
+    from .runtime import compile_file
+    weights = getattr(args, "weights", None)
+    strict = not getattr(args, "allow_missing", False)
+    kind = model_kind(args.model)
+    if kind == "onnx":
+        refuse_onnx(args.model)
+    if kind == "cnnc":
+        net = load_artifact(args.model, args.network)
+        if weights:
+            net.load_weights(weights, strict=strict)
         return net
-    return compile_file(path, network=args.network, weights=getattr(args, "weights", None),
+    return compile_file(args.model, network=args.network, weights=weights, strict=strict,
                         seed=getattr(args, "seed", 0), opt_level=getattr(args, "opt_level", 2),
                         disabled_passes=getattr(args, "disable_pass", ()),
                         dump_dir=getattr(args, "dump_dir", None))
@@ -31,8 +47,13 @@ def _compile(args, path: str | None = None):
 
 def cmd_compile(args) -> int:
     start = time.perf_counter()
-    net = _compile(args)
     out = args.output or os.path.splitext(args.model)[0] + ".cnnc"
+    # the artifact is written beside its target and renamed over it: that would put a
+    # regular file in place of /dev/null, so a target that is no regular file is refused
+    if not refuse_special_output(out):
+        raise CnncError(f"cannot write '{out}': a .cnnc artifact is written to a regular "
+                        f"file, and this is a device or a pipe")
+    net = _compile(args)
     net.save(out)
     # trainable parameters, counted as cnnc summary and PyTorch count them
     n_params = sum(v.size for k, v in net._params.items()
@@ -46,18 +67,32 @@ def cmd_compile(args) -> int:
 
 
 def _read_input(path: str) -> np.ndarray:
+    """The array of an .npy file. Its magic and header are checked first: np.load would
+    take any other file for a pickle, and would allocate whatever the header claims."""
     try:
-        data = np.load(path, allow_pickle=False)
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+            if magic != b"\x93NUMPY":
+                what = " but an .npz archive" if magic.startswith(b"PK") else ""
+                raise CnncInputError(f"not a .npy array{what} (the input is one array "
+                                     f"written with numpy.save)", file=path)
+            fh.seek(0)
+            shape, dtype = npy_header(fh)
+            if dtype.hasobject:
+                raise CnncInputError("the input holds pickled objects, which cnnc never "
+                                     "loads", file=path)
+            size = os.fstat(fh.fileno()).st_size - fh.tell()
+            if math.prod(shape) * dtype.itemsize > size:
+                raise CnncInputError(f"the input is truncated: its header says shape "
+                                     f"{shape} of {dtype}, but the file is shorter",
+                                     file=path)
+            fh.seek(0)
+            return np.load(fh, allow_pickle=False)
     except FileNotFoundError:
         raise CnncInputError("no such input file", file=path) from None
-    except (OSError, ValueError, EOFError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    except (OSError, ValueError, EOFError, SyntaxError) as err:
+        reason = (getattr(err, "strerror", None) or str(err)).splitlines()[0] or type(err).__name__
         raise CnncInputError(f"cannot read the input: {reason}", file=path) from None
-    if not isinstance(data, np.ndarray):
-        data.close()
-        raise CnncInputError("the input must be one array in an .npy file (numpy.save), "
-                             "not an .npz archive", file=path)
-    return data
 
 
 def cmd_run(args) -> int:
@@ -67,10 +102,7 @@ def cmd_run(args) -> int:
         if x.ndim == len(net.input_shape):  # one image: add the batch axis
             x = x[None]
     else:
-        batch = 1 if args.batch is None else args.batch
-        if batch < 1:
-            raise CnncError(f"--batch must be at least 1, got {batch}")
-        x = np.random.default_rng(args.seed).standard_normal((batch, *net.input_shape),
+        x = np.random.default_rng(args.seed).standard_normal((args.batch, *net.input_shape),
                                                               dtype=np.float32)
     start = time.perf_counter()
     y = net(x)
@@ -83,10 +115,8 @@ def cmd_run(args) -> int:
         if len(y) > 16:
             print(f"  ... {len(y) - 16} more samples")
     if args.output:
-        try:
-            np.save(args.output, y)
-        except OSError as err:
-            raise CnncError(f"cannot write '{args.output}': {err.strerror}") from None
+        with output_file(args.output, binary=True) as fh:  # np.save(name) would add ".npy"
+            np.save(fh, y)
         print(f"wrote {args.output}")
     return 0
 
@@ -95,8 +125,9 @@ def cmd_bench(args) -> int:
     import numba
     previous = numba.get_num_threads()
     if args.threads is not None:
-        if not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
-            raise CnncError(f"--threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}")
+        if args.threads > numba.config.NUMBA_NUM_THREADS:
+            raise UsageError(f"argument --threads: at most {numba.config.NUMBA_NUM_THREADS} "
+                             f"on this machine, got {args.threads}", "cnnc bench")
         numba.set_num_threads(args.threads)
     try:
         return _bench(args)
@@ -106,8 +137,7 @@ def cmd_bench(args) -> int:
 
 def _bench(args) -> int:
     import numba
-    if args.batch < 1 or args.repeat < 1:
-        raise CnncError("--batch and --repeat must be at least 1")
+
     from .report import layer_stats
     net = _compile(args)
     macs = sum(r["macs"] for r in layer_stats(net._source_graph))
@@ -160,15 +190,12 @@ def profile_table(net, x: np.ndarray, repeat: int) -> str:
 
 def cmd_verify(args) -> int:
     """Run -O0 and every prefix of the pass pipeline on one input; name the first bad pass."""
-    from .graph import build_graph, load_program
     from .passes import verify_passes
     from .weights import check_weights, init_parameters
-    if args.batch < 1:
-        raise CnncError(f"--batch must be at least 1, got {args.batch}")
-    graph = build_graph(load_program(args.model), args.network)
-    params = init_parameters(graph, args.seed)
+    graph, net = load_graphs(args)
+    params = init_parameters(graph, args.seed) if net is None else net.parameters()
     if args.weights:
-        params = check_weights(graph, args.weights, params)
+        params = check_weights(graph, args.weights, params, strict=not args.allow_missing)
     result = verify_passes(graph, params, batch=args.batch, seed=args.seed, tol=args.tolerance)
     print(f"{args.model}: network {graph.graph['name']}, batch {args.batch}, "
           f"tolerance {args.tolerance:g} (max |a - b| / max |a|, against -O0)")

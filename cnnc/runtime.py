@@ -400,9 +400,10 @@ class Network:
         """{source-level name: array} in source order (§6), PyTorch layouts."""
         return {k: v.copy() for k, v in self._params.items()}
 
-    def load_weights(self, weights) -> None:
-        """Replace parameters from a mapping or an .npz path (same checks as compile)."""
-        self._params = check_weights(self._source_graph, weights, self._params)
+    def load_weights(self, weights, *, strict: bool = True) -> None:
+        """Replace parameters from a mapping or an .npz path (same checks as compile;
+        with `strict=False` the parameters left out keep their current values)."""
+        self._params = check_weights(self._source_graph, weights, self._params, strict=strict)
         self._build()
 
     def __call__(self, x) -> np.ndarray:
@@ -434,11 +435,11 @@ class Network:
 
 
 def _make(program, network, weights, seed, opt_level, disabled_passes, text, progress,
-          dump_dir=None):
+          dump_dir=None, strict=True):
     graph = build_graph(program, network)
     params = init_parameters(graph, seed)
     if weights is not None:
-        params = check_weights(graph, weights, params)
+        params = check_weights(graph, weights, params, strict=strict)
     source_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return Network(graph, params, opt_level=opt_level, disabled_passes=disabled_passes,
                    source_hash=source_hash, progress=progress, dump_dir=dump_dir)
@@ -446,20 +447,22 @@ def _make(program, network, weights, seed, opt_level, disabled_passes, text, pro
 
 def compile_file(path: str, network: str | None = None, weights=None, seed: int = 0, *,
                  opt_level: int = 2, disabled_passes=(), progress: bool | None = None,
-                 dump_dir: str | None = None) -> Network:
-    """Compile the network of a .cnn file (§7). `dump_dir` receives the graph after each pass."""
+                 dump_dir: str | None = None, strict: bool = True) -> Network:
+    """Compile the network of a .cnn file (§7). `dump_dir` receives the graph after each pass;
+    `strict=False` lets `weights` leave parameters out (they keep their seeded values)."""
     program = load_program(str(path))
     text = "".join(program.sources.values())
     return _make(program, network, weights, seed, opt_level, disabled_passes, text, progress,
-                 dump_dir)
+                 dump_dir, strict)
 
 
 def compile_source(text: str, network: str | None = None, weights=None, seed: int = 0, *,
                    opt_level: int = 2, disabled_passes=(), progress: bool | None = None,
-                   file: str = "<source>") -> Network:
-    """Compile the network of .cnn source text (§7)."""
+                   file: str = "<source>", strict: bool = True) -> Network:
+    """Compile the network of .cnn source text (§7); `strict` as for compile_file."""
     program = load_source(text, file)
-    return _make(program, network, weights, seed, opt_level, disabled_passes, text, progress)
+    return _make(program, network, weights, seed, opt_level, disabled_passes, text, progress,
+                 strict=strict)
 
 
 def load(path: str) -> Network:

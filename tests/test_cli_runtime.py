@@ -53,14 +53,14 @@ def test_run_reports_bad_inputs(capsys, tmp_path):
     assert "input has shape (2, 3, 28, 28), but network 'lenet5' expects (N, 1, 28, 28)" in err
     np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object))
     code, _, err = run_cli(capsys, "run", LENET, "--input", tmp_path / "o.npy")
-    assert code == 1 and "cannot read the input" in err
+    assert code == 1 and "the input holds pickled objects" in err
     np.savez(tmp_path / "x.npz", x=np.ones((1, 1, 28, 28), np.float32))
     code, _, err = run_cli(capsys, "run", LENET, "--input", tmp_path / "x.npz")
-    assert code == 1 and "not an .npz archive" in err
+    assert code == 1 and "not a .npy array but an .npz archive" in err
     code, _, err = run_cli(capsys, "run", LENET, "--seed", -3)
-    assert code == 1 and "non-negative integer" in err
+    assert code == 2 and "non-negative integer" in err
     code, _, err = run_cli(capsys, "run", LENET, "--batch", 0)
-    assert code == 1 and "--batch must be at least 1" in err
+    assert code == 2 and "argument --batch: must be at least 1, got 0" in err
 
 
 def test_verify_names_every_pass(capsys):

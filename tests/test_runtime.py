@@ -217,7 +217,7 @@ def test_load_weights_from_mapping_and_npz(tmp_path):
     x = np.ones((1, 2, 6, 5), np.float32)
     np.testing.assert_array_equal(a(x), b(x))
     assert np.array_equal(a.parameters()["c.weight"], weights["c.weight"])
-    partial = cnnc.compile_source(SMALL, weights={"c.bias": np.ones(3)})
+    partial = cnnc.compile_source(SMALL, weights={"c.bias": np.ones(3)}, strict=False)
     assert np.array_equal(partial.parameters()["c.bias"], np.ones(3, np.float32))
 
 
@@ -231,7 +231,7 @@ def test_load_weights_from_mapping_and_npz(tmp_path):
 ])
 def test_bad_weights(weights, fragment):
     with pytest.raises(cnnc.CnncWeightError) as info:
-        cnnc.compile_source(SMALL, weights=weights)
+        cnnc.compile_source(SMALL, weights=weights, strict=False)
     assert fragment in str(info.value)
 
 
@@ -239,7 +239,7 @@ def test_bad_weight_files(tmp_path):
     pickled = tmp_path / "p.npz"
     np.savez(pickled, **{"c.bias": np.array([1, None, 2], dtype=object)})
     with pytest.raises(cnnc.CnncWeightError, match="pickled"):
-        cnnc.compile_source(SMALL, weights=str(pickled))
+        cnnc.compile_source(SMALL, weights=str(pickled), strict=False)
     garbage = tmp_path / "g.npz"
     garbage.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(cnnc.CnncWeightError, match="cannot read weights"):
@@ -270,7 +270,8 @@ def test_save_load_run_is_identical(tmp_path):
     np.testing.assert_array_equal(net(x), loaded(x))
     assert list(loaded.parameters()) == list(net.parameters())
     assert loaded.input_shape == net.input_shape
-    loaded.load_weights({"dense1.bias": np.arange(10.0)})  # softmax ignores a uniform shift
+    # only a new bias (softmax would ignore a uniform shift)
+    loaded.load_weights({"dense1.bias": np.arange(10.0)}, strict=False)
     assert not np.array_equal(loaded(x), net(x))
 
 
