@@ -15,14 +15,14 @@ import os
 os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 
 from .errors import (CnncArtifactError, CnncError, CnncImportError, CnncInputError,
-                     CnncNameError, CnncShapeError, CnncSyntaxError, CnncValueError,
-                     CnncWeightError)
+                     CnncMemoryError, CnncNameError, CnncShapeError, CnncSyntaxError,
+                     CnncValueError, CnncWeightError)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CnncArtifactError", "CnncError", "CnncImportError", "CnncInputError", "CnncNameError",
-    "CnncShapeError", "CnncSyntaxError", "CnncValueError", "CnncWeightError",
+    "CnncArtifactError", "CnncError", "CnncImportError", "CnncInputError", "CnncMemoryError",
+    "CnncNameError", "CnncShapeError", "CnncSyntaxError", "CnncValueError", "CnncWeightError",
     "compile_file", "compile_source", "load",
 ]
 

@@ -177,8 +177,9 @@ def _add_member(zf: zipfile.ZipFile, name: str, compression: int, write, size: i
 
 
 # ---------------------------------------------------------------- loading
-def load(path: str):
-    """The Network saved at `path`; any fault of the file is a CnncArtifactError."""
+def load(path: str, max_memory: int | None = None):
+    """The Network saved at `path`; any fault of the file is a CnncArtifactError.
+    `max_memory` bounds the network's activations as in compile_file."""
     from .runtime import Network
     try:
         status = os.stat(path)
@@ -205,7 +206,7 @@ def load(path: str):
         raise CnncArtifactError(f"malformed .cnnc content ({type(err).__name__}: {err})",
                                 file=path) from None
     optimized = _optimize(source, params, settings, manifest["optimized_graph"], path)
-    return Network(source, params, optimized=optimized, **settings)
+    return Network(source, params, optimized=optimized, max_memory=max_memory, **settings)
 
 
 def _bad(message: str) -> CnncArtifactError:

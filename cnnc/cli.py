@@ -67,6 +67,20 @@ def tolerance_value(text: str) -> float:
     return value
 
 
+def memory_size(text: str) -> int:
+    from .memory import parse_size
+    try:
+        return parse_size(text)
+    except CnncError as err:
+        raise argparse.ArgumentTypeError(err.message) from None
+
+
+def _memory_flag(p):
+    p.add_argument("--max-memory", type=memory_size, default=None, metavar="SIZE",
+                   help="refuse work that needs more memory than this (e.g. 8G; default: "
+                        "the memory available)")
+
+
 def _add_network(p):
     p.add_argument("--network", metavar="NAME", help="the network to use, where the file has several")
 
@@ -115,6 +129,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE")
     _weight_flags(p)
     p.add_argument("--dump-dir", metavar="DIR", help="write the graph after every pass here")
+    _memory_flag(p)
     _add_network(p)
     _opt_flags(p)
 
@@ -125,6 +140,7 @@ def make_parser() -> argparse.ArgumentParser:
     src.add_argument("--batch", type=positive_int, default=1, metavar="N")
     p.add_argument("-o", "--output", metavar="NPY")
     _weight_flags(p)
+    _memory_flag(p)
     _add_network(p)
     _opt_flags(p)
 
@@ -133,6 +149,7 @@ def make_parser() -> argparse.ArgumentParser:
     _weight_flags(p)
     p.add_argument("--batch", type=positive_int, default=2)
     p.add_argument("--tolerance", type=tolerance_value, default=1e-4)
+    _memory_flag(p)
     _add_network(p)
 
     p = sub.add_parser("bench", help="time a model: latency, throughput, GFLOP/s")
@@ -141,6 +158,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--repeat", type=positive_int, default=20)
     p.add_argument("--profile", action="store_true", help="per-layer time table")
+    _memory_flag(p)
     _add_network(p)
     _opt_flags(p)
     return parser
@@ -177,10 +195,10 @@ def refuse_onnx(path: str):
                     "come with 'cnnc import model.onnx', which writes a .cnn file)", file=path)
 
 
-def load_artifact(path: str, network: str | None):
+def load_artifact(path: str, network: str | None, max_memory: int | None = None):
     """The Network stored in a .cnnc file; `--network`, if given, must be its name."""
     from .artifact import load
-    net = load(path)
+    net = load(path, max_memory=max_memory)
     if network is not None and network != net.name:
         raise CnncError(f"the artifact holds network '{net.name}', not '{network}'", file=path)
     return net
@@ -199,11 +217,13 @@ def load_graphs(args):
 
 
 def cmd_check(args) -> int:
+    from .passes import memory_report
     graph, _ = load_graphs(args)
     out = graph.nodes[graph.graph["output"]]["shape"]
     print(f"{args.model}: network {graph.graph['name']} is well formed; "
           f"input {'x'.join(map(str, graph.graph['input_shape']))}, "
           f"output {'x'.join(map(str, out))}, {graph.number_of_nodes() - 1} layers")
+    print("\n".join(memory_report(graph)))
     return 0
 
 

@@ -35,14 +35,15 @@ def _compile(args):
     if kind == "onnx":
         refuse_onnx(args.model)
     if kind == "cnnc":
-        net = load_artifact(args.model, args.network)
+        net = load_artifact(args.model, args.network, getattr(args, "max_memory", None))
         if weights:
             net.load_weights(weights, strict=strict)
         return net
     return compile_file(args.model, network=args.network, weights=weights, strict=strict,
                         seed=getattr(args, "seed", 0), opt_level=getattr(args, "opt_level", 2),
                         disabled_passes=getattr(args, "disable_pass", ()),
-                        dump_dir=getattr(args, "dump_dir", None))
+                        dump_dir=getattr(args, "dump_dir", None),
+                        max_memory=getattr(args, "max_memory", None))
 
 
 def cmd_compile(args) -> int:
@@ -190,9 +191,12 @@ def profile_table(net, x: np.ndarray, repeat: int) -> str:
 
 def cmd_verify(args) -> int:
     """Run -O0 and every prefix of the pass pipeline on one input; name the first bad pass."""
+    from .graph import parameter_shapes
+    from .memory import check_parameter_memory
     from .passes import verify_passes
     from .weights import check_weights, init_parameters
     graph, net = load_graphs(args)
+    check_parameter_memory(graph, parameter_shapes(graph), args.max_memory)
     params = init_parameters(graph, args.seed) if net is None else net.parameters()
     if args.weights:
         params = check_weights(graph, args.weights, params, strict=not args.allow_missing)

@@ -61,6 +61,10 @@ class CnncInputError(CnncError):
     """An input array of the wrong shape or type."""
 
 
+class CnncMemoryError(CnncError):
+    """Work that would need more memory than the limit (default: what is available)."""
+
+
 class CnncArtifactError(CnncError):
     """A .cnnc file that is corrupt, truncated or of another version."""
 

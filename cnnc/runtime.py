@@ -8,6 +8,7 @@ type signature and is cached on disk by Numba.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import numpy as np
 
 from . import kernels as K
 from .errors import CnncError, CnncInputError
-from .graph import build_graph, load_program, load_source, schedule
+from .graph import build_graph, load_program, load_source, parameter_shapes, schedule
 from .kernels.fastconv import choose_conv_kernel, conv2d_packed, pack_conv_weights
 from .kernels.interpreter import (
     FLOATS_PER_STEP,
@@ -30,7 +31,14 @@ from .kernels.interpreter import (
     compile_interpreter,
     run_plan,
 )
-from .memory import ALIAS_OPS, View, plan_buffers
+from .memory import (
+    ALIAS_OPS,
+    View,
+    check_activation_memory,
+    check_memory,
+    check_parameter_memory,
+    plan_buffers,
+)
 from .weights import bind_parameters, check_weights, init_parameters
 
 ACT_CODES = K.ACT_CODES
@@ -193,10 +201,12 @@ class Plan:
     once; ``bind`` gives the same calls as Python (kernel, args) pairs for profiling.
     """
 
-    def __init__(self, graph: nx.DiGraph):
+    def __init__(self, graph: nx.DiGraph, max_memory: int | None = None):
         self.graph = graph
+        self.max_memory = max_memory
         self.order = schedule(graph)
         self.buffers = plan_buffers(graph, self.order, bool(graph.graph.get("reuse_memory")))
+        check_activation_memory(graph, self.buffers, 1, max_memory)
         self.steps: list[Step] = []
         for node_id in self.order:
             self.steps.extend(lower_node(graph, node_id, self.buffers.views))
@@ -215,6 +225,8 @@ class Plan:
 
     def arena(self, n: int) -> np.ndarray:
         if n not in self._arenas:
+            check_activation_memory(self.graph, self.buffers, n, self.max_memory,
+                                    CnncInputError)
             if len(self._arenas) > 4:  # keep memory bounded when batch sizes vary
                 self._arenas.clear()
                 self._io.clear()
@@ -363,8 +375,9 @@ class Network:
     def __init__(self, source_graph: nx.DiGraph, params: dict[str, np.ndarray], *,
                  opt_level: int = 2, disabled_passes=(), source_hash: str = "",
                  optimized: nx.DiGraph | None = None, progress: bool | None = None,
-                 dump_dir: str | None = None):
+                 dump_dir: str | None = None, max_memory: int | None = None):
         self._source_graph = source_graph
+        self.max_memory = max_memory  # bytes; None: the memory available at the time
         self._params = params
         self.opt_level = opt_level
         self.disabled_passes = tuple(disabled_passes)
@@ -381,7 +394,7 @@ class Network:
             optimized = optimize(bound, level=self.opt_level, disabled=self.disabled_passes,
                                  dump_dir=self._dump_dir)
         self.graph = optimized
-        self._plan = Plan(optimized)
+        self._plan = Plan(optimized, self.max_memory)
         self._plan.warm_up(self._progress)
 
     @property
@@ -423,6 +436,14 @@ class Network:
             raise CnncInputError(
                 f"input has shape {tuple(array.shape)}, but network '{self.name}' expects "
                 f"{expected} with N >= 1")
+        # before the float32 copy below (of a broadcast array, say) and the arena
+        n = int(array.shape[0])
+        converts = array.dtype != np.float32 or not array.flags.c_contiguous
+        check_memory(4 * n * (self._plan.buffers.peak_floats()
+                              + math.prod(self.input_shape) * converts
+                              + math.prod(self.output_shape)),
+                     self.max_memory, f"running network '{self.name}' on a batch of {n:,}",
+                     error=CnncInputError)
         return np.ascontiguousarray(array, dtype=np.float32)
 
     def save(self, path: str) -> None:
@@ -435,37 +456,43 @@ class Network:
 
 
 def _make(program, network, weights, seed, opt_level, disabled_passes, text, progress,
-          dump_dir=None, strict=True):
+          dump_dir=None, strict=True, max_memory=None):
     graph = build_graph(program, network)
+    check_parameter_memory(graph, parameter_shapes(graph), max_memory)
     params = init_parameters(graph, seed)
     if weights is not None:
         params = check_weights(graph, weights, params, strict=strict)
     source_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return Network(graph, params, opt_level=opt_level, disabled_passes=disabled_passes,
-                   source_hash=source_hash, progress=progress, dump_dir=dump_dir)
+                   source_hash=source_hash, progress=progress, dump_dir=dump_dir,
+                   max_memory=max_memory)
 
 
 def compile_file(path: str, network: str | None = None, weights=None, seed: int = 0, *,
                  opt_level: int = 2, disabled_passes=(), progress: bool | None = None,
-                 dump_dir: str | None = None, strict: bool = True) -> Network:
+                 dump_dir: str | None = None, strict: bool = True,
+                 max_memory: int | None = None) -> Network:
     """Compile the network of a .cnn file (§7). `dump_dir` receives the graph after each pass;
-    `strict=False` lets `weights` leave parameters out (they keep their seeded values)."""
+    `strict=False` lets `weights` leave parameters out (they keep their seeded values);
+    `max_memory` (bytes; default: what is available) bounds parameters and activations."""
     program = load_program(str(path))
     text = "".join(program.sources.values())
     return _make(program, network, weights, seed, opt_level, disabled_passes, text, progress,
-                 dump_dir, strict)
+                 dump_dir, strict, max_memory)
 
 
 def compile_source(text: str, network: str | None = None, weights=None, seed: int = 0, *,
                    opt_level: int = 2, disabled_passes=(), progress: bool | None = None,
-                   file: str = "<source>", strict: bool = True) -> Network:
-    """Compile the network of .cnn source text (§7); `strict` as for compile_file."""
+                   file: str = "<source>", strict: bool = True,
+                   max_memory: int | None = None) -> Network:
+    """Compile the network of .cnn source text (§7); `strict` and `max_memory` as for
+    compile_file."""
     program = load_source(text, file)
     return _make(program, network, weights, seed, opt_level, disabled_passes, text, progress,
-                 strict=strict)
+                 strict=strict, max_memory=max_memory)
 
 
-def load(path: str) -> Network:
-    """Load a .cnnc artifact written by Network.save."""
+def load(path: str, max_memory: int | None = None) -> Network:
+    """Load a .cnnc artifact written by Network.save; `max_memory` as for compile_file."""
     from .artifact import load as load_artifact
-    return load_artifact(path)
+    return load_artifact(path, max_memory=max_memory)

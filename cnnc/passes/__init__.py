@@ -10,6 +10,7 @@ the pipeline on a copy of the graph. The graph may carry parameters (from
 
 from __future__ import annotations
 
+import math
 import os
 
 import networkx as nx
@@ -119,20 +120,24 @@ def _dump(graph: nx.DiGraph, directory: str, stem: str) -> None:
 
 
 def memory_report(graph: nx.DiGraph, level: int = 2, disabled=()) -> list[str]:
-    """Lines for `cnnc summary`: peak activation memory per image before and after planning.
+    """Lines for `cnnc check` and `summary`: peak activation memory per image before and
+    after planning, and the memory the parameters take.
 
     Optimises `graph` (parsed or bound) without parameters, so it is cheap, and
     places its tensors with `memory.plan_buffers` twice: every buffer its own
     storage (before planning), then with liveness-based reuse (after).
     """
-    from ..memory import plan_buffers
+    from ..graph import parameter_shapes
+    from ..memory import PARAMETER_COPIES, format_bytes, plan_buffers
     optimized = optimize(_structure_only(graph), level=level, disabled=disabled)
     order = ordered(optimized)
     before = plan_buffers(optimized, order, reuse=False).peak_floats() * 4
     after = plan_buffers(optimized, order, reuse=True).peak_floats() * 4
-    line = (f"peak activation memory per image (-O{level}): {_bytes(before)} before planning, "
-            f"{_bytes(after)} after ({after / before:.0%})")
-    return [line]
+    values = sum(math.prod(shape) for shape in parameter_shapes(graph).values())
+    return [f"peak activation memory per image (-O{level}): {_bytes(before)} before planning, "
+            f"{_bytes(after)} after ({after / before:.0%})",
+            f"parameter memory: {format_bytes(4 * values)} ({values:,} values; about "
+            f"{PARAMETER_COPIES}x that while compiled)"]
 
 
 def _structure_only(graph: nx.DiGraph) -> nx.DiGraph:
