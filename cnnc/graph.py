@@ -37,7 +37,7 @@ class Program:
 
 MAX_IMPORT_DEPTH = 50  # files importing one another in a chain
 MAX_EXPANSION_DEPTH = 200  # block instances and branches nested in one another
-MAX_LAYERS = 100_000  # layers of one expanded network (GoogLeNet has ~200)
+MAX_LAYERS = 20_000  # layers of one expanded network (GoogLeNet has ~200; ~1 s to build)
 
 
 # ---------------------------------------------------------------- loading
