@@ -6,9 +6,9 @@ lexer is linear in the input, so no text can make it hang; `Separators`
 
 Every input is bounded before it can cost time or memory (docs/DESIGN.md,
 "Limits"): a source file is a regular file of at most MAX_SOURCE_BYTES of
-UTF-8 text, an integer is at most INT_LIMIT, and parentheses, braces and
-operator chains nest at most MAX_NESTING deep, so the recursive walks over the
-AST stay far below Python's recursion limit.
+UTF-8 text and MAX_TOKENS tokens, an integer is at most INT_LIMIT, and
+parentheses, braces and operator chains nest at most MAX_NESTING deep, so the
+recursive walks over the AST stay far below Python's recursion limit.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ from .errors import CnncError, CnncImportError, CnncSyntaxError, CnncValueError
 INT_LIMIT = 2**31 - 1  # the largest integer a .cnn value may have (int32, as most runtimes)
 MAX_SOURCE_BYTES = 16 * 2**20  # the largest .cnn file read (a big network is ~100 KiB)
 MAX_NESTING = 100  # parentheses, braces and operator chains nested in one another
+# Lark parses some 30,000-50,000 tokens a second here (2 busy cores), so at most a few
+# seconds; GoogLeNet with its blocks has 356 tokens, a 10,000-line network 130,000
+# (test_frontend). Comments and spaces are not counted.
+MAX_TOKENS = 200_000
 
 
 @dataclass(frozen=True)
@@ -166,7 +170,11 @@ class Separators:
         prev = None  # type of the last token passed on
         pending = None  # first separator token of the current run
         has_semicolon = False
-        for tok in stream:
+        for count, tok in enumerate(stream, 1):
+            if count > MAX_TOKENS:
+                raise CnncSyntaxError(
+                    f"more than {MAX_TOKENS:,} tokens, the limit for a .cnn file", None,
+                    tok.line, tok.column)
             if tok.type == "NEWLINE" and depth > 0:
                 continue  # inside parentheses a newline is white space (a `;` is not)
             if tok.type in ("NEWLINE", "SEMICOLON"):
@@ -388,7 +396,7 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> CnncSyntaxError
         elif tok.type == "_SEP":
             msg = "unexpected end of statement" if tok.value != ";" else "unexpected ';'"
         else:
-            msg = f"unexpected {tok.value!r}"
+            msg = f"unexpected {abbreviate(tok.value)!r}"
         msg += f"; expected {_describe_expected(err.expected)}"
     elif isinstance(err, UnexpectedEOF):
         msg = "unexpected end of file"
@@ -486,5 +494,10 @@ def abbreviate(text: str, limit: int = 40) -> str:
 
 def did_you_mean(word: str, choices) -> str:
     """' (did you mean 'x'?)' for the closest choice, or ''."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    choices = list(choices)
+    # A ratio of 0.6 needs lengths within a factor of 2.4; difflib would still index all
+    # of a very long word before finding that out.
+    if not choices or len(word) > 3 * max(map(len, choices)):
+        return ""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

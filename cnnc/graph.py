@@ -18,7 +18,8 @@ import networkx as nx
 
 from .errors import CnncError, CnncImportError, CnncNameError, CnncValueError
 from .frontend import (INT_LIMIT, BinOp, Block, Branching, Call, Dim, Expr, Import, Name, Neg,
-                       Network, Num, Pos, Stage, did_you_mean, parse, read_source, source_lines)
+                       Network, Num, Pos, Stage, abbreviate, did_you_mean, parse, read_source,
+                       source_lines)
 from .layers import LAYERS, WORDS, bind_arguments, infer_shape, param_shapes
 
 KEYWORDS = ("network", "block", "import", "concat", "add")
@@ -37,7 +38,7 @@ class Program:
 
 MAX_IMPORT_DEPTH = 50  # files importing one another in a chain
 MAX_EXPANSION_DEPTH = 200  # block instances and branches nested in one another
-MAX_LAYERS = 20_000  # layers of one expanded network (GoogLeNet has ~200; ~1 s to build)
+MAX_LAYERS = 50_000  # layers of one expanded network (GoogLeNet has ~200; ~3 s to build)
 
 
 # ---------------------------------------------------------------- loading
@@ -143,14 +144,15 @@ def _check_names(body, params: set[str], program: Program):
     for call in _walk_calls(body):
         if call.kind not in LAYERS and call.kind not in program.blocks:
             raise CnncNameError(
-                f"unknown layer or block '{call.kind}'{did_you_mean(call.kind, known)}"
+                f"unknown layer or block '{abbreviate(call.kind)}'{did_you_mean(call.kind, known)}"
             ).at(call.pos)
         for arg in call.args:
             for name in _walk_names(arg.value):
                 if name.id not in params and name.id not in WORDS:
                     hint = did_you_mean(name.id, [*params, *WORDS])
                     where = "block parameter or word" if params else "word"
-                    raise CnncNameError(f"undefined {where} '{name.id}'{hint}").at(name.pos)
+                    raise CnncNameError(f"undefined {where} '{abbreviate(name.id)}'{hint}").at(
+                        name.pos)
 
 
 def _check_program(program: Program):
@@ -435,7 +437,9 @@ def build_graph(program: Program, network: str | None = None) -> nx.DiGraph:
     expander.add_node("input", "input", [], net.input_shape, net.pos, {})
     try:
         output = expander.chain(net.body, "input", "", {})
-    except RecursionError:
+    except CnncError as err:
+        raise with_source_line(err, program.sources) from None
+    except RecursionError:  # not expected: nesting is bounded (MAX_NESTING, MAX_EXPANSION_DEPTH)
         raise CnncValueError("network nested too deeply").at(net.pos) from None
     graph = expander.graph
     graph.graph.update(name=net.name, input="input", output=output,

@@ -17,8 +17,9 @@ import time
 import pytest
 
 from cnnc import CnncError, CnncImportError, CnncShapeError, CnncSyntaxError, CnncValueError
+from cnnc import frontend
 from cnnc.errors import format_error
-from cnnc.frontend import INT_LIMIT, MAX_NESTING, MAX_SOURCE_BYTES
+from cnnc.frontend import INT_LIMIT, MAX_NESTING, MAX_SOURCE_BYTES, did_you_mean
 from cnnc.graph import MAX_LAYERS, build_graph, load_program, load_source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -206,6 +207,26 @@ def test_a_long_chain_of_imports_is_a_located_error(tmp_path):
         load_program(str(tmp_path / "f0.cnn"))
     assert "imports nested more than" in info.value.message
     assert (info.value.line, info.value.column) == (1, 1)
+
+
+def test_a_file_of_too_many_tokens_is_refused_at_the_first_one_too_many(monkeypatch):
+    monkeypatch.setattr(frontend, "MAX_TOKENS", 50)  # the real limit takes seconds to reach
+    err = error_of(N + "  relu;" * 30 + "\n}\n")
+    assert isinstance(err, CnncSyntaxError)
+    # `network n ( input : 3x8x8 ) {` and a newline are 9 tokens, each `  relu;` 2 more:
+    # the 51st is the `;` of the 21st relu
+    assert located(err) == ("m.cnn", 2, 1 + 7 * 20 + 6)
+    assert "more than 50 tokens, the limit for a .cnn file" in err.message
+
+
+def test_a_very_long_name_is_reported_quickly_and_abbreviated():
+    start = time.perf_counter()
+    assert did_you_mean("a" * 5_000_000, ["relu", "conv"]) == ""
+    assert time.perf_counter() - start < 0.5
+    err = error_of(N + "  relu -> " + "relux" * 1000 + "\n}\n")
+    assert err.message == "unknown layer or block 'reluxreluxreluxrelux...luxrelux (5000 characters)'"
+    err = error_of(N + "  relu " + "relux" * 1000 + "\n}\n")
+    assert err.message.startswith("unexpected 'reluxreluxreluxrelux...luxrelux (5000 characters)'")
 
 
 # ---------------------------------------------------------------- item 7: reading sources
