@@ -199,6 +199,15 @@ def test_a_long_chain_of_blocks_is_a_located_error():
     assert err.line is not None and err.line < 2000  # in a block, not at the network
 
 
+def test_a_long_chain_of_blocks_defined_top_down_is_a_located_error():
+    # the recursion check walks from b1999 down before any network is built
+    text = "".join(f"block b{i}(c) {{ b{i - 1}(c) }}\n" for i in range(1999, 0, -1))
+    err = error_of(text + "block b0(c) { relu }\n" + N + "  relu\n}\n")
+    assert isinstance(err, CnncValueError)
+    assert err.message.startswith("blocks nested more than 200 deep: b1999 -> b1998 -> b1997")
+    assert located(err) == ("m.cnn", 200, 18)  # b1800 calling b1799
+
+
 def test_a_long_chain_of_imports_is_a_located_error(tmp_path):
     for i in range(200):
         (tmp_path / f"f{i}.cnn").write_text(f'import "f{i + 1}.cnn"\n')
