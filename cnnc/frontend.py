@@ -3,12 +3,22 @@
 The grammar lives in grammar/cnnc.lark. Lark's LALR parser with its basic
 lexer is linear in the input, so no text can make it hang; `Separators`
 (a post-lexer) decides which newlines end a statement.
+
+Every input is bounded before it can cost time or memory (docs/DESIGN.md,
+"Limits"): a source file is a regular file of at most MAX_SOURCE_BYTES of
+UTF-8 text and MAX_TOKENS tokens, an integer is at most INT_LIMIT, and
+parentheses, braces and operator chains nest at most MAX_NESTING deep, so the
+recursive walks over the AST stay far below Python's recursion limit.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib.resources
+import math
+import os
+import re
+import stat
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,7 +26,15 @@ from functools import lru_cache
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from .errors import CnncSyntaxError, CnncValueError
+from .errors import CnncError, CnncImportError, CnncSyntaxError, CnncValueError
+
+INT_LIMIT = 2**31 - 1  # the largest integer a .cnn value may have (int32, as most runtimes)
+MAX_SOURCE_BYTES = 16 * 2**20  # the largest .cnn file read (a big network is ~100 KiB)
+MAX_NESTING = 100  # parentheses, braces and operator chains nested in one another
+# Lark parses some 30,000-50,000 tokens a second here (2 busy cores), so at most a few
+# seconds; GoogLeNet with its blocks has 356 tokens, a 10,000-line network 130,000
+# (test_frontend). Comments and spaces are not counted.
+MAX_TOKENS = 200_000
 
 
 @dataclass(frozen=True)
@@ -51,12 +69,14 @@ class BinOp:
     left: "Expr"
     right: "Expr"
     pos: Pos
+    depth: int = 1  # operators on the longest path to a leaf, at most MAX_NESTING
 
 
 @dataclass(frozen=True)
 class Neg:
     operand: "Expr"
     pos: Pos
+    depth: int = 1
 
 
 Expr = Num | Dim | Name | BinOp | Neg
@@ -145,11 +165,16 @@ class Separators:
     _JOIN_BEFORE = {"_ARROW", "_BAR", "_RBRACE"}
 
     def process(self, stream):
-        depth = 0
+        depth = 0  # open parentheses
+        nesting = 0  # open parentheses and braces
         prev = None  # type of the last token passed on
         pending = None  # first separator token of the current run
         has_semicolon = False
-        for tok in stream:
+        for count, tok in enumerate(stream, 1):
+            if count > MAX_TOKENS:
+                raise CnncSyntaxError(
+                    f"more than {MAX_TOKENS:,} tokens, the limit for a .cnn file", None,
+                    tok.line, tok.column)
             if tok.type == "NEWLINE" and depth > 0:
                 continue  # inside parentheses a newline is white space (a `;` is not)
             if tok.type in ("NEWLINE", "SEMICOLON"):
@@ -168,6 +193,14 @@ class Separators:
                 depth += 1
             elif tok.type == "_RPAR":
                 depth = max(depth - 1, 0)
+            if tok.type in ("_LPAR", "_LBRACE"):
+                nesting += 1
+                if nesting > MAX_NESTING:
+                    raise CnncSyntaxError(
+                        f"nested more than {MAX_NESTING} levels deep (parentheses and braces)",
+                        None, tok.line, tok.column)
+            elif tok.type in ("_RPAR", "_RBRACE"):
+                nesting = max(nesting - 1, 0)
             prev = tok.type
             yield tok
         # trailing separators are dropped
@@ -209,24 +242,60 @@ class _ToAst(Transformer):
         return Pos(self.file, token.line, token.column)
 
     # expressions
+    def _integer(self, digits: str, token: Token, offset: int = 0) -> int:
+        """The value of a run of digits `offset` characters into `token`, at most INT_LIMIT.
+
+        Checked on the text, so a 5000-digit literal never becomes a Python int.
+        """
+        significant = digits.lstrip("0") or "0"
+        if len(significant) > len(str(INT_LIMIT)) or int(significant) > INT_LIMIT:
+            raise CnncValueError(
+                f"the integer {abbreviate(digits)} is larger than {INT_LIMIT}"
+            ).at(Pos(self.file, token.line, token.column + offset))
+        return int(significant)
+
+    def _dimension(self, token: Token) -> tuple[int, ...]:
+        values, offset = [], 0
+        for digits in str(token).split("x"):
+            values.append(self._integer(digits, token, offset))
+            offset += len(digits) + 1
+        return tuple(values)
+
     def int(self, children):
-        return Num(int(children[0]), self._pos(children[0]))
+        return Num(self._integer(str(children[0]), children[0]), self._pos(children[0]))
 
     def decimal(self, children):
-        return Num(float(children[0]), self._pos(children[0]))
+        value = float(children[0])
+        if not math.isfinite(value):  # 1e400, or thousands of digits
+            raise CnncValueError(
+                f"the decimal {abbreviate(str(children[0]))} is out of range").at(
+                self._pos(children[0]))
+        return Num(value, self._pos(children[0]))
 
     def dim(self, children):
-        return Dim(tuple(int(v) for v in str(children[0]).split("x")), self._pos(children[0]))
+        return Dim(self._dimension(children[0]), self._pos(children[0]))
 
     def name(self, children):
         return Name(str(children[0]), self._pos(children[0]))
 
+    @staticmethod
+    def _depth(operands, pos: Pos) -> int:
+        """Depth of an operator node; bounded so evaluation need not recurse far."""
+        depth = 1 + max(getattr(e, "depth", 0) for e in operands)
+        if depth > MAX_NESTING:
+            raise CnncSyntaxError(
+                f"expression too long or nested too deeply (more than {MAX_NESTING} operators "
+                "in a row)").at(pos)
+        return depth
+
     def neg(self, children):
-        return Neg(children[1], self._pos(children[0]))
+        pos = self._pos(children[0])
+        return Neg(children[1], pos, self._depth(children[1:], pos))
 
     def _binop(op):  # noqa: N805 - a factory used in the class body
         def method(self, children):
-            return BinOp(op, children[0], children[-1], children[0].pos)
+            left, right = children[0], children[-1]
+            return BinOp(op, left, right, left.pos, self._depth((left, right), left.pos))
         return method
 
     plus, minus, times, floordiv = _binop("+"), _binop("-"), _binop("*"), _binop("//")
@@ -274,7 +343,7 @@ class _ToAst(Transformer):
         if str(word) != "input":
             raise CnncSyntaxError(f"expected 'input' before the input shape, got '{word}'").at(
                 self._pos(word))
-        shape = tuple(int(v) for v in str(dims).split("x"))
+        shape = self._dimension(dims)
         if len(shape) != 3:
             raise CnncValueError(
                 f"the input shape must be CxHxW (three sizes), got {dims}").at(self._pos(dims))
@@ -301,8 +370,15 @@ def _describe_expected(expected) -> str:
     return ", ".join(names)
 
 
+def source_lines(text: str) -> list[str]:
+    """The lines as Lark counts them: only `\\n` ends one (`\\f` and a lone `\\r` do not)."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def _syntax_error(err: UnexpectedInput, text: str, file: str) -> CnncSyntaxError:
-    lines = text.splitlines()
+    lines = source_lines(text)
+    if lines and lines[-1] == "":
+        lines.pop()  # the text ends with a newline
     line, column = err.line, err.column
     if isinstance(err, UnexpectedCharacters):
         char = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
@@ -320,7 +396,7 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> CnncSyntaxError
         elif tok.type == "_SEP":
             msg = "unexpected end of statement" if tok.value != ";" else "unexpected ';'"
         else:
-            msg = f"unexpected {tok.value!r}"
+            msg = f"unexpected {abbreviate(tok.value)!r}"
         msg += f"; expected {_describe_expected(err.expected)}"
     elif isinstance(err, UnexpectedEOF):
         msg = "unexpected end of file"
@@ -336,6 +412,7 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> CnncSyntaxError
 
 def parse(text: str, file: str = "<source>") -> Module:
     """Parse .cnn text into a Module. Raises CnncSyntaxError with a position."""
+    check_text(text, file)
     parser = _parser()
     with _PARSE_LOCK:
         parser.options.transformer.file = file
@@ -343,9 +420,84 @@ def parse(text: str, file: str = "<source>") -> Module:
             return parser.parse(text)
         except UnexpectedInput as err:
             raise _syntax_error(err, text, file) from None
+        except CnncError as err:  # from the post-lexer or a transformer callback
+            if err.file is None:
+                err.file = file
+            if err.source_line is None and err.file == file and err.line is not None:
+                lines = source_lines(text)
+                err.source_line = lines[err.line - 1] if err.line <= len(lines) else None
+            raise
+
+
+# ---------------------------------------------------------------- reading sources
+# C0 and C1 control characters other than tab, newline, carriage return and form feed:
+# no .cnn text has them, and a terminal would obey them if they were echoed.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
+
+
+def check_text(text: str, file: str):
+    """Refuse text with control characters: it is not .cnn source, and is never quoted."""
+    bad = _CONTROL.search(text)
+    if bad:
+        line = text.count("\n", 0, bad.start()) + 1
+        raise CnncSyntaxError(
+            f"not a .cnn text file (control character \\x{ord(bad.group()):02x} on line {line})",
+            file=file)
+
+
+def read_source(path: str) -> str:
+    """The text of a .cnn file, for the main file and imports alike.
+
+    Only a regular file is opened (stat first, then open non-blocking and check
+    again, so a FIFO or a device never blocks or streams), of at most
+    MAX_SOURCE_BYTES, and it must be UTF-8 (a BOM is dropped) without control
+    characters; otherwise a CnncImportError says why without quoting the file.
+    """
+    def refuse(reason: str) -> CnncImportError:
+        return CnncImportError(reason, file=path)
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise refuse("not a regular file")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise refuse("no such file") from None
+    except OSError as err:
+        raise refuse(f"cannot read it: {err.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):  # replaced between stat and open
+            raise refuse("not a regular file")
+        if info.st_size > MAX_SOURCE_BYTES:
+            raise refuse(f"larger than {MAX_SOURCE_BYTES // 2**20} MiB, the limit for a .cnn file")
+        try:
+            data = fh.read(MAX_SOURCE_BYTES + 1)  # a file may grow after fstat
+        except OSError as err:
+            raise refuse(f"cannot read it: {err.strerror}") from None
+    if len(data) > MAX_SOURCE_BYTES:
+        raise refuse(f"larger than {MAX_SOURCE_BYTES // 2**20} MiB, the limit for a .cnn file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise refuse(f"not a .cnn text file: not UTF-8 text (invalid byte at offset {err.start})"
+                     ) from None
+    check_text(text, path)
+    return text
+
+
+def abbreviate(text: str, limit: int = 40) -> str:
+    """`text` cut to about `limit` characters for a message, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit // 2]}...{text[-8:]} ({len(text)} characters)"
 
 
 def did_you_mean(word: str, choices) -> str:
     """' (did you mean 'x'?)' for the closest choice, or ''."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    choices = list(choices)
+    # A ratio of 0.6 needs lengths within a factor of 2.4; difflib would still index all
+    # of a very long word before finding that out.
+    if not choices or len(word) > 3 * max(map(len, choices)):
+        return ""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

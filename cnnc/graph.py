@@ -9,14 +9,17 @@ checked for the network built.
 
 from __future__ import annotations
 
+import operator
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import networkx as nx
 
 from .errors import CnncError, CnncImportError, CnncNameError, CnncValueError
-from .frontend import (BinOp, Block, Branching, Call, Dim, Expr, Name, Neg, Network, Num,
-                       Pos, Stage, did_you_mean, parse)
+from .frontend import (INT_LIMIT, BinOp, Block, Branching, Call, Dim, Expr, Import, Name, Neg,
+                       Network, Num, Pos, Stage, abbreviate, did_you_mean, parse, read_source,
+                       source_lines)
 from .layers import LAYERS, WORDS, bind_arguments, infer_shape, param_shapes
 
 KEYWORDS = ("network", "block", "import", "concat", "add")
@@ -33,25 +36,29 @@ class Program:
     sources: dict[str, str] = field(default_factory=dict)  # file -> text, for error carets
 
 
+MAX_IMPORT_DEPTH = 50  # files importing one another in a chain
+MAX_EXPANSION_DEPTH = 200  # block instances and branches nested in one another
+MAX_LAYERS = 50_000  # layers of one expanded network (GoogLeNet has ~200; ~3 s to build)
+
+
 # ---------------------------------------------------------------- loading
-def _read_text(path: str, pos: Pos | None) -> str:
+def _import_text(imp: Import, target: str) -> str:
+    """The text of an imported file: a `.cnn` file (also after following links), read like
+    the main file. A file of any other name is never opened, so an import cannot show a
+    line of a file that is not a network description."""
+    if not os.path.realpath(target).endswith(".cnn"):
+        raise CnncImportError(f"cannot import '{imp.path}': only .cnn files can be imported"
+                              ).at(imp.pos)
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except FileNotFoundError:
-        raise (CnncImportError(f"cannot find '{path}'").at(pos) if pos else
-               CnncError(f"no such file: {path}")) from None
-    except OSError as err:
-        raise CnncImportError(f"cannot read '{path}': {err.strerror}").at(pos) from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise CnncError(f"not UTF-8 text (invalid byte at offset {err.start})", file=path) from None
+        return read_source(target)
+    except CnncError as err:
+        reason = "cannot find it" if err.message == "no such file" else err.message
+        raise CnncImportError(f"cannot import '{imp.path}': {reason}").at(imp.pos) from None
 
 
 def load_program(path: str) -> Program:
     """Parse `path` and its imports (relative to the importing file)."""
-    return _load(_read_text(path, None), path)
+    return _load(read_source(path), path)
 
 
 def load_source(text: str, file: str = "<source>") -> Program:
@@ -89,15 +96,27 @@ def _load(text: str, file: str) -> Program:
                 raise CnncImportError(f"import cycle: {chain}").at(imp.pos)
             if real in loaded:
                 continue
-            visit(_read_text(target, imp.pos), target, [*stack, real])
+            if len(stack) >= MAX_IMPORT_DEPTH:
+                raise CnncImportError(
+                    f"imports nested more than {MAX_IMPORT_DEPTH} files deep").at(imp.pos)
+            visit(_import_text(imp, target), target, [*stack, real])
 
     try:
         visit(text, file, [os.path.realpath(file) if os.path.exists(file) else file])
         _check_program(program)
-    except RecursionError:
-        raise CnncValueError("nesting too deep (expressions, branches or imports)",
-                             file=file) from None
+    except CnncError as err:
+        raise with_source_line(err, program.sources) from None
     return program
+
+
+def with_source_line(err: CnncError, sources: dict[str, str]) -> CnncError:
+    """Give `err` the line it points at from the text that was parsed (not the file
+    read again, which may have changed or be anything by now)."""
+    if err.source_line is None and err.line is not None and err.file in sources:
+        lines = source_lines(sources[err.file])
+        if 0 < err.line <= len(lines):
+            err.source_line = lines[err.line - 1]
+    return err
 
 
 # ---------------------------------------------------------------- checks without shapes
@@ -125,14 +144,15 @@ def _check_names(body, params: set[str], program: Program):
     for call in _walk_calls(body):
         if call.kind not in LAYERS and call.kind not in program.blocks:
             raise CnncNameError(
-                f"unknown layer or block '{call.kind}'{did_you_mean(call.kind, known)}"
+                f"unknown layer or block '{abbreviate(call.kind)}'{did_you_mean(call.kind, known)}"
             ).at(call.pos)
         for arg in call.args:
             for name in _walk_names(arg.value):
                 if name.id not in params and name.id not in WORDS:
                     hint = did_you_mean(name.id, [*params, *WORDS])
                     where = "block parameter or word" if params else "word"
-                    raise CnncNameError(f"undefined {where} '{name.id}'{hint}").at(name.pos)
+                    raise CnncNameError(f"undefined {where} '{abbreviate(name.id)}'{hint}").at(
+                        name.pos)
 
 
 def _check_program(program: Program):
@@ -182,6 +202,10 @@ def _check_recursion(program: Program):
         for call in _walk_calls(program.blocks[name].body):
             if call.kind not in program.blocks:
                 continue
+            if len(path) >= MAX_EXPANSION_DEPTH:
+                raise CnncValueError(
+                    f"blocks nested more than {MAX_EXPANSION_DEPTH} deep: "
+                    f"{' -> '.join(path[:3])} -> ... -> {call.kind}").at(call.pos)
             if state.get(call.kind) == 1:
                 cycle = " -> ".join([*path[path.index(call.kind):], call.kind]) \
                     if call.kind in path else f"{name} -> {call.kind}"
@@ -218,15 +242,19 @@ def evaluate(expr: Expr, env: dict):
         if isinstance(value, bool) or not isinstance(value, int):
             shown = "x".join(map(str, value)) if isinstance(value, tuple) else value
             raise CnncValueError(f"arithmetic needs integers, got {shown}").at(expr.pos)
-    if expr.op == "+":
-        return left + right
-    if expr.op == "-":
-        return left - right
-    if expr.op == "*":
-        return left * right
-    if right == 0:
+    if expr.op == "//" and right == 0:
         raise CnncValueError("division by zero").at(expr.pos)
-    return left // right
+    result = _ARITHMETIC[expr.op](left, right)
+    # Operands are within INT_LIMIT, so one step is at most ~2**62: checking every step
+    # keeps every value small however often a block squares its parameter.
+    if abs(result) > INT_LIMIT:
+        raise CnncValueError(
+            f"{left} {expr.op} {right} = {result} is beyond the integer limit {INT_LIMIT}"
+        ).at(expr.pos)
+    return result
+
+
+_ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "//": operator.floordiv}
 
 
 # ---------------------------------------------------------------- expansion
@@ -275,6 +303,7 @@ class _Expander:
         self.program = program
         self.graph = nx.DiGraph()
         self._names: dict[int, dict[int, str]] = {}
+        self._depth = 0  # block instances and branches open around the current stage
 
     def names_of(self, body) -> dict[int, str]:
         key = id(body)
@@ -284,6 +313,8 @@ class _Expander:
 
     def add_node(self, node_id: str, op: str, inputs: list[str], shape: tuple, pos: Pos,
                  attrs: dict):
+        if self.graph.number_of_nodes() > MAX_LAYERS:  # blocks calling blocks grow exponentially
+            raise CnncValueError(f"the network expands to more than {MAX_LAYERS:,} layers").at(pos)
         self.graph.add_node(node_id, op=op, name=node_id, inputs=list(inputs), shape=shape,
                             pos=(pos.file, pos.line, pos.column), attrs=attrs)
         for src in dict.fromkeys(inputs):
@@ -297,7 +328,8 @@ class _Expander:
         for stage in stages:
             node_id = prefix + names[id(stage)]
             if isinstance(stage, Branching):
-                outs = [self._stages(b, x, prefix, env, names) for b in stage.branches]
+                with self._nested(stage):
+                    outs = [self._stages(b, x, prefix, env, names) for b in stage.branches]
                 shapes = [self.graph.nodes[o]["shape"] for o in outs]
                 shape = self._infer(stage.kind, {}, shapes, node_id, stage.pos)
                 self.add_node(node_id, stage.kind, outs, shape, stage.pos, {})
@@ -309,9 +341,22 @@ class _Expander:
             else:
                 block = self.program.blocks[stage.kind]
                 inner = self._block_env(block, stage, env)
-                node_id = self.chain(block.body, x, node_id + ".", inner)
+                with self._nested(stage):
+                    node_id = self.chain(block.body, x, node_id + ".", inner)
             x = node_id
         return x
+
+    @contextmanager
+    def _nested(self, stage: Stage):
+        """Bound the nesting of blocks and branches, so expansion's recursion is bounded."""
+        if self._depth >= MAX_EXPANSION_DEPTH:
+            raise CnncValueError(
+                f"blocks and branches nested more than {MAX_EXPANSION_DEPTH} deep").at(stage.pos)
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
 
     def _infer(self, kind, attrs, shapes, node_id, pos) -> tuple:
         try:
@@ -339,7 +384,7 @@ class _Expander:
             elif arg.key in keywords:
                 raise CnncValueError(f"argument '{arg.key}' given twice").at(arg.pos)
             else:
-                keywords[arg.key] = (value, arg.pos)
+                keywords[arg.key] = (value, arg.value.pos, arg.pos)
         return positional, keywords
 
     def _block_env(self, block: Block, call: Call, env: dict) -> dict:
@@ -353,7 +398,7 @@ class _Expander:
         inner: dict = {}
         for (value, _), name in zip(positional, params):
             inner[name] = value
-        for key, (value, pos) in keywords.items():
+        for key, (value, _, pos) in keywords.items():
             if key not in params:
                 raise CnncNameError(
                     f"block '{block.name}' has no parameter '{key}'{did_you_mean(key, params)}"
@@ -392,7 +437,9 @@ def build_graph(program: Program, network: str | None = None) -> nx.DiGraph:
     expander.add_node("input", "input", [], net.input_shape, net.pos, {})
     try:
         output = expander.chain(net.body, "input", "", {})
-    except RecursionError:
+    except CnncError as err:
+        raise with_source_line(err, program.sources) from None
+    except RecursionError:  # not expected: nesting is bounded (MAX_NESTING, MAX_EXPANSION_DEPTH)
         raise CnncValueError("network nested too deeply").at(net.pos) from None
     graph = expander.graph
     graph.graph.update(name=net.name, input="input", output=output,

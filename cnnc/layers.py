@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import CnncError, CnncNameError, CnncShapeError, CnncValueError
-from .frontend import did_you_mean
+from .frontend import INT_LIMIT, did_you_mean
 
 WORDS = ("same", "valid", "global", "true", "false")
 _REQUIRED = object()
@@ -96,13 +96,14 @@ def _padding(layer: str, value):
 def bind_arguments(kind: str, positional: list, keywords: dict) -> dict:
     """Match evaluated arguments to the layer's table and check their values.
 
-    `positional` is a list of (value, pos); `keywords` maps name -> (value, pos).
-    Returns the resolved attribute dict. Errors carry the offending argument's position.
+    `positional` is a list of (value, pos); `keywords` maps name -> (value, value_pos,
+    key_pos). Returns the resolved attribute dict. An error in a value carries the value's
+    position; an unknown or repeated keyword, the keyword's.
     """
     spec = LAYERS[kind]
     names = [n for n, _ in spec.args]
     # `global` alone is its own form of the pools.
-    global_at = [p for v, p in [*positional, *keywords.values()] if v == "global"]
+    global_at = [p for v, p, *_ in [*positional, *keywords.values()] if v == "global"]
     if global_at:
         if kind not in ("maxpool", "avgpool"):
             raise CnncValueError(f"{kind}: 'global' is only for avgpool and maxpool").at(global_at[0])
@@ -124,14 +125,14 @@ def bind_arguments(kind: str, positional: list, keywords: dict) -> dict:
     given: dict[str, tuple] = {}
     for (value, pos), name in zip(positional, names):
         given[name] = (value, pos)
-    for key, (value, pos) in keywords.items():
+    for key, (value, pos, key_pos) in keywords.items():
         if key not in names:
             choices = ", ".join(names) if names else "none"
             raise CnncNameError(
                 f"{kind} has no argument '{key}'{did_you_mean(key, names)}; its arguments: {choices}"
-            ).at(pos)
+            ).at(key_pos)
         if key in given:
-            raise CnncValueError(f"{kind}: argument '{key}' given twice").at(pos)
+            raise CnncValueError(f"{kind}: argument '{key}' given twice").at(key_pos)
         given[key] = (value, pos)
     attrs: dict = {}
     for name, default in spec.args:
@@ -233,7 +234,23 @@ def _window(kind: str, attrs: dict, shape: tuple) -> tuple[int, int, int]:
 
 
 def infer_shape(kind: str, attrs: dict, shapes: list[tuple]) -> tuple:
-    """Output shape of a layer (without batch) from its input shapes."""
+    """Output shape of a layer (without batch) from its input shapes.
+
+    Every size is at most INT_LIMIT, like every value of the language, so sizes stay
+    small integers however the layers combine (flattening, padding, concatenating).
+    Whether a network fits in memory is the runtime's question.
+    """
+    shape = _output_shape(kind, attrs, shapes)
+    if max(shape) > INT_LIMIT:
+        raise CnncShapeError(
+            f"{kind}: the output shape {_fmt(shape)} has a size beyond the limit {INT_LIMIT}")
+    if attrs.get("in_features", 0) > INT_LIMIT:
+        raise CnncShapeError(f"{kind}: its {attrs['in_features']} input features are beyond "
+                             f"the limit {INT_LIMIT}")
+    return shape
+
+
+def _output_shape(kind: str, attrs: dict, shapes: list[tuple]) -> tuple:
     shape = shapes[0]
     spatial = len(shape) == 3
     if kind in ("conv", "maxpool", "avgpool", "lrn", "pad") and not spatial:

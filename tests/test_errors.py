@@ -51,7 +51,7 @@ CASES = [
      "'global' is only for avgpool and maxpool"),
     ("zero-depth", N + "  conv(0, 3x3)\n}\n", CnncValueError, 2, 8, "depth must be positive, got 0"),
     ("negative-kernel", N + "  conv(4, -3)\n}\n", CnncValueError, 2, 11, "kernel must be positive"),
-    ("zero-stride", N + "  maxpool(2, stride=0)\n}\n", CnncValueError, 2, 14,
+    ("zero-stride", N + "  maxpool(2, stride=0)\n}\n", CnncValueError, 2, 21,
      "stride must be positive, got 0"),
     ("computed-zero-depth", "block b(c) { conv(c - 4, 1x1) }\n" + N + "  b(4)\n}\n",
      CnncValueError, 1, 19, "depth must be positive, got 0"),
