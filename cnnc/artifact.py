@@ -469,7 +469,8 @@ def _rebuild_layer(graph: nx.DiGraph, where: str, op, stored, inputs: list) -> t
 
 
 def _arguments(where: str, op: str, stored: dict) -> tuple[list, dict]:
-    """The call that gives `stored`: its source-level arguments, each with no position."""
+    """The call that gives `stored`: its source-level arguments, each with no position
+    (keywords as the front end passes them: value, value position, keyword position)."""
     values = {k: _scalar_or_ints(v, f"{where}'s attribute '{k}'") for k, v in stored.items()}
     if op in ("maxpool", "avgpool") and values.get("global") is True:
         return [("global", None)], {}
@@ -480,7 +481,7 @@ def _arguments(where: str, op: str, stored: dict) -> tuple[list, dict]:
     missing = [name for name, _ in LAYERS[op].args if name not in values]
     if missing:
         raise _bad(f"{where} lacks the attribute '{missing[0]}'")
-    return [], {name: (values[name], None) for name, _ in LAYERS[op].args}
+    return [], {name: (values[name], None, None) for name, _ in LAYERS[op].args}
 
 
 def _scalar_or_ints(value, what: str):
