@@ -156,9 +156,10 @@ def test_check_summary_dump_read_an_artifact(capsys, artifact, name):
     path = artifact / name
     code, out, err = run_cli(capsys, "check", path)
     assert code == 0, err
-    assert out == f"{path}: network small is well formed; input 2x6x5, output 4, 3 layers\n"
     source = cnnc.compile_source(SMALL, progress=False)
     parsed = source._source_graph
+    assert out == (f"{path}: network small is well formed; input 2x6x5, output 4, 3 layers\n"
+                   + "".join(line + "\n" for line in memory_report(parsed)))
     assert run_cli(capsys, "summary", path)[1] == summary_text(parsed, memory_report(parsed))
     assert run_cli(capsys, "dump", path)[1] == DUMPERS["text"](parsed)
     assert (run_cli(capsys, "dump", path, "--stage", "optimized", "--format", "json")[1]

@@ -210,11 +210,14 @@ def test_check_names_the_pass_that_breaks_the_graph(monkeypatch):
 def test_memory_report_before_and_after_planning():
     text = net("conv(8, 3x3, padding=1) -> relu -> conv(8, 3x3, padding=1) -> relu"
                " -> conv(8, 3x3, padding=1) -> relu -> conv(8, 3x3, padding=1)", "3x16x16")
-    (line,) = memory_report(parsed(text))
+    activations, parameters = memory_report(parsed(text))
     # before: the input and four 8x16x16 tensors (relus fused); after: two 8x16x16 slots,
     # one of them first holding the input
-    assert line == ("peak activation memory per image (-O2): 35.0 KiB before planning, "
-                    "16.0 KiB after (46%)")
+    assert activations == ("peak activation memory per image (-O2): 35.0 KiB before "
+                           "planning, 16.0 KiB after (46%)")
+    # 8*3*9 + 3 * 8*8*9 weights, 4 * 8 biases
+    assert parameters == ("parameter memory: 7.7 KiB (1,976 values; about 3x that while "
+                          "compiled)")
 
 
 # ---------------------------------------------------------------- verify_graph
