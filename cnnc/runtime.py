@@ -21,9 +21,10 @@ import numba
 import numpy as np
 
 from . import kernels as K
+from .backend import conv_kernel
 from .errors import CnncError, CnncInputError
 from .graph import build_graph, load_program, load_source, parameter_shapes, schedule
-from .kernels.fastconv import choose_conv_kernel, conv2d_packed, pack_conv_weights
+from .kernels.fastconv import conv2d_packed, pack_conv_weights
 from .kernels.interpreter import (
     FLOATS_PER_STEP,
     INTS_PER_STEP,
@@ -83,8 +84,7 @@ def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[
     if op == "conv":
         w, b = _weight_and_bias(data)
         pt, _, pl, _ = attrs["pads"]
-        in_shape = graph.nodes[data["inputs"][0]]["shape"]
-        if choose_conv_kernel(attrs, in_shape, data["shape"]) == "packed":
+        if conv_kernel(data["shape"][0], attrs["groups"]) == "packed":
             # register-blocked direct convolution, weights packed once here; a residual
             # (fuse-residual) is the second input, added in the store
             kh, kw = attrs["kernel"]

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import resolve_pads
 
 from cnnc import kernels as K
+from cnnc.backend import conv_kernel
 from cnnc.kernels import fastconv
-from helpers import resolve_pads
 
 SENTINEL = 7.0
 TOL = 1e-4
@@ -198,27 +199,13 @@ def test_packed_weight_layout():
 # ---------------------------------------------------------------- selection
 
 
-def conv_attrs(kernel, stride=(1, 1), pads=(0, 0, 0, 0), groups=1):
-    return {"kernel": kernel, "stride": stride, "dilation": (1, 1), "groups": groups,
-            "pads": pads}  # fmt: skip
-
-
 @pytest.mark.parametrize(
-    "attrs, in_shape, out_shape, expected",
-    [
-        (conv_attrs((1, 1)), (192, 28, 28), (64, 28, 28), "packed"),
-        (conv_attrs((1, 1), stride=(2, 2)), (64, 56, 56), (128, 28, 28), "packed"),
-        (conv_attrs((1, 1), pads=(1, 1, 1, 1)), (8, 5, 5), (8, 7, 7), "packed"),
-        (conv_attrs((1, 1), groups=2), (64, 8, 8), (64, 8, 8), "packed"),
-        (conv_attrs((3, 3), pads=(1, 1, 1, 1)), (64, 56, 56), (192, 56, 56), "packed"),
-        (conv_attrs((7, 7), (2, 2), (3, 3, 3, 3)), (3, 224, 224), (64, 112, 112), "packed"),
-        (conv_attrs((3, 3), groups=8), (64, 28, 28), (64, 26, 26), "packed"),
-        (conv_attrs((3, 3), groups=32), (32, 56, 56), (32, 54, 54), "generic"),
-        (conv_attrs((3, 3), groups=16), (16, 9, 9), (48, 7, 7), "generic"),
-    ],
+    "out_channels, groups, expected",
+    [(64, 1, "packed"), (128, 1, "packed"), (64, 2, "packed"), (64, 8, "packed"),
+     (4, 1, "packed"), (3, 1, "generic"), (32, 32, "generic"), (48, 16, "generic")],
 )
-def test_choose_conv_kernel(attrs, in_shape, out_shape, expected):
-    assert K.choose_conv_kernel(attrs, in_shape, out_shape) == expected
+def test_conv_kernel_choice(out_channels, groups, expected):
+    assert conv_kernel(out_channels, groups) == expected
 
 
 # ---------------------------------------------------------------- compilation

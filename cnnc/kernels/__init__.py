@@ -28,6 +28,7 @@ from pathlib import Path
 import numba
 from llvmlite import binding as llvm
 
+from ..backend import current_target
 from .jit import sources_digest
 
 _CACHE = Path(__file__).resolve().parent / "__pycache__"
@@ -55,6 +56,7 @@ def _warm_key() -> str:
     (name and features, as in Numba's own key) and where the cache is."""
     return "\n".join([_DIGEST, numba.__version__, sys.version, platform.machine(),
                       llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
+                      current_target().name,
                       os.environ.get("NUMBA_CACHE_DIR", "")])
 
 
@@ -94,7 +96,6 @@ from .elementwise import (
     softmax,
 )
 from .fastconv import (
-    choose_conv_kernel,
     conv2d_packed,
     pack_conv_weights,
 )
@@ -113,7 +114,6 @@ __all__ = [
     "add",
     "batchnorm",
     "batchnorm_coefficients",
-    "choose_conv_kernel",
     "conv2d",
     "conv2d_packed",
     "copy_channels",

@@ -1,11 +1,11 @@
 """Fast 2-D convolution: a register-blocked direct kernel with weights packed once.
 
 Same maths and tensor convention as :func:`cnnc.kernels.conv.conv2d` (cross-correlation,
-operands passed as ``(buffer, channel offset)``, docs/DESIGN.md), but an order of magnitude
-faster. Two entry points, chosen per node by :func:`choose_conv_kernel`:
-
-* :func:`conv2d_packed` with weights from :func:`pack_conv_weights` -- every conv, 1x1 too;
-* ``conv2d`` of ``conv.py`` ("generic") -- depthwise and thin grouped convs.
+operands passed as ``(buffer, channel offset)``, docs/DESIGN.md). Which of the two a conv
+node runs is decided by ``cnnc.backend.conv_kernel``: this one for every conv but
+depthwise and thin grouped ones. The tile shape comes from the CPU target
+(``cnnc.backend.Target``): ``KT`` output channels x ``VN`` vectors of ``VL`` floats.
+docs/kernel-notes.md keeps the measurements behind these choices.
 
 Design of ``conv2d_packed`` ("flat shifted GEMM")
 ================================================
@@ -18,29 +18,30 @@ is a GEMM whose reduction index is the *tap* ``t = (c, i, j)``; its B matrix is 
    shares each ``(phase, channel)`` plane: ``Hq`` rows, each the ``nb`` images' rows side by
    side, ``Wq`` columns an image (``_image_width``). In this layout the input that flat
    output position ``p = oh*(nb*Wq) + m*Wq + ow`` (image ``m`` of the block) needs for tap
-   ``t`` is ``xq[p + off[t]]`` with a per-tap constant ``off[t]``: for a fixed tap, 16
-   consecutive output positions read 16 consecutive floats -- one vector load, whatever the
-   stride, dilation or padding. Columns ``ow`` in ``[OW, Wq)`` are junk (computed, never
+   ``t`` is ``xq[p + off[t]]`` with a per-tap constant ``off[t]``: for a fixed tap, ``VL``
+   consecutive output positions read ``VL`` consecutive floats -- one vector load, whatever
+   the stride, dilation or padding. Columns ``ow`` in ``[OW, Wq)`` are junk (computed, never
    stored). Neighbouring images share their zero padding columns (reads past an image's
-   right end land on the next one's left padding), so a 3x3 "same" conv has one junk column
-   an image row: 1/8 of the work on 7x7 planes, 1/29 on 28x28; putting the batch side by
-   side also fills the tiles that one small plane alone would leave half empty.
+   right end land on the next one's left padding); putting the batch side by side also
+   fills the tiles that one small plane alone would leave half empty.
    A 1x1, stride 1, unpadded conv reads the input buffer as it is (``Wq = W``, no copy).
 
 2. Micro-kernel (``_make_microkernel``, LLVM vector IR emitted through
-   ``numba.extending.intrinsic``): a tile of ``KT = 8`` output channels x ``TW = 48`` flat
-   positions is held in 8 x 3 ``<16 x float>`` accumulators (24 of the 32 zmm registers) for
-   the whole tap loop. Per tap: 3 unaligned vector loads of ``xq``, 8 scalar weight loads
-   broadcast (folded into ``vfmadd231ps ... {1to16}``), 24 FMAs. Numba's own loops do not get
-   there: Numba turns LLVM's SLP vectoriser off, and LLVM fully unrolls small fixed-size loops
-   into scalar code before the loop vectoriser runs.
+   ``numba.extending.intrinsic``): a tile of ``KT`` output channels x ``TW = VN*VL`` flat
+   positions is held in ``KT x VN`` vector accumulators for the whole tap loop. Per tap:
+   ``VN`` unaligned vector loads of ``xq``, ``KT`` weights broadcast, ``KT*VN`` FMAs. The
+   target's tile keeps accumulators, loads and the broadcast within its vector registers
+   (8 x 3 of 16 lanes with AVX-512's 32 registers; 4 x 3 of 8 lanes with AVX2's 16), so
+   nothing spills. Numba's own loops do not get there: Numba turns LLVM's SLP vectoriser
+   off, and LLVM fully unrolls small fixed-size loops into scalar code before the loop
+   vectoriser runs.
 
 3. Weights are packed once, at compile time (:func:`pack_conv_weights`), to
    ``[group][k_block][tap][KT]`` with each group's K zero-padded to a multiple of ``KT``, so
-   the 8 weights of one tap are contiguous and a k block (``taps * 32`` bytes) stays in L1.
+   the ``KT`` weights of one tap are contiguous and a k block stays in L1.
 
 4. Epilogue: a full tile whose outputs are contiguous in ``out`` with no residual and
-   no activation or relu is finished in registers and stored straight (``_uk48_direct``).
+   no activation or relu is finished in registers and stored straight (``_uk_direct``).
    Any other tile goes to a per-thread scratch (L1); bias, the residual (a ResNet
    block's skip tensor, when the fuse-residual pass gave the conv one) and the activation
    (the shared ``bias_activate_inplace`` of ``elementwise.py``) are applied, then its valid
@@ -51,48 +52,11 @@ Parallelism: the work items ``(image block, group, k_block, spatial tile)`` -- s
 innermost so a thread keeps one weight block in L1 -- are cut into ``NCHUNK`` static chunks, one
 ``prange`` iteration each (their scratch is allocated once per call). Two parallel regions
 per call (input preparation, compute; one for an unpadded stride-1 1x1 conv, which reads
-its input as it is), ~1.2 us each with the OpenMP threading layer.
+its input as it is).
 
 The last spatial tile of a 1x1 unpadded conv reads past the end of its input planes; where
 that would pass the end of the buffer (the last image's last channels) its taps are first
-copied into a small panel.
-
-Measured (Zen4, 2 vCPU, AVX-512, shared machine; OpenBLAS sgemm 2048^3 reaches ~103 GFLOP/s
-on one thread, ~205 on two; the micro-kernel alone, data in L1, 117): one thread, ResNet-18's
-layers at batch 8, useful GFLOP/s (junk columns not counted): 3x3 stride 1 on 56x56 to 7x7
-planes 97-105, 3x3 stride 2 80-92, the 7x7/2 stem 88-92, 1x1 stride 2 75-83. Without the
-store (bias, activation, copy to ``out``) the same layers run 1.5-13% faster: the store is
-what small reductions (stem: 147 taps) pay most for. Alternatives measured slower and
-dropped: an explicit im2col buffer feeding the same micro-kernel (10-60% slower: the im2col
-write costs as much as the GEMM reads it), a per-tile packed input panel with k blocks
-innermost (2-4x slower: panel and all weights live in L2), im2col + OpenBLAS (slower for
-every k x k layer), k blocks innermost in the work order (no difference), a store that
-applies bias and relu while copying each segment instead of in a pass over the scratch row
-(5-20% slower: many short segments), and masked vector stores straight from the registers
-around the junk columns (no faster than the scratch for 3x3 layers, slower for 1x1). What
-did pay: a full tile whose outputs are contiguous (no junk columns, or inside one row) is
-stored straight from the registers with bias and relu applied there (``_uk48_direct``).
-
-Why no BLAS
-===========
-Per layer, numpy's OpenBLAS is ~10-25% faster than the micro-kernel on plain 1x1 convs (no
-junk columns, better-tuned blocking). In a whole network it loses: Numba's OpenMP workers
-(GNU libgomp) busy-wait after each parallel region and steal the cores OpenBLAS's own
-threads need right after, and with ``OMP_WAIT_POLICY=passive`` (which avoids that) every
-parallel region pays a thread wake-up instead. Measured on whole networks (``cnnc bench``,
-2 threads, batch 1, quiet machine, medians; BLAS for plain 1x1 convs vs. packed for all):
-
-==================================  =========  =========  ==========
-setting                             LeNet-5    GoogLeNet  SqueezeNet
-==================================  =========  =========  ==========
-passive wait, 1x1 through BLAS      0.63 ms    47.8 ms    11.8 ms
-passive wait, no BLAS               0.74 ms    41.7 ms    12.9 ms
-active wait (spin), no BLAS         0.11 ms    29.6 ms    8.1 ms
-==================================  =========  =========  ==========
-
-(with active wait and BLAS, GoogLeNet took 160-240 ms.) So the runtime calls no BLAS, and
-``import cnnc`` bounds libgomp's spin (``GOMP_SPINCOUNT=20000``, docs/DESIGN.md "Threads"),
-which measured as fast as the active wait without spinning on forever.
+copied into a small panel. The runtime calls no BLAS (docs/kernel-notes.md says why).
 """
 
 import numba
@@ -102,16 +66,22 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ..backend import current_target
 from .elementwise import ACT_NONE, ACT_RELU, bias_activate_inplace
 from .jit import cached_njit
 
-KT = 8  # output channels per micro-tile
-VN = 3  # 16-float vectors per micro-tile row
-TW = VN * 16  # flat output positions per micro-tile
+# The micro-kernel's tile, from the CPU target (cnnc/backend.py): every accumulator, the
+# input vectors and a broadcast weight fit the vector registers. Numba compiles these
+# module constants into the kernels; the disk cache is keyed by the target.
+TARGET = current_target()
+VL = TARGET.lanes  # floats per vector
+KT = TARGET.tile_channels  # output channels per micro-tile
+VN = TARGET.tile_vectors  # vectors per micro-tile row
+TW = VN * VL  # flat output positions per micro-tile
 NCHUNK = 64  # static work chunks per call, shared out over the threads by prange
 XQ_BLOCK_BYTES = 1 << 20  # phase-split input of the images laid side by side in one block
 
-_V16 = ir.VectorType(ir.FloatType(), 16)
+_VEC = ir.VectorType(ir.FloatType(), VL)
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 
@@ -120,25 +90,25 @@ _I64 = ir.IntType(64)
 
 
 def _splat(builder, value):
-    """A ``<16 x float>`` with every lane the float ``value``."""
-    undef = ir.Constant(_V16, ir.Undefined)
+    """A vector with every lane the float ``value``."""
+    undef = ir.Constant(_VEC, ir.Undefined)
     one = builder.insert_element(undef, value, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(_I32, 16), [0] * 16))
+    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(_I32, VL), [0] * VL))
 
 
 def _emit_tile(context, builder, x, xoff, offs, ntap, w, woff, vn):
-    """Emit the tap loop of a ``KT x 16*vn`` tile; returns ``acc[k][v]`` (``<16 x float>``):
+    """Emit the tap loop of a ``KT x VL*vn`` tile; returns ``acc[k][v]`` (``VL`` floats):
 
-        acc[k][v] = sum_{t < ntap} w[woff + t*KT + k] * x[xoff + offs[t] + 16*v : +16]
+        acc[k][v] = sum_{t < ntap} w[woff + t*KT + k] * x[xoff + offs[t] + VL*v : +VL]
 
     ``x``, ``offs`` and ``w`` are Numba array structs (1-D float32, int64, float32).
     """
     fma = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(_V16, [_V16] * 3), "llvm.fma.v16f32"
+        builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fma.v{VL}f32"
     )
     xbase = builder.gep(x.data, [xoff])
     wbase = builder.gep(w.data, [woff])
-    zero = ir.Constant(_V16, None)
+    zero = ir.Constant(_VEC, None)
 
     entry = builder.basic_block
     loop = builder.append_basic_block("uk_loop")
@@ -149,15 +119,15 @@ def _emit_tile(context, builder, x, xoff, offs, ntap, w, woff, vn):
     builder.position_at_end(loop)
     t = builder.phi(_I64)
     t.add_incoming(ir.Constant(_I64, 0), entry)
-    acc = [[builder.phi(_V16) for _ in range(vn)] for _ in range(KT)]
+    acc = [[builder.phi(_VEC) for _ in range(vn)] for _ in range(KT)]
     for row in acc:
         for a in row:
             a.add_incoming(zero, entry)
     xp = builder.gep(xbase, [builder.load(builder.gep(offs.data, [t]))])
     xv = []
     for v in range(vn):
-        p = builder.gep(xp, [ir.Constant(_I64, 16 * v)])
-        xv.append(builder.load(builder.bitcast(p, _V16.as_pointer()), align=4))
+        p = builder.gep(xp, [ir.Constant(_I64, VL * v)])
+        xv.append(builder.load(builder.bitcast(p, _VEC.as_pointer()), align=4))
     wp = builder.gep(wbase, [builder.mul(t, ir.Constant(_I64, KT))])
     new = []
     for k in range(KT):
@@ -175,7 +145,7 @@ def _emit_tile(context, builder, x, xoff, offs, ntap, w, woff, vn):
     finals = [[None] * vn for _ in range(KT)]
     for k in range(KT):
         for v in range(vn):
-            fin = builder.phi(_V16)
+            fin = builder.phi(_VEC)
             fin.add_incoming(zero, entry)
             fin.add_incoming(new[k][v], loop_end)
             finals[k][v] = fin
@@ -183,8 +153,8 @@ def _emit_tile(context, builder, x, xoff, offs, ntap, w, woff, vn):
 
 
 def _make_microkernel(vn):
-    """An intrinsic ``uk(x, xoff, offs, ntap, w, woff, scr)`` for a ``KT x 16*vn`` tile:
-    the tile of ``_emit_tile`` stored as ``scr[k*TW + 16*v : +16] = acc[k][v]``.
+    """An intrinsic ``uk(x, xoff, offs, ntap, w, woff, scr)`` for a ``KT x VL*vn`` tile:
+    the tile of ``_emit_tile`` stored as ``scr[k*TW + VL*v : +VL] = acc[k][v]``.
 
     ``x`` and ``w`` are 1-D float32 arrays, ``offs`` 1-D int64, ``scr`` 1-D float32 with at
     least ``KT*TW`` elements. No bounds checks: the caller guarantees every read is inside.
@@ -201,8 +171,8 @@ def _make_microkernel(vn):
             acc = _emit_tile(context, builder, xa, args[1], oa, args[3], wa, args[5], vn)
             for k in range(KT):
                 for v in range(vn):
-                    p = builder.gep(sa.data, [ir.Constant(_I64, k * TW + 16 * v)])
-                    builder.store(acc[k][v], builder.bitcast(p, _V16.as_pointer()), align=4)
+                    p = builder.gep(sa.data, [ir.Constant(_I64, k * TW + VL * v)])
+                    builder.store(acc[k][v], builder.bitcast(p, _VEC.as_pointer()), align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -211,7 +181,7 @@ def _make_microkernel(vn):
 
 
 @intrinsic
-def _uk48_direct(typingctx, x, xoff, offs, ntap, w, woff, out, ooff, ostride, bias, boff, relu):
+def _uk_direct(typingctx, x, xoff, offs, ntap, w, woff, out, ooff, ostride, bias, boff, relu):
     """A full ``KT x TW`` tile (``_emit_tile``) with its epilogue, stored straight to ``out``:
 
         out[ooff + k*ostride + p] = act(acc[k][p] + bias[boff + k])   (p < TW, k < KT)
@@ -225,40 +195,41 @@ def _uk48_direct(typingctx, x, xoff, offs, ntap, w, woff, out, ooff, ostride, bi
     def codegen(context, builder, sig, args):
         xa, oa, wa, outa, ba = [context.make_array(sig.args[i])(context, builder, args[i])
                                 for i in (0, 2, 4, 6, 9)]  # fmt: skip
-        acc = _emit_tile(context, builder, xa, args[1], oa, args[3], wa, args[5], 3)
+        acc = _emit_tile(context, builder, xa, args[1], oa, args[3], wa, args[5], VN)
         ooff_, ostride_, boff_ = args[7], args[8], args[10]
         use_relu = builder.icmp_signed("!=", args[11], ir.Constant(args[11].type, 0))
-        zero = ir.Constant(_V16, None)
+        zero = ir.Constant(_VEC, None)
         for k in range(KT):
             kk = ir.Constant(_I64, k)
             bv = _splat(builder, builder.load(builder.gep(ba.data, [builder.add(boff_, kk)]),
                                               align=4))  # fmt: skip
             row = builder.add(ooff_, builder.mul(ostride_, kk))
-            for v in range(3):
+            for v in range(VN):
                 val = builder.fadd(acc[k][v], bv)
                 pos = builder.fcmp_ordered(">", val, zero)
                 val = builder.select(use_relu, builder.select(pos, val, zero), val)
-                p = builder.gep(outa.data, [builder.add(row, ir.Constant(_I64, 16 * v))])
-                builder.store(val, builder.bitcast(p, _V16.as_pointer()), align=4)
+                p = builder.gep(outa.data, [builder.add(row, ir.Constant(_I64, VL * v))])
+                builder.store(val, builder.bitcast(p, _VEC.as_pointer()), align=4)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
-_uk48 = _make_microkernel(3)  # full tile
-_uk32 = _make_microkernel(2)  # spatial tails of 17..32 positions
-_uk16 = _make_microkernel(1)  # spatial tails of 1..16 positions
+_uk_full = _make_microkernel(VN)  # a full tile
+_uk_2 = _make_microkernel(min(2, VN))  # spatial tails of VL+1 .. 2*VL positions
+_uk_1 = _make_microkernel(1)  # spatial tails of 1 .. VL positions
 
 
 @numba.njit(inline="always", error_model="numpy")
 def _microkernel(rem, x, xoff, offs, ntap, w, woff, scr):
-    """The micro-kernel just wide enough for the ``rem >= 1`` flat positions left."""
-    if rem > 32:
-        _uk48(x, xoff, offs, ntap, w, woff, scr)
-    elif rem > 16:
-        _uk32(x, xoff, offs, ntap, w, woff, scr)
+    """The micro-kernel just wide enough for the ``rem >= 1`` flat positions left
+    (tiles have at most three vectors; the branches a target's VN cannot take fold away)."""
+    if rem > (VN - 1) * VL:
+        _uk_full(x, xoff, offs, ntap, w, woff, scr)
+    elif rem > VL:
+        _uk_2(x, xoff, offs, ntap, w, woff, scr)
     else:
-        _uk16(x, xoff, offs, ntap, w, woff, scr)
+        _uk_1(x, xoff, offs, ntap, w, woff, scr)
 
 
 @intrinsic
@@ -562,7 +533,7 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
         blk_stride = sh * sw * cin * plane
         # the tail lets the last tile of the last plane read (junk) past the end: a tile
         # and a vector past it, plus the widest column shift of a tap (a wide dilation)
-        xq = _empty_aligned((N // nb) * blk_stride + TW + 16 + ((KW - 1) * dw) // sw)
+        xq = _empty_aligned((N // nb) * blk_stride + TW + VL + ((KW - 1) * dw) // sw)
         xq[(N // nb) * blk_stride :] = 0.0
         # np.int64: nb may be typed as the literal 1 here, which compiles a second split
         _split_phases(x, xc0, cin, xq, np.int64(nb), Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh,
@@ -581,12 +552,12 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     wblock = ntap * KT
     # per-chunk scratch, allocated once per call rather than once per chunk
     scratch = np.empty((nchunks, KT * TW), np.float32)
-    # as_is only: a last, partial tile reads up to 16*ceil(rem/16) floats a tap, past the
+    # as_is only: a last, partial tile reads up to VL*ceil(rem/VL) floats a tap, past the
     # end of its plane -- into the next plane (junk columns, never stored), or for the last
     # planes of the buffer past its end. Such a tile's taps are copied to a panel, once per
     # chunk and (image, group) rather than once per k block.
     tail = P % TW
-    pstride = 16 * ((tail + 15) // 16) if as_is else 0
+    pstride = VL * ((tail + VL - 1) // VL) if as_is else 0
     panels = np.empty((nchunks, ntap * pstride), np.float32)
     panel_offs = np.arange(ntap if pstride else 0) * pstride
     # A full tile whose outputs are contiguous in each output plane -- any tile with no
@@ -620,7 +591,7 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
                 ow = p0 - oh * Wrow - m * Wq
                 if flat_rows or ow + TW <= OW:
                     ooff = ((blk * nb + m) * out.shape[1] + oc0 + k0) * OH * OW + oh * OW + ow
-                    _uk48_direct(xq, xoff, offs, ntap, wpk, woff, out_flat, ooff, OH * OW, bias,
+                    _uk_direct(xq, xoff, offs, ntap, wpk, woff, out_flat, ooff, OH * OW, bias,
                                  k0, act)  # fmt: skip
                     continue
             if as_is and rem < TW and xoff + offs[ntap - 1] + pstride > xq.size:
@@ -635,24 +606,3 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
                 _microkernel(rem, xq, xoff, offs, ntap, wpk, woff, scr)
             _store_tile(scr, out, blk * nb, oc0 + k0, kvalid, bias, k0, res,
                         rc0 + k0 if rc0 >= 0 else -1, p0, Wrow, Wq, OW, OH, act, alpha)  # fmt: skip
-
-
-# ---------------------------------------------------------------- selection
-
-
-def choose_conv_kernel(attrs: dict, in_shape: tuple, out_shape: tuple) -> str:
-    """Which conv kernel to run for one conv node: ``"packed"`` or ``"generic"``.
-
-    ``attrs`` are the node's resolved conv attributes (docs/DESIGN.md: ``kernel, stride,
-    dilation, groups, pads``); ``in_shape`` and ``out_shape`` are ``(C, H, W)`` without the
-    batch.
-
-    * ``"generic"``: fewer than ``KT/2`` output channels per group (depthwise convs, channel
-      multiplier 1-3): the packed kernel pads each group's channels to ``KT = 8`` and would
-      spend most of its multiply-adds on zeros (measured on depthwise 3x3: generic 8, packed
-      3 GFLOP/s on one thread);
-    * ``"packed"``: everything else, 1x1 convs included, and grouped convs with 8 or more
-      channels per group (3x3, 64->64, 8 groups: packed 28, generic 6).
-    """
-    k_per_group = out_shape[0] // attrs["groups"]
-    return "generic" if k_per_group < KT // 2 else "packed"

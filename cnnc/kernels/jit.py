@@ -16,7 +16,8 @@ exclusive lock so no writer drops another's entry.
 Numba keys an entry on the function's own bytecode, its file's time stamp and the CPU
 (name and features), but kernels inline helpers of other files (`run_plan` holds every
 kernel): the key here also holds a digest of every kernel source, so an entry compiled
-from other sources is never loaded, wherever the cache lives (`NUMBA_CACHE_DIR` too).
+from other sources is never loaded, wherever the cache lives (`NUMBA_CACHE_DIR` too), and
+the CPU target whose tile the kernels compile in (cnnc/backend.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pathlib import Path
 
 import numba
 from numba.core.caching import FunctionCache, IndexDataCacheFile
+
+from ..backend import current_target
 
 try:
     import fcntl
@@ -78,7 +81,8 @@ class _SharedFunctionCache(FunctionCache):
                                            self._impl.locator.get_source_stamp())
 
     def _index_key(self, sig, codegen):
-        return (*super()._index_key(sig, codegen), sources_digest())
+        # the target: kernels compile its tile constants in (CNNC_TARGET may narrow it)
+        return (*super()._index_key(sig, codegen), sources_digest(), current_target().name)
 
 
 def cached_njit(**options):

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import networkx as nx
 
+from ..backend import conv_kernel
 from .rewrite import replace_uses, sole_consumer
-
-# kernels.fastconv.choose_conv_kernel, repeated so that the passes do not import Numba
-# (a test checks that the two agree): convs with fewer output channels per group run on
-# the generic kernel, whose store has no residual
-PACKED_MIN_CHANNELS_PER_GROUP = 4
 
 
 def runs_packed(graph: nx.DiGraph, conv: str) -> bool:
     """Whether the runtime gives `conv` the packed kernel (the one that adds a residual)."""
     data = graph.nodes[conv]
-    return data["shape"][0] // data["attrs"]["groups"] >= PACKED_MIN_CHANNELS_PER_GROUP
+    return conv_kernel(data["shape"][0], data["attrs"]["groups"]) == "packed"
 
 
 class FuseResidual:

@@ -1,0 +1,118 @@
+"""The CPU target and the choices that depend on it: one place, free of Numba.
+
+A `Target` says what the vectorised kernels may assume: floats per vector register,
+how many vector registers there are, and so the conv micro-kernel's tile (output channels
+x vectors of positions) that keeps every accumulator, the input vectors and a broadcast
+weight in registers. The host's target is detected once from LLVM's view of the CPU
+(the one Numba compiles for); `CNNC_TARGET=avx512|avx2|generic` forces a narrower one,
+for tests and measurements. Kernels read the target when they are imported, so every
+compiled kernel is built for one target, and the disk cache is keyed by it.
+
+`conv_kernel` is the one place that decides which conv kernel a conv node gets; the
+lowering and the passes that need the answer (fuse-residual) ask it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from dataclasses import dataclass
+
+from .errors import CnncError
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    lanes: int  # float32 lanes per vector register
+    registers: int  # vector registers
+    tile_channels: int  # output channels of a micro-kernel tile (broadcast weights)
+    tile_vectors: int  # vectors of flat output positions of a tile
+
+    @property
+    def tile_width(self) -> int:
+        """Flat output positions of a tile."""
+        return self.tile_vectors * self.lanes
+
+    def describe(self) -> str:
+        return (f"{self.name} ({self.lanes} x float32 vectors, {self.registers} registers; "
+                f"conv tile {self.tile_channels} channels x {self.tile_width} positions)")
+
+
+def fitting_tile(registers: int) -> tuple[int, int]:
+    """(channels, vectors) of the largest tile whose accumulators, input vectors and one
+    broadcast weight fit the register file: channels x vectors + vectors + 1 registers.
+    Among equal accumulator counts the wider one (more positions per weight load)."""
+    fits = [(kt * vn, vn, kt) for kt in (8, 6, 4) for vn in (3, 2, 1)
+            if kt * vn + vn + 1 <= registers]
+    _, vn, kt = max(fits)
+    return kt, vn
+
+
+def _target(name: str, lanes: int, registers: int) -> Target:
+    return Target(name, lanes, registers, *fitting_tile(registers))
+
+
+#: The known targets, widest first. `generic` is any 128-bit SIMD CPU (SSE: 16
+#: registers); aarch64's NEON has 32.
+TARGETS = {
+    "avx512": _target("avx512", 16, 32),
+    "avx2": _target("avx2", 8, 16),
+    "neon": _target("neon", 4, 32),
+    "generic": _target("generic", 4, 16),
+}
+
+
+def host_target() -> Target:
+    """The widest target this CPU runs, from LLVM's host CPU features."""
+    machine = platform.machine().lower()
+    if machine in ("aarch64", "arm64"):
+        return TARGETS["neon"]
+    try:
+        from llvmlite import binding as llvm
+        features = llvm.get_host_cpu_features()
+    except (ImportError, RuntimeError):  # unknown CPU: the correct, narrow path
+        return TARGETS["generic"]
+    if all(features.get(f, False) for f in ("avx512f", "avx512vl", "fma")):
+        return TARGETS["avx512"]
+    if all(features.get(f, False) for f in ("avx2", "fma")):
+        return TARGETS["avx2"]
+    return TARGETS["generic"]
+
+
+def runnable_targets() -> list[str]:
+    """The names of the targets this host can run (its own and every narrower one)."""
+    host = host_target()
+    if host.name == "neon":
+        return ["neon", "generic"]
+    order = ["avx512", "avx2", "generic"]
+    return order[order.index(host.name):]
+
+
+@functools.cache
+def current_target() -> Target:
+    """The host's target, or the narrower one `CNNC_TARGET` names."""
+    wanted = os.environ.get("CNNC_TARGET", "").strip().lower()
+    if not wanted:
+        return host_target()
+    if wanted not in TARGETS:
+        raise CnncError(f"CNNC_TARGET={wanted!r} is not a target; targets: "
+                        + ", ".join(TARGETS))
+    if wanted not in runnable_targets():
+        raise CnncError(f"CNNC_TARGET={wanted} cannot run on this CPU ({host_target().name}); "
+                        f"it runs " + ", ".join(runnable_targets()))
+    return TARGETS[wanted]
+
+
+#: Convs with fewer output channels per group than this run on the generic kernel: the
+#: packed one pads each group's channels to a tile and would spend most of its
+#: multiply-adds on zeros (depthwise 3x3: generic 8, packed 3 GFLOP/s on one thread);
+#: grouped convs with 8 or more channels per group gain (3x3, 64->64, 8 groups: 28 vs 6).
+PACKED_MIN_CHANNELS_PER_GROUP = 4
+
+
+def conv_kernel(out_channels: int, groups: int) -> str:
+    """Which conv kernel runs a conv: ``"packed"`` (register-blocked, weights packed once;
+    its store adds a residual) or ``"generic"``."""
+    return "packed" if out_channels // groups >= PACKED_MIN_CHANNELS_PER_GROUP else "generic"
