@@ -1,0 +1,93 @@
+"""CPU targets (cnnc/backend.py): every target this host can run is tested against PyTorch.
+
+The host's own target runs the whole suite; each narrower one (`CNNC_TARGET`) runs the
+packed-conv kernel tests and a small network in a fresh process, since kernels compile
+their target's tile in when they are imported.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cnnc.backend import TARGETS, Target, fitting_tile, host_target, runnable_targets
+
+ROOT = Path(__file__).resolve().parent.parent
+NARROWER = [name for name in runnable_targets() if name != host_target().name]
+
+
+@pytest.mark.parametrize("registers, tile", [(32, (8, 3)), (16, (4, 3)), (8, (6, 1))])
+def test_tiles_fit_the_register_file(registers, tile):
+    kt, vn = fitting_tile(registers)
+    assert (kt, vn) == tile
+    assert kt * vn + vn + 1 <= registers  # accumulators, input vectors, one broadcast
+
+
+def test_known_targets():
+    assert {name: (t.lanes, t.registers, t.tile_channels, t.tile_width)
+            for name, t in TARGETS.items()} == {
+        "avx512": (16, 32, 8, 48), "avx2": (8, 16, 4, 24), "neon": (4, 32, 8, 12),
+        "generic": (4, 16, 4, 12)}
+    assert isinstance(host_target(), Target)
+    assert runnable_targets()[0] == host_target().name and "generic" in runnable_targets()
+
+
+def _env(target: str) -> dict:
+    return dict(os.environ, CNNC_TARGET=target, PYTHONPATH=str(ROOT))
+
+
+@pytest.mark.parametrize("target", NARROWER)
+def test_packed_conv_kernels_on_a_narrower_target(target):
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             str(ROOT / "tests" / "test_fastconv.py")],
+                            env=_env(target), cwd=ROOT / "tests", capture_output=True,
+                            text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+NETWORK_CHECK = textwrap.dedent('''
+    import numpy as np, torch, torch.nn.functional as F, cnnc
+    from cnnc.backend import current_target
+    from cnnc.kernels import fastconv
+    assert current_target().name == fastconv.TARGET.name == "{target}"
+    net = cnnc.compile_source("""network n(input: 5x11x9) {{
+        conv(12, 3x3, padding=same) -> relu
+        add {{ conv(12, 3x3, padding=same) | identity }} -> relu
+        conv(6, 1x1, stride=2)
+    }}""", progress=False)
+    p = {{k: torch.from_numpy(v) for k, v in net.parameters().items()}}
+    x = np.random.default_rng(0).standard_normal((3, 5, 11, 9)).astype(np.float32)
+    t = F.relu(F.conv2d(torch.from_numpy(x), p["conv1.weight"], p["conv1.bias"], padding=1))
+    t = F.relu(F.conv2d(t, p["conv2.weight"], p["conv2.bias"], padding=1) + t)
+    t = F.conv2d(t, p["conv3.weight"], p["conv3.bias"], stride=2)
+    err = np.abs(net(x) - t.numpy()).max() / max(1.0, float(t.abs().max()))
+    assert err < 1e-4, err
+    print("ok", fastconv.KT, fastconv.TW)
+''')
+
+
+@pytest.mark.parametrize("target", NARROWER)
+def test_a_network_on_a_narrower_target(target):
+    result = subprocess.run([sys.executable, "-c", NETWORK_CHECK.format(target=target)],
+                            env=_env(target), capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    t = TARGETS[target]
+    assert result.stdout.split() == ["ok", str(t.tile_channels), str(t.tile_width)]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("bogus", "CNNC_TARGET='bogus' is not a target; targets: avx512, avx2, neon, generic"),
+    *([("avx512", "CNNC_TARGET=avx512 cannot run on this CPU")]
+      if "avx512" not in runnable_targets() else []),
+])
+def test_an_unknown_or_too_wide_target_is_a_clean_error(tmp_path, value, message):
+    model = tmp_path / "m.cnn"
+    model.write_text("network n(input: 1x4x4) { relu }\n")
+    result = subprocess.run([sys.executable, "-m", "cnnc.cli", "run", str(model)],
+                            env=_env(value), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert message in result.stderr
