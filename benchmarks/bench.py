@@ -435,6 +435,8 @@ def environment_lines() -> list[str]:
             f"onnxruntime {ort.__version__}, cnnc {getattr(cnnc, '__version__', '?')}"
         ),
     ]
+    from cnnc.backend import current_target
+    lines.append(f"cnnc target: {current_target().describe()}")
     lines += blas_lines()
     lines.append(
         "environment at start: "
