@@ -197,7 +197,7 @@ def refuse_onnx(path: str):
 
 def load_artifact(path: str, network: str | None, max_memory: int | None = None):
     """The Network stored in a .cnnc file; `--network`, if given, must be its name."""
-    from .artifact import load
+    from .compiler import load
     net = load(path, max_memory=max_memory)
     if network is not None and network != net.name:
         raise CnncError(f"the artifact holds network '{net.name}', not '{network}'", file=path)
@@ -217,7 +217,7 @@ def load_graphs(args):
 
 
 def cmd_check(args) -> int:
-    from .passes import memory_report
+    from .checks import memory_report
     graph, _ = load_graphs(args)
     out = graph.nodes[graph.graph["output"]]["shape"]
     print(f"{args.model}: network {graph.graph['name']} is well formed; "
@@ -228,7 +228,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from .passes import memory_report
+    from .checks import memory_report
     from .report import summary_text
     graph, _ = load_graphs(args)
     sys.stdout.write(summary_text(graph, memory_report(graph)))

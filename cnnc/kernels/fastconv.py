@@ -91,8 +91,8 @@ active wait (spin), no BLAS         0.11 ms    29.6 ms    8.1 ms
 ==================================  =========  =========  ==========
 
 (with active wait and BLAS, GoogLeNet took 160-240 ms.) So the runtime calls no BLAS, and
-``import cnnc`` bounds libgomp's spin (``GOMP_SPINCOUNT=20000``, docs/DESIGN.md "Threads"),
-which measured as fast as the active wait without spinning on forever.
+its set-up on first compile bounds libgomp's spin (``GOMP_SPINCOUNT=20000``, docs/DESIGN.md
+"Threads"), which measured as fast as the active wait without spinning on forever.
 """
 
 import numba
