@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from .cli import (
+from .cli_common import (
     UsageError,
     load_artifact,
     load_graphs,

@@ -24,7 +24,7 @@ from .fuse_epilogue import FuseEpilogue
 from .fuse_residual import FuseResidual
 from .inplace_concat import InplaceConcat
 from .plan_memory import PlanMemory
-from .rewrite import copy_graph, ordered
+from .rewrite import copy_graph
 from .verify import GraphCheckError, verify_graph
 
 PASSES = {p.name: p for p in (DropIdentity(), FoldPadding(), FoldBatchnorm(), FuseEpilogue(),
