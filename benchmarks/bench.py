@@ -53,10 +53,13 @@ ENV_VARS = (
 )
 ENV_AT_START = {name: os.environ.get(name) for name in ENV_VARS}  # before cnnc sets defaults
 
-# cnnc first: its import sets GOMP_SPINCOUNT=20000 (unless set) before any OpenMP runtime
-# starts. torch then loads its own libgomp with global symbols and Numba's OpenMP pool binds
-# to that copy, so the setting holds for both cnnc and PyTorch in this process.
+# cnnc's runtime set-up first: it sets GOMP_SPINCOUNT=20000 (unless set) before any OpenMP
+# runtime starts. torch then loads its own libgomp with global symbols and Numba's OpenMP
+# pool binds to that copy, so the setting holds for both cnnc and PyTorch in this process.
 import cnnc  # noqa: I001 - must come before torch
+from cnnc.runtime import prepare  # noqa: I001
+
+prepare()
 
 import numba
 import numpy as np

@@ -4,16 +4,6 @@
     y = net(x)
 """
 
-import os
-
-# Numba's OpenMP workers (GNU libgomp) spin for a while after each parallel region, then
-# sleep. With libgomp's default spin count, whole networks ran bimodally here (SqueezeNet
-# b1: 8 or 13 ms, LeNet-5 b1: 0.09 or 0.18 ms, from one run to the next); a bounded spin
-# of 20,000 was steadily at the fast mode (docs/DESIGN.md). libgomp reads this when it
-# starts, so it only takes effect if no OpenMP runtime has started in the process yet
-# (importing torch first starts one); the user's own setting always wins.
-os.environ.setdefault("GOMP_SPINCOUNT", "20000")
-
 from .errors import (CnncArtifactError, CnncError, CnncImportError, CnncInputError,
                      CnncMemoryError, CnncNameError, CnncShapeError, CnncSyntaxError,
                      CnncValueError, CnncWeightError)
@@ -28,8 +18,10 @@ __all__ = [
 
 
 def __getattr__(name):
-    # The runtime pulls in Numba; `cnnc check` and friends should not pay for it.
+    # The compiler pulls in Numba; `cnnc check` and friends should not pay for it. Importing
+    # cnnc changes nothing in the process: the runtime's set-up is `runtime.prepare`, run
+    # on the first compile.
     if name in ("compile_file", "compile_source", "load", "Network"):
-        from . import runtime
-        return getattr(runtime, name)
+        from . import compiler
+        return getattr(compiler, name)
     raise AttributeError(f"module 'cnnc' has no attribute {name!r}")

@@ -27,6 +27,7 @@ import os
 import secrets
 import stat
 import zipfile
+from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
@@ -34,7 +35,9 @@ import numpy as np
 from .errors import CnncArtifactError, CnncError
 from .graph import parameter_shapes
 from .layers import LAYERS, bind_arguments, infer_shape
+from .passes import LEVELS, PASSES, optimize
 from .report import graph_to_json_data
+from .weights import bind_parameters
 
 FORMAT = "cnnc-artifact"
 VERSION = 2
@@ -54,6 +57,18 @@ CHUNK = 1 << 20
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same network saves to the same bytes
 
 
+@dataclass(frozen=True)
+class Artifact:
+    """What a .cnnc file holds: plain data, from which `compiler.load` builds a Network."""
+
+    source_graph: nx.DiGraph  # the parsed graph
+    params: dict[str, np.ndarray]  # by source-level name (§6)
+    optimized: nx.DiGraph  # with parameters bound (load re-derives it from the two above)
+    source_hash: str
+    opt_level: int
+    disabled_passes: tuple[str, ...]
+
+
 def member_name(param: str) -> str:
     return f"params/{param}.npy"
 
@@ -64,20 +79,20 @@ def weights_fit(param_bytes: int, file_size: int) -> bool:
 
 
 # ---------------------------------------------------------------- saving
-def save(net, path: str) -> None:
-    """Write `net` to `path` atomically: a temporary file beside it, then a rename.
+def save(saved: Artifact, path: str) -> None:
+    """Write `saved` to `path` atomically: a temporary file beside it, then a rename.
 
     An existing `path` must be a regular file (or a symlink to one, which is followed:
     its target is replaced and the link kept); its mode is kept. Any failure, also an
     interrupt, removes the temporary file and leaves `path` as it was.
     """
     target, existing = _save_target(path)
-    params = {k: np.ascontiguousarray(v, NPY_DTYPE) for k, v in net._params.items()}
+    params = {k: np.ascontiguousarray(v, NPY_DTYPE) for k, v in saved.params.items()}
     manifest = json.dumps({
-        "format": FORMAT, "version": VERSION, "source_hash": net.source_hash,
-        "opt_level": net.opt_level, "disabled_passes": list(net.disabled_passes),
-        "parsed_graph": graph_to_json_data(net._source_graph),
-        "optimized_graph": graph_to_json_data(net.graph),
+        "format": FORMAT, "version": VERSION, "source_hash": saved.source_hash,
+        "opt_level": saved.opt_level, "disabled_passes": list(saved.disabled_passes),
+        "parsed_graph": graph_to_json_data(saved.source_graph),
+        "optimized_graph": graph_to_json_data(saved.optimized),
     }).encode("utf-8")
     try:
         fd, tmp = _create_temp(os.path.dirname(target))
@@ -177,10 +192,8 @@ def _add_member(zf: zipfile.ZipFile, name: str, compression: int, write, size: i
 
 
 # ---------------------------------------------------------------- loading
-def load(path: str, max_memory: int | None = None):
-    """The Network saved at `path`; any fault of the file is a CnncArtifactError.
-    `max_memory` bounds the network's activations as in compile_file."""
-    from .runtime import Network
+def load(path: str) -> Artifact:
+    """What the file at `path` holds; any fault of the file is a CnncArtifactError."""
     try:
         status = os.stat(path)
     except FileNotFoundError:
@@ -206,7 +219,7 @@ def load(path: str, max_memory: int | None = None):
         raise CnncArtifactError(f"malformed .cnnc content ({type(err).__name__}: {err})",
                                 file=path) from None
     optimized = _optimize(source, params, settings, manifest["optimized_graph"], path)
-    return Network(source, params, optimized=optimized, max_memory=max_memory, **settings)
+    return Artifact(source, params, optimized, **settings)
 
 
 def _bad(message: str) -> CnncArtifactError:
@@ -263,7 +276,6 @@ def _read_manifest(zf: zipfile.ZipFile, infos: dict[str, zipfile.ZipInfo]) -> di
 
 
 def _settings(manifest: dict) -> dict:
-    from .passes import LEVELS, PASSES
     level, disabled, source_hash = (manifest["opt_level"], manifest["disabled_passes"],
                                     manifest["source_hash"])
     if type(level) is not int or level not in LEVELS:
@@ -352,8 +364,6 @@ def _check_npy_header(member, what: str, key: str, shape: tuple) -> int:
 
 def _optimize(source: nx.DiGraph, params: dict, settings: dict, stored, path: str):
     """The optimised graph re-derived from the parsed one; it must be the one stored."""
-    from .passes import optimize
-    from .weights import bind_parameters
     optimized = optimize(bind_parameters(source, params), level=settings["opt_level"],
                          disabled=settings["disabled_passes"])
     derived = json.loads(json.dumps(graph_to_json_data(optimized)))

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from .cli import (
+from .cli_common import (
     UsageError,
     load_artifact,
     load_graphs,
@@ -28,7 +28,7 @@ def _fmt(shape) -> str:
 
 def _compile(args):
     """The Network of the model named on the command line, with its --weights."""
-    from .runtime import compile_file
+    from .compiler import compile_file
     weights = getattr(args, "weights", None)
     strict = not getattr(args, "allow_missing", False)
     kind = model_kind(args.model)
@@ -193,7 +193,7 @@ def cmd_verify(args) -> int:
     """Run -O0 and every prefix of the pass pipeline on one input; name the first bad pass."""
     from .graph import parameter_shapes
     from .memory import check_parameter_memory
-    from .passes import verify_passes
+    from .compiler import verify_passes
     from .weights import check_weights, init_parameters
     graph, net = load_graphs(args)
     check_parameter_memory(graph, parameter_shapes(graph), args.max_memory)

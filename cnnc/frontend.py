@@ -19,7 +19,7 @@ import math
 import os
 import re
 import stat
-import threading
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -206,7 +206,12 @@ class Separators:
         # trailing separators are dropped
 
 
-_PARSE_LOCK = threading.Lock()  # the parser's callbacks hold the file being parsed
+# The file being parsed, for the positions the parser's callbacks make. The one LALR parser
+# (its tables are costly to build) is shared, and Lark binds its callbacks when it is built,
+# so the file cannot be an attribute of the callbacks' object; a context variable is set
+# per `parse` call, so parses in other threads (each thread has its own context) and
+# nested ones never see each other's file and none waits for another.
+_FILE: ContextVar[str] = ContextVar("cnnc_parse_file", default="<source>")
 
 
 @lru_cache(maxsize=1)
@@ -234,9 +239,9 @@ class _ToAst(Transformer):
     `block` and friends keep theirs.
     """
 
-    def __init__(self):
-        super().__init__()
-        self.file = "<source>"
+    @property
+    def file(self) -> str:
+        return _FILE.get()
 
     def _pos(self, token: Token) -> Pos:
         return Pos(self.file, token.line, token.column)
@@ -414,19 +419,20 @@ def parse(text: str, file: str = "<source>") -> Module:
     """Parse .cnn text into a Module. Raises CnncSyntaxError with a position."""
     check_text(text, file)
     parser = _parser()
-    with _PARSE_LOCK:
-        parser.options.transformer.file = file
-        try:
-            return parser.parse(text)
-        except UnexpectedInput as err:
-            raise _syntax_error(err, text, file) from None
-        except CnncError as err:  # from the post-lexer or a transformer callback
-            if err.file is None:
-                err.file = file
-            if err.source_line is None and err.file == file and err.line is not None:
-                lines = source_lines(text)
-                err.source_line = lines[err.line - 1] if err.line <= len(lines) else None
-            raise
+    reset = _FILE.set(file)
+    try:
+        return parser.parse(text)
+    except UnexpectedInput as err:
+        raise _syntax_error(err, text, file) from None
+    except CnncError as err:  # from the post-lexer or a transformer callback
+        if err.file is None:
+            err.file = file
+        if err.source_line is None and err.file == file and err.line is not None:
+            lines = source_lines(text)
+            err.source_line = lines[err.line - 1] if err.line <= len(lines) else None
+        raise
+    finally:
+        _FILE.reset(reset)
 
 
 # ---------------------------------------------------------------- reading sources

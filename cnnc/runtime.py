@@ -1,151 +1,57 @@
-"""Lowering and execution: the optimised graph becomes Numba kernel calls on planned buffers.
+"""Running a lowered network: the plan (its steps on one float32 arena), its encoding for
+the jitted interpreter, and the process set-up the kernels need.
 
-Every tensor is a view (buffer, c0) as docs/DESIGN.md describes, placed by
-`memory.plan_buffers`. Kernels take shapes and attributes as arguments, so each compiles once per
-type signature and is cached on disk by Numba.
+`Plan` schedules the graph, places its tensors (`memory.plan_buffers`), lowers it
+(`lower.lower`), checks the result (`check_plan`) and runs it with
+`kernels.interpreter.run_plan`. `prepare` is the one explicit set-up step, run on the
+first plan of a process; importing this module changes nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 import os
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
 import networkx as nx
 import numba
 import numpy as np
 
 from . import kernels as K
-from .backend import conv_kernel
 from .errors import CnncError, CnncInputError
-from .graph import build_graph, load_program, load_source, parameter_shapes, schedule
-from .kernels.fastconv import conv2d_packed, pack_conv_weights
-from .kernels.interpreter import (
-    FLOATS_PER_STEP,
-    INTS_PER_STEP,
-    OPCODES,
-    compile_interpreter,
-    run_plan,
-)
-from .memory import (
-    ALIAS_OPS,
-    View,
-    check_activation_memory,
-    check_memory,
-    check_parameter_memory,
-    plan_buffers,
-)
-from .weights import bind_parameters, check_weights, init_parameters
+from .graph import schedule
+from .kernels.interpreter import compile_interpreter, encode_steps, run_plan
+from .lower import Step, lower
+from .memory import View, check_activation_memory, plan_buffers
 
-ACT_CODES = K.ACT_CODES
+__all__ = ["Plan", "Step", "check_plan", "encode_plan", "prepare"]
+
+# Numba's OpenMP workers (GNU libgomp) spin for a while after each parallel region, then
+# sleep. With libgomp's default spin count, whole networks ran bimodally here (SqueezeNet
+# b1: 8 or 13 ms, LeNet-5 b1: 0.09 or 0.18 ms, from one run to the next); a bounded spin
+# of 20,000 was steadily at the fast mode (docs/DESIGN.md). libgomp reads it when it
+# starts, with Numba's threading layer on the first parallel kernel, so `prepare` sets it
+# before any kernel is compiled or run; it takes no effect if an OpenMP runtime has
+# already started in the process (importing torch first starts one). The user's own
+# setting always wins.
+GOMP_SPINCOUNT = "20000"
+_prepare_lock = threading.Lock()
+_prepared = False
 
 
-# ---------------------------------------------------------------- lowering
-@dataclass
-class Step:
-    """One kernel call. `reads` and `writes` are the exact tensor regions it touches
-    (channel ranges of groups), which `check_plan` follows through the whole plan."""
-
-    node: str
-    op: str
-    kernel: object
-    args: tuple  # with View placeholders, bound to arrays per batch size
-    reads: tuple[View, ...] = ()
-    writes: tuple[View, ...] = ()
-
-
-def _weight_and_bias(data) -> tuple[np.ndarray, np.ndarray]:
-    w = np.ascontiguousarray(data["params"]["weight"], np.float32)
-    b = data["params"].get("bias")
-    b = np.zeros(w.shape[0], np.float32) if b is None else np.ascontiguousarray(b, np.float32)
-    return w, b
-
-
-def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[Step]:
-    """The kernel calls that compute one node; View objects stand for buffers."""
-    data = graph.nodes[node_id]
-    op, attrs = data["op"], data["attrs"]
-    out = views[node_id]
-    ins = [views[i] for i in data["inputs"]]
-    x = ins[0] if ins else None
-    act = ACT_CODES.get(attrs.get("activation", "none"))
-    slope = float(attrs.get("slope", 0.0))
-
-    def step(kernel, args, reads=(x,), writes=(out,)) -> Step:
-        return Step(node_id, op, kernel, args, tuple(reads), tuple(writes))
-
-    if op in ("input", *ALIAS_OPS):
-        return []
-    if op == "conv":
-        w, b = _weight_and_bias(data)
-        pt, _, pl, _ = attrs["pads"]
-        if conv_kernel(data["shape"][0], attrs["groups"]) == "packed":
-            # register-blocked direct convolution, weights packed once here; a residual
-            # (fuse-residual) is the second input, added in the store
-            kh, kw = attrs["kernel"]
-            res, rc0 = (ins[1], ins[1].c0) if attrs.get("residual") else (out, -1)
-            args = (x, x.c0, x.channels, out, out.c0, w.shape[0],
-                    pack_conv_weights(w, attrs["groups"]), b, kh, kw, pt, pl, *attrs["stride"],
-                    *attrs["dilation"], attrs["groups"], act, slope, res, rc0)
-            return [step(conv2d_packed, args, reads=ins)]
-        if attrs.get("residual"):
-            raise CnncError(f"internal: conv '{node_id}' has a residual but no packed kernel")
-        args = (x, x.c0, x.channels, w, b, out, out.c0, *attrs["stride"], pt, pl,
-                *attrs["dilation"], attrs["groups"], act, slope)
-        return [step(K.conv2d, args)]
-    if op in ("maxpool", "avgpool"):
-        if attrs["global"]:
-            kernel = K.global_maxpool if op == "maxpool" else K.global_avgpool
-            return [step(kernel, (x, x.c0, x.channels, out, out.c0))]
-        pt, _, pl, _ = attrs["pads"]
-        args = (x, x.c0, x.channels, out, out.c0, *attrs["kernel"], *attrs["stride"], pt, pl,
-                int(op == "maxpool"))
-        return [step(K.pool2d, args)]
-    if op == "dense":
-        w, b = _weight_and_bias(data)
-        return [step(K.dense, (x, x.c0, x.channels, w, b, out, out.c0, act, slope))]
-    if op in ("relu", "leaky_relu", "sigmoid", "tanh"):
-        return [step(K.activation, (x, x.c0, x.channels, out, out.c0, ACT_CODES[op], slope))]
-    if op == "softmax":
-        return [step(K.softmax, (x, x.c0, x.channels, out, out.c0))]
-    if op == "batchnorm":
-        p = data["params"]
-        scale, shift = K.batchnorm_coefficients(p["weight"], p["bias"], p["running_mean"],
-                                                p["running_var"], attrs["eps"])
-        return [step(K.batchnorm, (x, x.c0, x.channels, out, out.c0, scale, shift))]
-    if op == "lrn":
-        args = (x, x.c0, x.channels, out, out.c0, attrs["size"], float(attrs["alpha"]),
-                float(attrs["beta"]), float(attrs["k"]))
-        return [step(K.lrn, args)]
-    if op == "pad":
-        pt, _, pl, _ = attrs["pads"]
-        return [step(K.pad2d, (x, x.c0, x.channels, out, out.c0, pt, pl, 0.0))]
-    if op == "concat":
-        steps, offset = [], 0
-        for src in ins:
-            part = View(out.group, out.c0 + offset, src.channels, out.hw)
-            if part != src:  # not written in place by its producer
-                steps.append(step(K.copy_channels, (src, src.c0, src.channels, out, part.c0),
-                                  reads=(src,), writes=(part,)))
-            offset += src.channels
-        return steps
-    if op == "add":
-        if len(ins) == 1:  # `add { A }` is A (with the add's fused activation, if any)
-            return [step(K.activation, (x, x.c0, x.channels, out, out.c0, act, slope))]
-        steps = []
-        a = ins[0]
-        for i, b in enumerate(ins[1:]):
-            last = i == len(ins) - 2
-            steps.append(step(K.add, (a, a.c0, b, b.c0, out.channels, out, out.c0,
-                                      act if last else 0, slope), reads=(a, b)))
-            a = out
-        return steps
-    raise CnncError(f"internal: no kernel for op '{op}'")
+def prepare() -> None:
+    """The runtime's process-wide set-up, once, before the first kernel compiles or runs:
+    bound libgomp's spin (GOMP_SPINCOUNT, unless the user set it) and tidy the kernels'
+    disk cache (`kernels.tidy_cache`). `Plan` calls it; it is idempotent."""
+    global _prepared
+    with _prepare_lock:
+        if _prepared:
+            return
+        os.environ.setdefault("GOMP_SPINCOUNT", GOMP_SPINCOUNT)
+        K.tidy_cache()
+        _prepared = True
 
 
 def check_plan(plan: "Plan") -> None:
@@ -202,14 +108,13 @@ class Plan:
     """
 
     def __init__(self, graph: nx.DiGraph, max_memory: int | None = None):
+        prepare()
         self.graph = graph
         self.max_memory = max_memory
         self.order = schedule(graph)
         self.buffers = plan_buffers(graph, self.order, bool(graph.graph.get("reuse_memory")))
         check_activation_memory(graph, self.buffers, 1, max_memory)
-        self.steps: list[Step] = []
-        for node_id in self.order:
-            self.steps.extend(lower_node(graph, node_id, self.buffers.views))
+        self.steps: list[Step] = lower(graph, self.order, self.buffers.views)
         self.input_view = self.buffers.views[graph.graph["input"]]
         self.output_view = self.buffers.views[graph.graph["output"]]
         self.slot_starts = np.concatenate(([0], np.cumsum(self.buffers.slot_sizes))).astype(int)
@@ -339,160 +244,12 @@ def _start_compile_helper():
 
 
 def encode_plan(plan: Plan) -> tuple:
-    """(params, ops, ints, floats) for kernels.interpreter.run_plan; see its docstring."""
-    chunks: list[np.ndarray] = []
-    offset = 0
-    ops = np.zeros(len(plan.steps), np.int64)
-    ints = np.zeros((len(plan.steps), INTS_PER_STEP), np.int64)
-    floats = np.zeros((len(plan.steps), FLOATS_PER_STEP), np.float64)
-    for s, step in enumerate(plan.steps):
-        ops[s] = OPCODES[step.kernel]
-        row: list[int] = []
-        frow: list[float] = []
-        for arg in step.args:
-            if isinstance(arg, View):
-                h, w = arg.hw
-                g = plan.buffers.groups[arg.group]
-                row += [plan.view_start(arg), g.per_image // (h * w), h, w]
-            elif isinstance(arg, np.ndarray):
-                row += [offset, *arg.shape]
-                chunks.append(arg.reshape(-1))
-                offset += arg.size
-            elif isinstance(arg, float):
-                frow.append(arg)
-            else:
-                row.append(int(arg))
-        ints[s, : len(row)] = row
-        floats[s, : len(frow)] = frow
-    params = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(1, np.float32)
-    return params, ops, ints, floats
+    """(params, ops, ints, floats) for kernels.interpreter.run_plan: each view becomes its
+    (start, channels, h, w) in the arena, the rest is laid out by the interpreter's table."""
+    def place(arg):
+        if not isinstance(arg, View):
+            return arg
+        h, w = arg.hw
+        return (plan.view_start(arg), plan.buffers.groups[arg.group].per_image // (h * w), h, w)
 
-
-# ---------------------------------------------------------------- the compiled network
-class Network:
-    """A compiled network: call it on (N, C, H, W) arrays."""
-
-    def __init__(self, source_graph: nx.DiGraph, params: dict[str, np.ndarray], *,
-                 opt_level: int = 2, disabled_passes=(), source_hash: str = "",
-                 optimized: nx.DiGraph | None = None, progress: bool | None = None,
-                 dump_dir: str | None = None, max_memory: int | None = None):
-        self._source_graph = source_graph
-        self.max_memory = max_memory  # bytes; None: the memory available at the time
-        self._params = params
-        self.opt_level = opt_level
-        self.disabled_passes = tuple(disabled_passes)
-        self.source_hash = source_hash
-        self._progress = sys.stderr.isatty() if progress is None else progress
-        self._dump_dir = dump_dir
-        self._lock = threading.Lock()
-        self._build(optimized)
-
-    def _build(self, optimized: nx.DiGraph | None = None):
-        from .passes import optimize
-        if optimized is None:
-            bound = bind_parameters(self._source_graph, self._params)
-            optimized = optimize(bound, level=self.opt_level, disabled=self.disabled_passes,
-                                 dump_dir=self._dump_dir)
-        self.graph = optimized
-        self._plan = Plan(optimized, self.max_memory)
-        self._plan.warm_up(self._progress)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self._source_graph.graph["input_shape"])
-
-    @property
-    def output_shape(self) -> tuple:
-        return tuple(self._source_graph.nodes[self._source_graph.graph["output"]]["shape"])
-
-    @property
-    def name(self) -> str:
-        return self._source_graph.graph["name"]
-
-    def parameters(self) -> dict[str, np.ndarray]:
-        """{source-level name: array} in source order (§6), PyTorch layouts."""
-        return {k: v.copy() for k, v in self._params.items()}
-
-    def load_weights(self, weights, *, strict: bool = True) -> None:
-        """Replace parameters from a mapping or an .npz path (same checks as compile;
-        with `strict=False` the parameters left out keep their current values)."""
-        self._params = check_weights(self._source_graph, weights, self._params, strict=strict)
-        self._build()
-
-    def __call__(self, x) -> np.ndarray:
-        x = self._check_input(x)
-        with self._lock:  # calls share the planned buffers: one at a time
-            return self._plan.run(x)
-
-    def _check_input(self, x) -> np.ndarray:
-        try:
-            array = np.asarray(x)
-        except Exception as err:  # noqa: BLE001 - arbitrary user objects
-            raise CnncInputError(f"input is not an array: {err}") from None
-        if array.dtype.kind not in "biuf":
-            raise CnncInputError(f"input must be an array of real numbers, got dtype {array.dtype}")
-        expected = "(N, " + ", ".join(map(str, self.input_shape)) + ")"
-        if array.ndim != 4 or tuple(array.shape[1:]) != self.input_shape or array.shape[0] < 1:
-            raise CnncInputError(
-                f"input has shape {tuple(array.shape)}, but network '{self.name}' expects "
-                f"{expected} with N >= 1")
-        # before the float32 copy below (of a broadcast array, say) and the arena
-        n = int(array.shape[0])
-        converts = array.dtype != np.float32 or not array.flags.c_contiguous
-        check_memory(4 * n * (self._plan.buffers.peak_floats()
-                              + math.prod(self.input_shape) * converts
-                              + math.prod(self.output_shape)),
-                     self.max_memory, f"running network '{self.name}' on a batch of {n:,}",
-                     error=CnncInputError)
-        return np.ascontiguousarray(array, dtype=np.float32)
-
-    def save(self, path: str) -> None:
-        from .artifact import save
-        save(self, path)
-
-    def __repr__(self) -> str:
-        return (f"<cnnc.Network {self.name}: input {self.input_shape}, output {self.output_shape},"
-                f" {len(self._plan.steps)} kernel calls, -O{self.opt_level}>")
-
-
-def _make(program, network, weights, seed, opt_level, disabled_passes, text, progress,
-          dump_dir=None, strict=True, max_memory=None):
-    graph = build_graph(program, network)
-    check_parameter_memory(graph, parameter_shapes(graph), max_memory)
-    params = init_parameters(graph, seed)
-    if weights is not None:
-        params = check_weights(graph, weights, params, strict=strict)
-    source_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return Network(graph, params, opt_level=opt_level, disabled_passes=disabled_passes,
-                   source_hash=source_hash, progress=progress, dump_dir=dump_dir,
-                   max_memory=max_memory)
-
-
-def compile_file(path: str, network: str | None = None, weights=None, seed: int = 0, *,
-                 opt_level: int = 2, disabled_passes=(), progress: bool | None = None,
-                 dump_dir: str | None = None, strict: bool = True,
-                 max_memory: int | None = None) -> Network:
-    """Compile the network of a .cnn file (§7). `dump_dir` receives the graph after each pass;
-    `strict=False` lets `weights` leave parameters out (they keep their seeded values);
-    `max_memory` (bytes; default: what is available) bounds parameters and activations."""
-    program = load_program(str(path))
-    text = "".join(program.sources.values())
-    return _make(program, network, weights, seed, opt_level, disabled_passes, text, progress,
-                 dump_dir, strict, max_memory)
-
-
-def compile_source(text: str, network: str | None = None, weights=None, seed: int = 0, *,
-                   opt_level: int = 2, disabled_passes=(), progress: bool | None = None,
-                   file: str = "<source>", strict: bool = True,
-                   max_memory: int | None = None) -> Network:
-    """Compile the network of .cnn source text (§7); `strict` and `max_memory` as for
-    compile_file."""
-    program = load_source(text, file)
-    return _make(program, network, weights, seed, opt_level, disabled_passes, text, progress,
-                 strict=strict, max_memory=max_memory)
-
-
-def load(path: str, max_memory: int | None = None) -> Network:
-    """Load a .cnnc artifact written by Network.save; `max_memory` as for compile_file."""
-    from .artifact import load as load_artifact
-    return load_artifact(path, max_memory=max_memory)
+    return encode_steps([(s.kernel, tuple(map(place, s.args))) for s in plan.steps])

@@ -12,7 +12,8 @@ import pytest
 
 import cnnc
 from cnnc.cli import main
-from cnnc.passes import memory_report, optimize
+from cnnc.checks import memory_report
+from cnnc.passes import optimize
 from cnnc.report import DUMPERS, summary_text
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

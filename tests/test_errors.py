@@ -6,7 +6,7 @@ import pytest
 
 from cnnc import (CnncError, CnncImportError, CnncNameError, CnncShapeError, CnncSyntaxError,
                   CnncValueError)
-from cnnc.errors import format_error
+from cnnc.diagnostics import format_error
 from cnnc.graph import build_graph, load_program, load_source
 
 N = "network n(input: 3x8x8) {\n"

@@ -132,7 +132,8 @@ def _on_alarm(signum, frame):
 
 def check_mutants(seed: int, count: int, folder: str) -> dict:
     """Run `count` mutants through load_program + build_graph (what `cnnc check` does)."""
-    from cnnc.errors import CnncError, format_error
+    from cnnc.diagnostics import format_error
+    from cnnc.errors import CnncError
     from cnnc.graph import build_graph, load_program
 
     signal.signal(signal.SIGALRM, _on_alarm)

@@ -18,7 +18,7 @@ import pytest
 
 from cnnc import CnncError, CnncImportError, CnncShapeError, CnncSyntaxError, CnncValueError
 from cnnc import frontend
-from cnnc.errors import format_error
+from cnnc.diagnostics import format_error
 from cnnc.frontend import INT_LIMIT, MAX_NESTING, MAX_SOURCE_BYTES, did_you_mean
 from cnnc.graph import MAX_LAYERS, build_graph, load_program, load_source
 
@@ -284,7 +284,8 @@ def test_importing_a_fifo_does_not_block(tmp_path):
 def test_format_error_never_opens_a_fifo(tmp_path):
     os.mkfifo(tmp_path / "pipe.cnn")
     result = run_isolated(f"""
-        from cnnc.errors import CnncError, format_error
+        from cnnc.diagnostics import format_error
+        from cnnc.errors import CnncError
         print(format_error(CnncError("bad", file={str(tmp_path / "pipe.cnn")!r}, line=1, column=1)))
         """, timeout=20)
     assert result.stdout == f"{tmp_path / 'pipe.cnn'}:1:1: error: bad\n", result.stderr

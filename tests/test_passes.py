@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 
 import cnnc
+from cnnc.checks import memory_report
+from cnnc.compiler import verify_passes
 from cnnc.errors import CnncError
 from cnnc.graph import build_graph, load_program, load_source
 from cnnc.memory import plan_buffers
@@ -32,11 +34,9 @@ from cnnc.passes import (
     PASSES,
     PIPELINE,
     GraphCheckError,
-    memory_report,
     optimize,
     passes_for,
     verify_graph,
-    verify_passes,
 )
 from cnnc.passes.rewrite import copy_graph, remove_dead
 from cnnc.runtime import Plan

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import cnnc
-from cnnc import runtime
+from cnnc import lower, runtime
 from helpers import net_src, rel_err
 
 X = np.random.default_rng(3).standard_normal((2, 2, 5, 5)).astype(np.float32)
@@ -43,12 +43,12 @@ def test_one_branch_add_and_concat_match_pytorch(body, opt_level):
 
 
 def test_plan_check_catches_a_missing_step(monkeypatch):
-    real = runtime.lower_node
+    real = lower.lower_node
 
     def drop_relu(graph, node_id, views):
         return [] if graph.nodes[node_id]["op"] == "relu" else real(graph, node_id, views)
 
-    monkeypatch.setattr(runtime, "lower_node", drop_relu)
+    monkeypatch.setattr(lower, "lower_node", drop_relu)
     with pytest.raises(cnnc.CnncError, match="never written"):
         cnnc.compile_source(net_src("relu -> conv(2, 1x1)", "2x5x5"), opt_level=0)
     with pytest.raises(cnnc.CnncError, match="output .* never completely written"):

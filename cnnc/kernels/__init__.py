@@ -13,13 +13,16 @@ with it and 0.17 ns without. No kernel divides by a value that can be zero.
 
 Numba's disk cache keys a kernel on its own source file only, but kernels compile in the
 helpers of other files (``elementwise.activate_into``, and ``interpreter.run_plan`` all the
-kernels). So ``_drop_stale_cache`` keeps a hash of every kernel source beside the cache and
-empties the cache when any of them changed. A second file there, written once the
+kernels): ``jit.cached_njit`` keys every entry on a digest of all kernel sources, so an
+entry of other sources is never loaded. ``tidy_cache`` only deletes such dead entries; it
+runs once per process in the runtime's set-up on first compile (``runtime.prepare``), not
+on import, which changes nothing on disk. A second file beside the cache, written once the
 interpreter and so every kernel has been compiled (``mark_cache_warm``), tells
 ``runtime.Plan.warm_up`` whether a compile is the cold one, which it shares with a helper
 process.
 """
 
+import functools
 import os
 import platform
 import sys
@@ -35,10 +38,14 @@ _CACHE = Path(__file__).resolve().parent / "__pycache__"
 _WARM = _CACHE / "cnnc-kernels-warm"  # written once every kernel has been compiled
 
 
-def _drop_stale_cache() -> None:
+@functools.cache
+def tidy_cache() -> None:
+    """Once per process: delete the cache files of other kernel sources (dead entries, as
+    their keys hold another sources digest) when the sources changed since the last tidy."""
+    digest = sources_digest()
     stamp = _CACHE / "cnnc-kernel-sources.sha256"
     try:
-        if stamp.read_text() == _DIGEST:
+        if stamp.read_text() == digest:
             return
     except OSError:
         pass
@@ -46,7 +53,7 @@ def _drop_stale_cache() -> None:
         _CACHE.mkdir(exist_ok=True)
         for entry in [*_CACHE.glob("*.nbi"), *_CACHE.glob("*.nbc"), _WARM]:
             entry.unlink(missing_ok=True)
-        stamp.write_text(_DIGEST)
+        stamp.write_text(digest)
     except OSError:  # a read-only install: Numba then caches elsewhere, as it does
         pass
 
@@ -54,7 +61,7 @@ def _drop_stale_cache() -> None:
 def _warm_key() -> str:
     """What Numba's cache entries also depend on: the sources, Numba, Python, the CPU
     (name and features, as in Numba's own key) and where the cache is."""
-    return "\n".join([_DIGEST, numba.__version__, sys.version, platform.machine(),
+    return "\n".join([sources_digest(), numba.__version__, sys.version, platform.machine(),
                       llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
                       current_target().name,
                       os.environ.get("NUMBA_CACHE_DIR", "")])
@@ -78,9 +85,6 @@ def mark_cache_warm() -> None:
     except OSError:
         pass
 
-
-_DIGEST = sources_digest()
-_drop_stale_cache()
 
 from .conv import conv2d
 from .dense import dense
@@ -125,4 +129,5 @@ __all__ = [
     "pack_conv_weights",
     "pad2d",
     "softmax",
+    "tidy_cache",
 ]

@@ -1,115 +1,218 @@
 """One jitted loop that runs a whole lowered network, so no Python runs between kernels.
 
 The runtime encodes each kernel call of a plan as an opcode, a row of integers and a row
-of floats (``cnnc.runtime.encode_plan``); ``run_plan`` walks the rows and calls the kernels
-with the same argument types as the Python path, so every kernel keeps its one compiled
+of floats (``encode_steps``); ``run_plan`` walks the rows and calls the kernels with the
+same argument types as the Python path, so every kernel keeps its one compiled
 signature. ``run_plan`` itself has one signature for every network: it is compiled once,
 cached on disk, and compile time does not grow with the network. It removes the ~1-1.5 us
 that each Python-to-Numba dispatch of a ~16-argument kernel costs, which is most of the
 run time of small networks (LeNet-5 has 8 kernel calls in ~50 us).
 
-Encoding of one argument, in order (see ``encode_plan``): a tensor view is 4 ints
-``(start, channels, h, w)`` -- the 4-D array ``arena[n*start : n*(start + channels*h*w)]``
-seen as ``(n, channels, h, w)``; a parameter array is its offset in ``params`` then its
-shape; an int is itself; a float goes to the float row.
+``SIGNATURES`` declares, once, every kernel the interpreter calls and the kinds of its
+arguments in order (``ARG_KINDS``: how each kind is laid out in the rows and read back).
+Everything else comes from it: a kernel's opcode is its index in the table,
+``encode_steps`` lays out the rows, and ``generate_source`` writes the body of
+``run_plan``. Numba cannot loop over calls of different kernels, so that body is Python
+source, one branch per kernel; it is checked in as ``_interpreter_generated.py`` because
+Numba's disk cache only keeps functions defined in real files, and a module of the
+package is one wherever the package is installed. After changing the table, regenerate
+it with ``python -m cnnc.kernels.interpreter``: until then importing this module refuses
+the stale file, and tests/test_interpreter_table.py fails.
 """
 
+from __future__ import annotations
+
+import inspect
+import operator
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
 import numba
+import numpy as np
 
 from .conv import conv2d
 from .dense import dense
 from .elementwise import activation, add, softmax
 from .fastconv import conv2d_packed
-from .jit import cached_njit
 from .layout import copy_channels, pad2d
 from .norm import batchnorm, lrn
 from .pool import global_avgpool, global_maxpool, pool2d
 
-KERNELS = (conv2d, conv2d_packed, pool2d, global_maxpool, global_avgpool,
-           dense, activation, softmax, batchnorm, lrn, pad2d, copy_channels, add)
-OPCODES = {kernel: code for code, kernel in enumerate(KERNELS)}
-INTS_PER_STEP = 32
-FLOATS_PER_STEP = 4
+
+class Kind(NamedTuple):
+    """How one kind of argument is encoded and decoded."""
+
+    ints: int  # positions it takes in the step's int row
+    floats: int  # positions it takes in the step's float row
+    decode: str  # run_plan's expression for it; {i}: its first int, {f}: its float position
 
 
-@numba.njit(inline="always", error_model="numpy")
-def _view(arena, n, row, i):
-    start, channels, h, w = row[i], row[i + 1], row[i + 2], row[i + 3]
-    return arena[n * start : n * (start + channels * h * w)].reshape((n, channels, h, w))
+ARG_KINDS = {
+    "tensor": Kind(4, 0, "view(arena, n, r, {i})"),  # (start, channels, h, w) in the arena
+    "int": Kind(1, 0, "r[{i}]"),
+    "float": Kind(0, 1, "f[{f}]"),
+    "vector": Kind(2, 0, "vector(params, r, {i})"),  # (offset, size) in params
+    "matrix": Kind(3, 0, "matrix(params, r, {i})"),  # (offset, rows, columns)
+    "tensor4": Kind(5, 0, "tensor4(params, r, {i})"),  # (offset, d0, d1, d2, d3)
+}
+T, I, F = "tensor", "int", "float"
+
+# In the order run_plan tests the opcodes, which is the order a cold compile of run_plan
+# compiles the kernels: the small and rare ones first, the conv and pool kernels last, so
+# that the helper process of runtime.Plan.warm_up compiles them while the main process
+# compiles the network's own kernels, starting with the conv.
+SIGNATURES = (
+    (add, (T, I, T, I, I, T, I, I, F)),
+    (copy_channels, (T, I, I, T, I)),
+    (pad2d, (T, I, I, T, I, I, I, F)),
+    (lrn, (T, I, I, T, I, I, F, F, F)),
+    (batchnorm, (T, I, I, T, I, "vector", "vector")),
+    (softmax, (T, I, I, T, I)),
+    (activation, (T, I, I, T, I, I, F)),
+    (dense, (T, I, I, "matrix", "vector", T, I, I, F)),
+    (global_avgpool, (T, I, I, T, I)),
+    (global_maxpool, (T, I, I, T, I)),
+    (conv2d, (T, I, I, "tensor4", "vector", T, I, I, I, I, I, I, I, I, I, F)),
+    (pool2d, (T, I, I, T, I, I, I, I, I, I, I, I)),
+    (conv2d_packed, (T, I, I, T, I, I, "vector", "vector", I, I, I, I, I, I, I, I, I, I, F,
+                     T, I)),
+)
+OPCODES = {kernel: code for code, (kernel, _) in enumerate(SIGNATURES)}
+KINDS = dict(SIGNATURES)
+INTS_PER_STEP = max(sum(ARG_KINDS[k].ints for k in kinds) for _, kinds in SIGNATURES)
+FLOATS_PER_STEP = max(sum(ARG_KINDS[k].floats for k in kinds) for _, kinds in SIGNATURES)
 
 
-@numba.njit(inline="always", error_model="numpy")
-def _vec(params, row, i):
-    return params[row[i] : row[i] + row[i + 1]]
+# ---------------------------------------------------------------- encoding
+def encode_steps(calls) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(params, ops, ints, floats) for ``run_plan`` from (kernel, args) pairs.
 
-
-@numba.njit(inline="always", error_model="numpy")
-def _mat(params, row, i):
-    return params[row[i] : row[i] + row[i + 1] * row[i + 2]].reshape((row[i + 1], row[i + 2]))
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _tensor4(params, row, i):
-    size = row[i + 1] * row[i + 2] * row[i + 3] * row[i + 4]
-    return params[row[i] : row[i] + size].reshape((row[i + 1], row[i + 2], row[i + 3], row[i + 4]))
-
-
-@cached_njit(error_model="numpy")
-def run_plan(n, arena, params, ops, ints, floats):
-    """Run every encoded kernel call in order on batch size ``n``.
-
-    The branches are in the order a cold compile of ``run_plan`` compiles the kernels it
-    calls: the small and rare ones first, the conv and pool kernels last, so that the helper
-    process of ``runtime.Plan.warm_up`` compiles them while the main process compiles the
-    network's own kernels, starting with the conv (see ``compile_interpreter``).
+    A tensor argument is given as its ``(start, channels, h, w)`` in the arena (the plan
+    knows where its views live); a parameter array is copied into ``params``. Each
+    argument must be of the kind the table declares for its position.
     """
-    for s in range(ops.size):
-        op = ops[s]
-        r = ints[s]
-        f = floats[s]
-        x = _view(arena, n, r, 0)  # every kernel's first argument is a tensor
-        if op == 12:  # add(a, ac0, b, bc0, C, out, oc0, act, slope)
-            add(x, r[4], _view(arena, n, r, 5), r[9], r[10], _view(arena, n, r, 11), r[15],
-                r[16], f[0])
-        elif op == 11:  # copy_channels(x, xc0, C, out, oc0)
-            copy_channels(x, r[4], r[5], _view(arena, n, r, 6), r[10])
-        elif op == 10:  # pad2d(x, xc0, C, out, oc0, pt, pl, value)
-            pad2d(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], r[12], f[0])
-        elif op == 9:  # lrn(x, xc0, C, out, oc0, size, alpha, beta, k)
-            lrn(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], f[0], f[1], f[2])
-        elif op == 8:  # batchnorm(x, xc0, C, out, oc0, scale, shift)
-            batchnorm(x, r[4], r[5], _view(arena, n, r, 6), r[10], _vec(params, r, 11),
-                      _vec(params, r, 13))
-        elif op == 7:  # softmax(x, xc0, C, out, oc0)
-            softmax(x, r[4], r[5], _view(arena, n, r, 6), r[10])
-        elif op == 6:  # activation(x, xc0, C, out, oc0, act, slope)
-            activation(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], f[0])
-        elif op == 5:  # dense(x, xc0, cin, w2, b, out, oc0, act, slope)
-            dense(x, r[4], r[5], _mat(params, r, 6), _vec(params, r, 9), _view(arena, n, r, 11),
-                  r[15], r[16], f[0])
-        elif op == 4:  # global_avgpool(x, xc0, C, out, oc0)
-            global_avgpool(x, r[4], r[5], _view(arena, n, r, 6), r[10])
-        elif op == 3:  # global_maxpool(x, xc0, C, out, oc0)
-            global_maxpool(x, r[4], r[5], _view(arena, n, r, 6), r[10])
-        elif op == 0:  # conv2d(x, xc0, cin, w4, b, out, oc0, sh, sw, pt, pl, dh, dw, g, act, slope)
-            conv2d(x, r[4], r[5], _tensor4(params, r, 6), _vec(params, r, 11),
-                   _view(arena, n, r, 13), r[17], r[18], r[19], r[20], r[21], r[22], r[23],
-                   r[24], r[25], f[0])
-        elif op == 2:  # pool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max)
-            pool2d(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11], r[12], r[13], r[14],
-                   r[15], r[16], r[17])
-        else:  # 1: conv2d_packed(x, xc0, cin, out, oc0, K, wpk, b, kh, kw, pt, pl,
-            #                   sh, sw, dh, dw, groups, act, slope, res, rc0)
-            conv2d_packed(x, r[4], r[5], _view(arena, n, r, 6), r[10], r[11],
-                          _vec(params, r, 12), _vec(params, r, 14), r[16], r[17], r[18], r[19],
-                          r[20], r[21], r[22], r[23], r[24], r[25], f[0],
-                          _view(arena, n, r, 26), r[30])
+    chunks: list[np.ndarray] = []
+    ops = np.zeros(len(calls), np.int64)
+    ints = np.zeros((len(calls), INTS_PER_STEP), np.int64)
+    floats = np.zeros((len(calls), FLOATS_PER_STEP), np.float64)
+    offset = 0
+    for s, (kernel, args) in enumerate(calls):
+        kinds = KINDS[kernel]
+        if len(args) != len(kinds):
+            raise TypeError(f"{kernel.__name__} takes {len(kinds)} arguments, got {len(args)}")
+        row: list[int] = []
+        frow: list[float] = []
+        for position, (kind, arg) in enumerate(zip(kinds, args)):
+            if not _is_kind(kind, arg):
+                raise TypeError(f"argument {position} of {kernel.__name__} should be a "
+                                f"{kind}, got {type(arg).__name__} {arg!r:.60}")
+            if kind == "float":
+                frow.append(float(arg))
+            elif kind == "int":
+                row.append(operator.index(arg))
+            elif kind == "tensor":
+                row += [operator.index(v) for v in arg]
+            else:  # a parameter array
+                row += [offset, *arg.shape]
+                chunks.append(arg.reshape(-1))
+                offset += arg.size
+        ops[s] = OPCODES[kernel]
+        ints[s, : len(row)] = row
+        floats[s, : len(frow)] = frow
+    params = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(1, np.float32)
+    return params, ops, ints, floats
+
+
+def _is_kind(kind: str, arg) -> bool:
+    if kind == "float":
+        return isinstance(arg, float)
+    if kind == "int":
+        return isinstance(arg, (int, np.integer)) and not isinstance(arg, bool)
+    if kind == "tensor":
+        return isinstance(arg, tuple) and len(arg) == ARG_KINDS[kind].ints
+    return isinstance(arg, np.ndarray) and arg.ndim == ARG_KINDS[kind].ints - 1
+
+
+# ---------------------------------------------------------------- run_plan's source
+GENERATED = Path(__file__).resolve().with_name("_interpreter_generated.py")
+
+
+def table() -> tuple:
+    """The table by kernel name, as the generated module records it."""
+    return tuple((kernel.__name__, kinds) for kernel, kinds in SIGNATURES)
+
+
+def generate_source() -> str:
+    """The text of ``_interpreter_generated.py``: ``run_plan`` with one branch per kernel."""
+    modules: dict[str, list[str]] = {}
+    for kernel, _ in SIGNATURES:
+        modules.setdefault(kernel.py_func.__module__.rsplit(".", 1)[1], []).append(
+            kernel.__name__)
+    imports = [f"from .{m} import {', '.join(sorted(names))}" for m, names in sorted(
+        modules.items())]
+    lines = [
+        '"""Generated by ``python -m cnnc.kernels.interpreter`` from its SIGNATURES table:',
+        "do not edit (see cnnc/kernels/interpreter.py).",
+        '"""',
+        "",
+        *sorted(imports + ["from .decode import matrix, tensor4, vector, view",
+                           "from .jit import cached_njit"]),
+        "",
+        "TABLE = (",
+        *[line for name, kinds in table() for line in _wrap(
+            f"    ({name!r}, (", [repr(k) for k in kinds], " " * 8, ")),")],
+        ")",
+        "",
+        "",
+        '@cached_njit(error_model="numpy")',
+        "def run_plan(n, arena, params, ops, ints, floats):",
+        '    """Run every encoded kernel call in order on batch size ``n``."""',
+        "    for s in range(ops.size):",
+        "        op = ops[s]",
+        "        r = ints[s]",
+        "        f = floats[s]",
+    ]
+    for code, (kernel, kinds) in enumerate(SIGNATURES):
+        names = list(inspect.signature(kernel.py_func).parameters)
+        if len(names) != len(kinds):
+            raise TypeError(f"the table gives {kernel.__name__} {len(kinds)} arguments, "
+                            f"but it takes {len(names)}")
+        test = "else:" if code == len(SIGNATURES) - 1 else (
+            f"{'if' if code == 0 else 'elif'} op == {code}:")
+        name = kernel.__name__
+        lines.append(f"        {test}")
+        lines += _wrap(f"            # {name}(", names, "            #" + " " * len(name), ")")
+        lines += _wrap(f"            {name}(", _decoded(kinds), " " * (13 + len(name)), ")")
+    return "\n".join(lines) + "\n"
+
+
+def _decoded(kinds) -> list[str]:
+    """run_plan's expression for each argument."""
+    exprs, i, f = [], 0, 0
+    for kind in kinds:
+        k = ARG_KINDS[kind]
+        exprs.append(k.decode.format(i=i, f=f))
+        i, f = i + k.ints, f + k.floats
+    return exprs
+
+
+def _wrap(head: str, items: list[str], cont: str, close: str, width: int = 99) -> list[str]:
+    """`head` then `items` separated by commas, then `close`, in lines of at most `width`
+    characters that break between items (continuation lines start with `cont`)."""
+    lines, line = [], head
+    for k, item in enumerate(items):
+        piece = item + (close if k == len(items) - 1 else ",")
+        if len(line) + len(piece) + 1 > width and line != head:
+            lines.append(line)
+            line = cont + piece
+        else:
+            line += ("" if line == head else " ") + piece
+    return lines + [line]
 
 
 def interpreter_types() -> tuple:
     """The argument types of ``run_plan``: the same for every network."""
-    import numpy as np
-
     return tuple(numba.typeof(a) for a in (
         1, np.zeros(1, np.float32), np.zeros(1, np.float32), np.zeros(1, np.int64),
         np.zeros((1, INTS_PER_STEP), np.int64), np.zeros((1, FLOATS_PER_STEP), np.float64)))
@@ -118,3 +221,15 @@ def interpreter_types() -> tuple:
 def compile_interpreter() -> None:
     """Compile (or load from the disk cache) ``run_plan`` and every kernel it calls."""
     run_plan.compile(interpreter_types())
+
+
+if __name__ == "__main__":  # regenerate: the stale module is not imported
+    GENERATED.write_text(generate_source(), encoding="utf-8")
+    print(f"wrote {GENERATED}", file=sys.stderr)
+else:
+    from ._interpreter_generated import TABLE as _GENERATED_TABLE
+    from ._interpreter_generated import run_plan
+
+    if _GENERATED_TABLE != table():
+        raise ImportError(f"{GENERATED} was generated from another SIGNATURES table; "
+                          f"regenerate it with `python -m cnnc.kernels.interpreter`")

@@ -10,7 +10,6 @@ the pipeline on a copy of the graph. The graph may carry parameters (from
 
 from __future__ import annotations
 
-import math
 import os
 
 import networkx as nx
@@ -25,8 +24,8 @@ from .fuse_epilogue import FuseEpilogue
 from .fuse_residual import FuseResidual
 from .inplace_concat import InplaceConcat
 from .plan_memory import PlanMemory
-from .rewrite import copy_graph, ordered
-from .verify import GraphCheckError, PassCheck, verify_graph, verify_passes
+from .rewrite import copy_graph
+from .verify import GraphCheckError, verify_graph
 
 PASSES = {p.name: p for p in (DropIdentity(), FoldPadding(), FoldBatchnorm(), FuseEpilogue(),
                               Fuse1x1Chains(), Fuse1x1Siblings(), FuseResidual(),
@@ -67,8 +66,8 @@ LEVELS = {
     2: tuple(PIPELINE),
 }
 
-__all__ = ["LEVELS", "PASSES", "PIPELINE", "GraphCheckError", "PassCheck", "memory_report",
-           "optimize", "passes_for", "verify_graph", "verify_passes"]
+__all__ = ["LEVELS", "PASSES", "PIPELINE", "GraphCheckError", "optimize", "passes_for",
+           "verify_graph"]
 
 
 def passes_for(level: int = 2, disabled=()) -> list[str]:
@@ -117,35 +116,3 @@ def _dump(graph: nx.DiGraph, directory: str, stem: str) -> None:
                 fh.write(dumper(graph))
     except OSError as err:
         raise CnncError(f"cannot write the pass dumps to '{directory}': {err.strerror}") from None
-
-
-def memory_report(graph: nx.DiGraph, level: int = 2, disabled=()) -> list[str]:
-    """Lines for `cnnc check` and `summary`: peak activation memory per image before and
-    after planning, and the memory the parameters take.
-
-    Optimises `graph` (parsed or bound) without parameters, so it is cheap, and
-    places its tensors with `memory.plan_buffers` twice: every buffer its own
-    storage (before planning), then with liveness-based reuse (after).
-    """
-    from ..graph import parameter_shapes
-    from ..memory import PARAMETER_COPIES, format_bytes, plan_buffers
-    optimized = optimize(_structure_only(graph), level=level, disabled=disabled)
-    order = ordered(optimized)
-    before = plan_buffers(optimized, order, reuse=False).peak_floats() * 4
-    after = plan_buffers(optimized, order, reuse=True).peak_floats() * 4
-    values = sum(math.prod(shape) for shape in parameter_shapes(graph).values())
-    return [f"peak activation memory per image (-O{level}): {_bytes(before)} before planning, "
-            f"{_bytes(after)} after ({after / before:.0%})",
-            f"parameter memory: {format_bytes(4 * values)} ({values:,} values; about "
-            f"{PARAMETER_COPIES}x that while compiled)"]
-
-
-def _structure_only(graph: nx.DiGraph) -> nx.DiGraph:
-    bare = graph.copy()
-    for _, data in bare.nodes(data=True):
-        data.pop("params", None)
-    return bare
-
-
-def _bytes(n: int) -> str:
-    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"

@@ -1,14 +1,11 @@
-"""Checking the optimiser: the graph invariants, and the numbers after every pass.
+"""Checking the optimiser's graphs: the invariants every pass keeps.
 
 `verify_graph` is the structural check that runs after every pass in the tests
-(and with `optimize(..., check=True)`). `verify_passes` is the numerical one
-behind `cnnc verify`: it runs the unoptimised graph and every prefix of the
-pipeline on the same input and reports how far each one drifts.
+(and with `optimize(..., check=True)`). The numerical check behind `cnnc verify`
+runs plans, so it lives above the runtime (`compiler.verify_passes`).
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import networkx as nx
 import numpy as np
@@ -129,61 +126,3 @@ def _check_padding(op: str, attrs: dict, shape_in: tuple) -> None:
                                      attrs["stride"][axis], dilation[axis], axis)
     if tuple(resolved) != pads:
         raise GraphCheckError(f"padding {padding} means {tuple(resolved)}, but pads are {pads}")
-
-
-# ---------------------------------------------------------------- numbers
-class PassCheck(NamedTuple):
-    """What `verify_passes` found: one (pass, difference) row per pass, in pipeline order,
-    and the name of the first pass whose difference exceeds the tolerance (None if none)."""
-
-    rows: list[tuple[str, float]]
-    first_failure: str | None
-
-
-def relative_difference(got: np.ndarray, ref: np.ndarray) -> float:
-    """max|got - ref| / max(1e-6, max|ref|): one number for the whole output.
-
-    Element-wise relative error is meaningless after a softmax (tiny probabilities),
-    so the difference is measured against the largest reference value.
-    """
-    scale = max(1e-6, float(np.max(np.abs(ref))))
-    return float(np.max(np.abs(got.astype(np.float64) - ref))) / scale
-
-
-def verify_passes(source_graph: nx.DiGraph, params: dict[str, np.ndarray], batch: int = 2,
-                  seed: int = 0, tol: float = 1e-4) -> PassCheck:
-    """Run the parsed graph unoptimised (-O0) and after every prefix of the pipeline.
-
-    `source_graph` is the parsed graph (`graph.build_graph`), `params` its
-    parameters by source name (`weights.init_parameters` or user weights). One
-    standard-normal input of `batch` images (from `seed`) goes through each
-    version; row i is (name of pass i, relative_difference(output after passes
-    0..i, output at -O0)). `verify_graph` runs after every pass, so a pass that
-    breaks the graph raises GraphCheckError naming the pass. Returns
-    PassCheck(rows, first_failure), first_failure being the first pass whose
-    difference exceeds `tol`. Every pass of the pipeline runs (no level, no
-    disabled passes): this checks the passes, not a configuration.
-    """
-    from ..runtime import Plan
-    from ..weights import bind_parameters
-    from . import PASSES, PIPELINE
-    from .rewrite import copy_graph
-
-    bound = bind_parameters(source_graph, params)
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, *source_graph.graph["input_shape"])).astype(np.float32)
-    reference = Plan(copy_graph(bound)).run(x)
-    graph = copy_graph(bound)
-    rows: list[tuple[str, float]] = []
-    first_failure = None
-    for name in PIPELINE:
-        PASSES[name].apply(graph)
-        try:
-            verify_graph(graph)
-        except GraphCheckError as err:
-            raise GraphCheckError(f"after pass {name}: {err.message}") from None
-        diff = relative_difference(Plan(graph).run(x), reference)
-        rows.append((name, diff))
-        if first_failure is None and not diff <= tol:
-            first_failure = name
-    return PassCheck(rows, first_failure)

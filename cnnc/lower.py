@@ -1,0 +1,130 @@
+"""Lowering: the optimised graph becomes kernel calls (`Step`s) on planned tensor views.
+
+Every tensor is a view (group, c0, channels, hw) placed by `memory.plan_buffers`
+(docs/DESIGN.md); a step's arguments hold those views, which the runtime's plan binds to
+arena positions. Kernels take shapes and attributes as arguments, so each compiles once
+per type signature and is cached on disk by Numba.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+
+from . import kernels as K
+from .backend import conv_kernel
+from .errors import CnncError
+from .memory import ALIAS_OPS, View
+
+
+@dataclass
+class Step:
+    """One kernel call. `reads` and `writes` are the exact tensor regions it touches
+    (channel ranges of groups), which `runtime.check_plan` follows through the whole plan."""
+
+    node: str
+    op: str
+    kernel: object
+    args: tuple  # with View placeholders, bound to arrays per batch size
+    reads: tuple[View, ...] = ()
+    writes: tuple[View, ...] = ()
+
+
+def lower(graph: nx.DiGraph, order: list[str], views: dict[str, View]) -> list[Step]:
+    """The kernel calls of the whole graph, node by node in `order`."""
+    return [step for node_id in order for step in lower_node(graph, node_id, views)]
+
+
+def _weight_and_bias(data) -> tuple[np.ndarray, np.ndarray]:
+    w = np.ascontiguousarray(data["params"]["weight"], np.float32)
+    b = data["params"].get("bias")
+    b = np.zeros(w.shape[0], np.float32) if b is None else np.ascontiguousarray(b, np.float32)
+    return w, b
+
+
+def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[Step]:
+    """The kernel calls that compute one node; View objects stand for buffers.
+
+    An op named in `kernels.ACT_CODES` is an element-wise activation: it lowers to the one
+    activation kernel with its code, so a new activation needs no change here.
+    """
+    data = graph.nodes[node_id]
+    op, attrs = data["op"], data["attrs"]
+    out = views[node_id]
+    ins = [views[i] for i in data["inputs"]]
+    x = ins[0] if ins else None
+    act = K.ACT_CODES.get(attrs.get("activation", "none"))
+    slope = float(attrs.get("slope", 0.0))
+
+    def step(kernel, args, reads=(x,), writes=(out,)) -> Step:
+        return Step(node_id, op, kernel, args, tuple(reads), tuple(writes))
+
+    if op in ("input", *ALIAS_OPS):
+        return []
+    if op == "conv":
+        w, b = _weight_and_bias(data)
+        pt, _, pl, _ = attrs["pads"]
+        if conv_kernel(data["shape"][0], attrs["groups"]) == "packed":
+            # register-blocked direct convolution, weights packed once here; a residual
+            # (fuse-residual) is the second input, added in the store
+            kh, kw = attrs["kernel"]
+            res, rc0 = (ins[1], ins[1].c0) if attrs.get("residual") else (out, -1)
+            args = (x, x.c0, x.channels, out, out.c0, w.shape[0],
+                    K.pack_conv_weights(w, attrs["groups"]), b, kh, kw, pt, pl,
+                    *attrs["stride"], *attrs["dilation"], attrs["groups"], act, slope, res, rc0)
+            return [step(K.conv2d_packed, args, reads=ins)]
+        if attrs.get("residual"):
+            raise CnncError(f"internal: conv '{node_id}' has a residual but no packed kernel")
+        args = (x, x.c0, x.channels, w, b, out, out.c0, *attrs["stride"], pt, pl,
+                *attrs["dilation"], attrs["groups"], act, slope)
+        return [step(K.conv2d, args)]
+    if op in ("maxpool", "avgpool"):
+        if attrs["global"]:
+            kernel = K.global_maxpool if op == "maxpool" else K.global_avgpool
+            return [step(kernel, (x, x.c0, x.channels, out, out.c0))]
+        pt, _, pl, _ = attrs["pads"]
+        args = (x, x.c0, x.channels, out, out.c0, *attrs["kernel"], *attrs["stride"], pt, pl,
+                int(op == "maxpool"))
+        return [step(K.pool2d, args)]
+    if op == "dense":
+        w, b = _weight_and_bias(data)
+        return [step(K.dense, (x, x.c0, x.channels, w, b, out, out.c0, act, slope))]
+    if op in K.ACT_CODES:
+        return [step(K.activation, (x, x.c0, x.channels, out, out.c0, K.ACT_CODES[op], slope))]
+    if op == "softmax":
+        return [step(K.softmax, (x, x.c0, x.channels, out, out.c0))]
+    if op == "batchnorm":
+        p = data["params"]
+        scale, shift = K.batchnorm_coefficients(p["weight"], p["bias"], p["running_mean"],
+                                                p["running_var"], attrs["eps"])
+        return [step(K.batchnorm, (x, x.c0, x.channels, out, out.c0, scale, shift))]
+    if op == "lrn":
+        args = (x, x.c0, x.channels, out, out.c0, attrs["size"], float(attrs["alpha"]),
+                float(attrs["beta"]), float(attrs["k"]))
+        return [step(K.lrn, args)]
+    if op == "pad":
+        pt, _, pl, _ = attrs["pads"]
+        return [step(K.pad2d, (x, x.c0, x.channels, out, out.c0, pt, pl, 0.0))]
+    if op == "concat":
+        steps, offset = [], 0
+        for src in ins:
+            part = View(out.group, out.c0 + offset, src.channels, out.hw)
+            if part != src:  # not written in place by its producer
+                steps.append(step(K.copy_channels, (src, src.c0, src.channels, out, part.c0),
+                                  reads=(src,), writes=(part,)))
+            offset += src.channels
+        return steps
+    if op == "add":
+        if len(ins) == 1:  # `add { A }` is A (with the add's fused activation, if any)
+            return [step(K.activation, (x, x.c0, x.channels, out, out.c0, act, slope))]
+        steps = []
+        a = ins[0]
+        for i, b in enumerate(ins[1:]):
+            last = i == len(ins) - 2
+            steps.append(step(K.add, (a, a.c0, b, b.c0, out.channels, out, out.c0,
+                                      act if last else 0, slope), reads=(a, b)))
+            a = out
+        return steps
+    raise CnncError(f"internal: no kernel for op '{op}'")
