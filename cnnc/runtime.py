@@ -22,7 +22,13 @@ import numpy as np
 from . import kernels as K
 from .errors import CnncError, CnncInputError
 from .graph import schedule
-from .kernels.interpreter import compile_interpreter, encode_steps, run_plan
+from .kernels.interpreter import (
+    encode_steps,
+    interpreter_for,
+    interpreter_is_cached,
+    interpreter_types,
+    mark_interpreter_cached,
+)
 from .lower import Step, lower
 from .memory import View, check_activation_memory, plan_buffers
 
@@ -120,6 +126,9 @@ class Plan:
         self.slot_starts = np.concatenate(([0], np.cumsum(self.buffers.slot_sizes))).astype(int)
         check_plan(self)
         self.encoded = encode_plan(self)
+        # the interpreter of just the kernels this plan calls: compiling it compiles no other
+        self.codes = sorted({int(op) for op in self.encoded[1]})
+        self.interpreter = interpreter_for(self.codes)
         self._arenas: dict[int, np.ndarray] = {}
         self._io: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._output_shape = graph.nodes[graph.graph["output"]]["shape"]
@@ -165,7 +174,7 @@ class Plan:
         arena = self.arena(n)
         inp, out = self._io_arrays(n)
         inp[...] = x
-        run_plan(n, arena, *self.encoded)
+        self.interpreter(n, arena, *self.encoded)
         return out.copy().reshape(n, *self._output_shape)
 
     def warm_up(self, progress: bool = False):
@@ -181,24 +190,26 @@ class Plan:
             if hasattr(kernel, "signatures") and not kernel.signatures:
                 first_args.setdefault(kernel, args)
         start = time.perf_counter()
-        helper = None if run_plan.signatures else _start_compile_helper()
+        cold = not self.interpreter.signatures and not interpreter_is_cached(self.interpreter)
+        helper = _start_compile_helper(self.codes) if cold else None
+
+        def show(what: str) -> None:
+            if progress:
+                first = " (the first compile on this machine; later ones load it)" if cold else ""
+                sys.stderr.write(f"\r\033[Kcnnc: compiling {what}{first} ... "
+                                 f"{time.perf_counter() - start:.0f} s")
+                sys.stderr.flush()
+
         try:
             for i, (kernel, args) in enumerate(first_args.items(), 1):
-                if progress:
-                    sys.stderr.write(f"\r\033[Kcnnc: compiling kernel {i}/{len(first_args)} "
-                                     f"({kernel.__name__}) ...")
-                    sys.stderr.flush()
+                show(f"kernel {i}/{len(first_args)} ({kernel.__name__})")
                 kernel.compile(tuple(numba.typeof(a) for a in args))
-            if not run_plan.signatures:
-                if progress:
-                    what = ("the interpreter's other kernels, in a second process" if helper
-                            else "the plan interpreter")
-                    sys.stderr.write(f"\r\033[Kcnnc: compiling {what} ...")
-                    sys.stderr.flush()
+            if not self.interpreter.signatures:
+                show("the plan interpreter" + (", with a second process" if helper else ""))
                 if helper is not None:
-                    helper.wait()  # it leaves run_plan in the disk cache (or failed: no matter)
-                compile_interpreter()
-                K.mark_cache_warm()
+                    helper.wait()  # it leaves the interpreter in the disk cache (or failed)
+                self.interpreter.compile(interpreter_types())
+                mark_interpreter_cached(self.interpreter)
         finally:  # interrupted or failed: the helper does not outlive us
             if helper is not None and helper.poll() is None:
                 helper.kill()
@@ -209,19 +220,18 @@ class Plan:
             sys.stderr.flush()
 
 
-def _start_compile_helper():
-    """On a cold cache, a process that compiles the interpreter while this one compiles
-    the network's kernels; None when the cache is warm or cannot be written.
+def _start_compile_helper(codes: list[int]):
+    """On a cold cache, a process that compiles the plan's interpreter (`codes`: its
+    kernels) while this one compiles the network's kernels; None when there is one kernel
+    only or the cache cannot be written.
 
-    A cold compile is all of the kernels (the interpreter calls every one), ~45 s on one
-    core. The interpreter compiles the small kernels first and the conv and pool kernels
-    last (the order of its branches), this process the network's own kernels, the conv
-    first, so each kernel is compiled once and the other process loads it from the disk
-    cache: on two cores the cold GoogLeNet compile takes ~60% of the time. Nothing but the
-    cache passes between the two, so a helper that fails only costs this process the
-    compile it would have done anyway.
+    The interpreter compiles the small kernels first and the conv and pool kernels last
+    (the order of its branches), this process the network's own kernels, the conv first,
+    so each kernel is compiled once and the other process loads it from the disk cache.
+    Nothing but the cache passes between the two, so a helper that fails only costs this
+    process the compile it would have done anyway.
     """
-    if K.cache_is_warm() or not K.cache_is_writable() or not sys.executable:
+    if len(codes) < 2 or not K.cache_is_writable() or not sys.executable:
         return None
     # the helper loads this very package by its path, and nothing from the current
     # directory (which `python -c` would put first on sys.path)
@@ -234,7 +244,8 @@ def _start_compile_helper():
         f"submodule_search_locations=[{package!r}])\n"
         "module = importlib.util.module_from_spec(spec); sys.modules['cnnc'] = module\n"
         "spec.loader.exec_module(module)\n"
-        "from cnnc.kernels.interpreter import compile_interpreter; compile_interpreter()\n"
+        "from cnnc.kernels.interpreter import compile_interpreter\n"
+        f"compile_interpreter({list(codes)!r})\n"
     )
     try:
         return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,

@@ -381,17 +381,20 @@ def test_save_keeps_the_umask_and_an_old_file_on_failure(tmp_path, monkeypatch):
 
 
 def test_the_compile_helper_compiles_what_a_plan_runs():
-    """The cold-compile helper process compiles run_plan for the types every plan passes,
-    and once a network has compiled, the cache is marked warm and no helper starts."""
+    """A plan runs the interpreter of its own kernels only, with the types the helper
+    compiles it for; once it is compiled it is marked as cached."""
     import numba
 
-    from cnnc import kernels
-    from cnnc.kernels.interpreter import interpreter_types
-    from cnnc.runtime import _start_compile_helper
+    from cnnc.kernels.interpreter import (OPCODES, interpreter_is_cached,
+                                          interpreter_types)
 
     plan = cnnc.compile_source(SMALL, progress=False)._plan
     assert interpreter_types() == tuple(numba.typeof(a)
                                         for a in (1, plan.arena(1), *plan.encoded))
-    if kernels.cache_is_writable():
-        assert kernels.cache_is_warm()
-        assert _start_compile_helper() is None
+    used = {step.kernel for step in plan.steps}
+    assert plan.codes == sorted(OPCODES[kernel] for kernel in used)
+    assert interpreter_is_cached(plan.interpreter)
+    with open(plan.interpreter.py_func.__code__.co_filename) as fh:
+        source = fh.read()
+    called = {k for k in OPCODES if f"            {k.__name__}(" in source}
+    assert called == used  # no other kernel is compiled for this network

@@ -12,30 +12,23 @@ LLVM from vectorising any loop that divides -- the rational tanh ran at 2.2 ns p
 with it and 0.17 ns without. No kernel divides by a value that can be zero.
 
 Numba's disk cache keys a kernel on its own source file only, but kernels compile in the
-helpers of other files (``elementwise.activate_into``, and ``interpreter.run_plan`` all the
-kernels): ``jit.cached_njit`` keys every entry on a digest of all kernel sources, so an
+helpers of other files (``elementwise.activate_into``, and an interpreter the kernels of
+its plan): ``jit.cached_njit`` keys every entry on a digest of all kernel sources, so an
 entry of other sources is never loaded. ``tidy_cache`` only deletes such dead entries; it
 runs once per process in the runtime's set-up on first compile (``runtime.prepare``), not
-on import, which changes nothing on disk. A second file beside the cache, written once the
-interpreter and so every kernel has been compiled (``mark_cache_warm``), tells
+on import, which changes nothing on disk. Each plan runs an interpreter of its own kernels
+only (``interpreter.interpreter_for``); a marker beside its cache entries tells
 ``runtime.Plan.warm_up`` whether a compile is the cold one, which it shares with a helper
 process.
 """
 
 import functools
 import os
-import platform
-import sys
 from pathlib import Path
 
-import numba
-from llvmlite import binding as llvm
-
-from ..backend import current_target
 from .jit import sources_digest
 
 _CACHE = Path(__file__).resolve().parent / "__pycache__"
-_WARM = _CACHE / "cnnc-kernels-warm"  # written once every kernel has been compiled
 
 
 @functools.cache
@@ -51,39 +44,15 @@ def tidy_cache() -> None:
         pass
     try:
         _CACHE.mkdir(exist_ok=True)
-        for entry in [*_CACHE.glob("*.nbi"), *_CACHE.glob("*.nbc"), _WARM]:
+        for entry in [*_CACHE.glob("*.nbi"), *_CACHE.glob("*.nbc")]:
             entry.unlink(missing_ok=True)
         stamp.write_text(digest)
     except OSError:  # a read-only install: Numba then caches elsewhere, as it does
         pass
 
 
-def _warm_key() -> str:
-    """What Numba's cache entries also depend on: the sources, Numba, Python, the CPU
-    (name and features, as in Numba's own key) and where the cache is."""
-    return "\n".join([sources_digest(), numba.__version__, sys.version, platform.machine(),
-                      llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
-                      current_target().name,
-                      os.environ.get("NUMBA_CACHE_DIR", "")])
-
-
-def cache_is_warm() -> bool:
-    """Whether every kernel of these sources has been compiled into the disk cache here."""
-    try:
-        return _WARM.read_text() == _warm_key()
-    except OSError:
-        return False
-
-
 def cache_is_writable() -> bool:
     return os.access(_CACHE, os.W_OK)
-
-
-def mark_cache_warm() -> None:
-    try:
-        _WARM.write_text(_warm_key())
-    except OSError:
-        pass
 
 
 from .conv import conv2d

@@ -26,6 +26,8 @@ import contextlib
 import functools
 import hashlib
 import os
+import platform
+import sys
 from pathlib import Path
 
 import numba
@@ -95,6 +97,16 @@ def cached_njit(**options):
         return dispatcher
 
     return wrap
+
+
+def warm_key() -> str:
+    """What the disk cache's entries depend on: the kernel sources, Numba, Python, the CPU
+    (name and features, as in Numba's own key), the target and where the cache is; a
+    marker holding it says that something was compiled for exactly this."""
+    from llvmlite import binding as llvm
+    return "\n".join([sources_digest(), numba.__version__, sys.version, platform.machine(),
+                      llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
+                      current_target().name, os.environ.get("NUMBA_CACHE_DIR", "")])
 
 
 def cache_directory_of(dispatcher) -> str:
