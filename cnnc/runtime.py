@@ -109,7 +109,7 @@ def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[
     if op == "dense":
         w, b = _weight_and_bias(data)
         return [step(K.dense, (x, x.c0, x.channels, w, b, out, out.c0, act, slope))]
-    if op in ("relu", "leaky_relu", "sigmoid", "tanh"):
+    if op in K.ACT_CODES:
         return [step(K.activation, (x, x.c0, x.channels, out, out.c0, ACT_CODES[op], slope))]
     if op == "softmax":
         return [step(K.softmax, (x, x.c0, x.channels, out, out.c0))]
