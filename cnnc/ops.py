@@ -384,6 +384,9 @@ _SPECS = (
     _activation("sigmoid", non_negative=ALWAYS),
     _activation("tanh"),
     _activation("leaky_relu", args=(Arg("slope", 0.01, number),)),
+    _activation("relu6", non_negative=ALWAYS),  # LANGUAGE.md §11
+    _activation("hardsigmoid", non_negative=ALWAYS),  # §11
+    _activation("hardswish"),  # §11: dips to -0.375 at x = -1.5
     OpSpec("softmax", non_negative=ALWAYS),
     OpSpec("batchnorm", args=(Arg("eps", 1e-5, positive_number),),
            params=(Param("weight", ONES), Param("bias", ZEROS),

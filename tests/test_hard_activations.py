@@ -69,7 +69,8 @@ def test_fused_after_add(act):
 @pytest.mark.parametrize("act", ACTS)
 def test_fused_after_residual_conv(act):
     """add -> act with a conv operand: fuse-residual puts both in the conv's store."""
-    got, x, w, net = _run(f"add {{ conv(3, 3x3, padding=1) | identity }} -> {act}", 2)
+    got, x, w, net = _run(f"add {{ conv(4, 3x3, padding=1) | identity }} -> {act}", 2,
+                          shape=(4, 6, 5))  # the packed kernel (4 channels) adds residuals
     conv = net.graph.nodes["conv1"]
     assert conv["attrs"]["residual"] and conv["attrs"]["activation"] == act
     ref = F.conv2d(x, w["conv1.weight"], w["conv1.bias"], padding=1) + x
