@@ -57,7 +57,8 @@ def cmd_compile(args) -> int:
     n_params = sum(v.size for k, v in net._params.items()
                    if k.endswith((".weight", ".bias")))
     print(f"wrote {out}")
-    print(f"  network {net.name}: input {format_shape(net.input_shape)}, output {format_shape(net.output_shape)}")
+    print(f"  network {net.name}: input {format_shape(net.input_shape)}, "
+          f"output {format_shape(net.output_shape)}")
     print(f"  {n_params:,} parameters, {net.graph.number_of_nodes() - 1} layers after "
           f"-O{net.opt_level}, {len(net._plan.steps)} kernel calls")
     print(f"  compiled in {time.perf_counter() - start:.2f} s")

@@ -70,8 +70,9 @@ def summary_text(graph: nx.DiGraph, extra_lines: list[str] = ()) -> str:
     total_params = sum(r["params"] for r in rows)
     total_macs = sum(r["macs"] for r in rows)
     lines.append("")
-    lines.append(f"network {graph.graph['name']}: input {format_shape(graph.graph['input_shape'])}, "
-                 f"output {format_shape(graph.nodes[graph.graph['output']]['shape'])}")
+    output_shape = graph.nodes[graph.graph["output"]]["shape"]
+    lines.append(f"network {graph.graph['name']}: input "
+                 f"{format_shape(graph.graph['input_shape'])}, output {format_shape(output_shape)}")
     lines.append(f"total parameters: {total_params:,}")
     lines.append(f"total MACs per image: {total_macs:,} ({2 * total_macs / 1e9:.3f} GFLOP)")
     lines.extend(extra_lines)

@@ -20,9 +20,10 @@ class FoldPadding:
     - conv: always; conv padding is zero padding too;
     - maxpool: its padded cells count as -inf rather than 0, so either the pad's
       input is known to be non-negative (`non_negative` in the op registry: after
-      relu, sigmoid, softmax, a conv, dense or add with such an epilogue, and
-      pools, pads, concats, adds and views of such) and every window of the pool still covers at least one cell of the
-      input, or no window touches a cell of the pad at all;
+      relu, relu6, sigmoid, hardsigmoid, softmax, a conv, dense or add with such
+      an epilogue, and pools, pads, concats, adds and views of such) and every
+      window of the pool still covers at least one cell of the input, or no
+      window touches a cell of the pad at all;
     - avgpool: its padded cells are left out of the mean (the divisor changes),
       so only when no window touches a cell of the pad (e.g. a bottom row that
       the stride skips). The zeros of a pad would otherwise be counted.
