@@ -19,11 +19,8 @@ from .cli_common import (
     refuse_special_output,
 )
 from .errors import CnncError, CnncInputError
+from .ops import format_shape
 from .weights import npy_header
-
-
-def _fmt(shape) -> str:
-    return "x".join(str(s) for s in shape)
 
 
 def _compile(args):
@@ -60,7 +57,8 @@ def cmd_compile(args) -> int:
     n_params = sum(v.size for k, v in net._params.items()
                    if k.endswith((".weight", ".bias")))
     print(f"wrote {out}")
-    print(f"  network {net.name}: input {_fmt(net.input_shape)}, output {_fmt(net.output_shape)}")
+    print(f"  network {net.name}: input {format_shape(net.input_shape)}, "
+          f"output {format_shape(net.output_shape)}")
     print(f"  {n_params:,} parameters, {net.graph.number_of_nodes() - 1} layers after "
           f"-O{net.opt_level}, {len(net._plan.steps)} kernel calls")
     print(f"  compiled in {time.perf_counter() - start:.2f} s")
@@ -108,7 +106,7 @@ def cmd_run(args) -> int:
     start = time.perf_counter()
     y = net(x)
     elapsed = time.perf_counter() - start
-    print(f"output {_fmt(y.shape)} in {elapsed * 1e3:.2f} ms")
+    print(f"output {format_shape(y.shape)} in {elapsed * 1e3:.2f} ms")
     if net.graph.nodes[net.graph.graph["output"]]["op"] == "softmax" and y.ndim == 2:
         for i, row in enumerate(y[:16]):
             top = np.argsort(-row)[:5]

@@ -21,6 +21,7 @@ from .frontend import (INT_LIMIT, BinOp, Block, Branching, Call, Dim, Expr, Impo
                        Network, Num, Pos, Stage, abbreviate, did_you_mean, parse, read_source,
                        source_lines)
 from .layers import LAYERS, WORDS, bind_arguments, infer_shape, param_shapes
+from .ops import OPS, Param
 
 KEYWORDS = ("network", "block", "import", "concat", "add")
 
@@ -453,11 +454,17 @@ def schedule(graph: nx.DiGraph) -> list[str]:
     return list(nx.lexicographical_topological_sort(graph, key=index.__getitem__))
 
 
+def parameters(graph: nx.DiGraph) -> dict[str, tuple[tuple, Param]]:
+    """{'conv1.weight': (shape, its Param spec), ...} in source order (§6)."""
+    found = {}
+    for _, data in graph.nodes(data=True):
+        shape_in = graph.nodes[data["inputs"][0]]["shape"] if data["inputs"] else None
+        spec = OPS[data["op"]]
+        for param, shape in param_shapes(data["op"], data["attrs"], shape_in).items():
+            found[f"{data['name']}.{param}"] = (shape, spec.param(param))
+    return found
+
+
 def parameter_shapes(graph: nx.DiGraph) -> dict[str, tuple]:
     """{'conv1.weight': shape, ...} in source order (§6)."""
-    shapes = {}
-    for node_id, data in graph.nodes(data=True):
-        shape_in = graph.nodes[data["inputs"][0]]["shape"] if data["inputs"] else None
-        for param, shape in param_shapes(data["op"], data["attrs"], shape_in).items():
-            shapes[f"{data['name']}.{param}"] = shape
-    return shapes
+    return {key: shape for key, (shape, _) in parameters(graph).items()}

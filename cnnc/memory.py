@@ -21,8 +21,7 @@ import networkx as nx
 
 from .errors import CnncError, CnncMemoryError, CnncValueError
 from .frontend import Pos
-
-ALIAS_OPS = ("identity", "dropout", "flatten", "slice")
+from .ops import ALIAS_OPS, format_shape
 
 
 def _spatial(shape: tuple) -> tuple[int, int, int]:
@@ -248,7 +247,7 @@ def check_activation_memory(graph: nx.DiGraph, buffers: BufferPlan, n: int,
     need = activation_bytes(buffers, n)
     largest = max(graph.nodes, key=lambda v: math.prod(graph.nodes[v]["shape"]))
     data = graph.nodes[largest]
-    shape = "x".join(map(str, data["shape"]))
+    shape = format_shape(data["shape"])
     pos = Pos(*data["pos"]) if n == 1 and data.get("pos") else None
     check_memory(need, max_memory,
                  f"the activations of network '{graph.graph['name']}' at batch size {n:,} "

@@ -9,12 +9,7 @@ import networkx as nx
 
 from .graph import schedule
 from .layers import param_shapes
-
-_WINDOW_OPS = ("conv", "maxpool", "avgpool")
-
-
-def _fmt_shape(shape) -> str:
-    return "x".join(str(s) for s in shape)
+from .ops import OPS, format_shape
 
 
 def layer_stats(graph: nx.DiGraph) -> list[dict]:
@@ -30,6 +25,7 @@ def layer_stats(graph: nx.DiGraph) -> list[dict]:
     for node_id in nx.topological_sort(graph):
         data = graph.nodes[node_id]
         op, attrs, shape = data["op"], data["attrs"], data["shape"]
+        spec = OPS[op]
         inputs = data["inputs"]
         shape_in = graph.nodes[inputs[0]]["shape"] if inputs else None
         if not inputs:
@@ -37,25 +33,20 @@ def layer_stats(graph: nx.DiGraph) -> list[dict]:
         else:
             rfs = [field[i] for i in inputs]
             rf = tuple(max(r[k] for r in rfs) for k in range(4))
-            if op in _WINDOW_OPS and not attrs.get("global"):
+            if spec.window and not attrs.get("global"):
                 dil = attrs.get("dilation", (1, 1))
                 kh = dil[0] * (attrs["kernel"][0] - 1) + 1
                 kw = dil[1] * (attrs["kernel"][1] - 1) + 1
                 rf = (rf[0] + (kh - 1) * rf[2], rf[1] + (kw - 1) * rf[3],
                       rf[2] * attrs["stride"][0], rf[3] * attrs["stride"][1])
-            elif op in ("dense", "flatten") or attrs.get("global"):
+            elif spec.whole_input or attrs.get("global"):
                 rf = (in_h, in_w, rf[2], rf[3])
         field[node_id] = rf
         # trainable parameters, as PyTorch's model.parameters() counts them: a batch
         # norm's running statistics are buffers, not parameters
         params = sum(math.prod(s) for p, s in param_shapes(op, attrs, shape_in).items()
-                     if p in ("weight", "bias")) if inputs else 0
-        macs = 0
-        if op == "conv":
-            kh, kw = attrs["kernel"]
-            macs = math.prod(shape) * (shape_in[0] // attrs["groups"]) * kh * kw
-        elif op == "dense":
-            macs = math.prod(shape_in) * attrs["units"]
+                     if spec.param(p).trainable) if inputs else 0
+        macs = spec.macs(attrs, shape_in, shape) if inputs else 0
         rows.append(dict(name=node_id, op=op, shape=shape, params=params, macs=macs,
                          receptive_field=(min(rf[0], in_h), min(rf[1], in_w)),
                          stride=(rf[2], rf[3])))
@@ -66,8 +57,8 @@ def summary_text(graph: nx.DiGraph, extra_lines: list[str] = ()) -> str:
     rows = layer_stats(graph)
     header = ("layer", "op", "output", "params", "MACs", "recept.", "stride")
     table = [header] + [
-        (r["name"], r["op"], _fmt_shape(r["shape"]), f"{r['params']:,}", f"{r['macs']:,}",
-         _fmt_shape(r["receptive_field"]), _fmt_shape(r["stride"])) for r in rows]
+        (r["name"], r["op"], format_shape(r["shape"]), f"{r['params']:,}", f"{r['macs']:,}",
+         format_shape(r["receptive_field"]), format_shape(r["stride"])) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     right = {3, 4}
     lines = []
@@ -79,8 +70,9 @@ def summary_text(graph: nx.DiGraph, extra_lines: list[str] = ()) -> str:
     total_params = sum(r["params"] for r in rows)
     total_macs = sum(r["macs"] for r in rows)
     lines.append("")
-    lines.append(f"network {graph.graph['name']}: input {_fmt_shape(graph.graph['input_shape'])}, "
-                 f"output {_fmt_shape(graph.nodes[graph.graph['output']]['shape'])}")
+    output_shape = graph.nodes[graph.graph["output"]]["shape"]
+    lines.append(f"network {graph.graph['name']}: input "
+                 f"{format_shape(graph.graph['input_shape'])}, output {format_shape(output_shape)}")
     lines.append(f"total parameters: {total_params:,}")
     lines.append(f"total MACs per image: {total_macs:,} ({2 * total_macs / 1e9:.3f} GFLOP)")
     lines.extend(extra_lines)
@@ -105,7 +97,7 @@ def dump_text(graph: nx.DiGraph) -> str:
         d = graph.nodes[node_id]
         attrs = _attr_text(d["attrs"])
         ins = ", ".join(d["inputs"])
-        lines.append(f"{node_id} = {d['op']}({attrs}) <- [{ins}] : {_fmt_shape(d['shape'])}")
+        lines.append(f"{node_id} = {d['op']}({attrs}) <- [{ins}] : {format_shape(d['shape'])}")
     return "\n".join(lines) + "\n"
 
 
@@ -125,7 +117,7 @@ def dump_dot(graph: nx.DiGraph) -> str:
         act = d["attrs"].get("activation")
         if act and act != "none":
             extra = f" + {act}"
-        label = f"{node_id}\\n{d['op']}{extra}\\n{_fmt_shape(d['shape'])}"
+        label = f"{node_id}\\n{d['op']}{extra}\\n{format_shape(d['shape'])}"
         color = colors.get(d["op"], "#f4f4f4")
         lines.append(f"  {_dot_quote(node_id)} [label=\"{label.replace(chr(34), '')}\", "
                      f"fillcolor=\"{color}\"];")

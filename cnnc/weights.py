@@ -13,11 +13,13 @@ import networkx as nx
 import numpy as np
 
 from .errors import CnncValueError, CnncWeightError
-from .graph import parameter_shapes
+from .graph import parameter_shapes, parameters
+from .ops import HE_NORMAL, ONES
 
 
 def init_parameters(graph: nx.DiGraph, seed: int = 0) -> dict[str, np.ndarray]:
-    """§6 defaults: He-normal conv and dense weights, zero biases, identity batch norm.
+    """§6 defaults, as each parameter's spec says: He-normal conv and dense weights, zero
+    biases, identity batch norm.
 
     One generator seeded with `seed` draws the weights in source order, so the same
     seed always gives the same network.
@@ -26,12 +28,11 @@ def init_parameters(graph: nx.DiGraph, seed: int = 0) -> dict[str, np.ndarray]:
         raise CnncValueError(f"the seed must be a non-negative integer, got {seed!r}")
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
-    for key, shape in parameter_shapes(graph).items():
-        kind = key.rsplit(".", 1)[1]
-        if kind == "weight" and len(shape) in (2, 4):  # conv or dense
+    for key, (shape, param) in parameters(graph).items():
+        if param.init == HE_NORMAL:
             fan_in = math.prod(shape[1:])
             params[key] = (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(np.float32)
-        elif kind in ("weight", "running_var"):  # batchnorm scale and variance
+        elif param.init == ONES:
             params[key] = np.ones(shape, np.float32)
         else:
             params[key] = np.zeros(shape, np.float32)

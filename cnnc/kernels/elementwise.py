@@ -14,6 +14,9 @@ ACT_RELU = 1
 ACT_LEAKY = 2  # slope ``alpha``
 ACT_SIGMOID = 3
 ACT_TANH = 4
+ACT_RELU6 = 5  # min(max(x, 0), 6)
+ACT_HARDSIGMOID = 6  # relu6(x + 3) / 6, as torch.nn.Hardsigmoid
+ACT_HARDSWISH = 7  # x * relu6(x + 3) / 6, as torch.nn.Hardswish
 
 #: Activation codes by the names the graph uses in ``attrs["activation"]``.
 ACT_CODES = {
@@ -22,6 +25,9 @@ ACT_CODES = {
     "leaky_relu": ACT_LEAKY,
     "sigmoid": ACT_SIGMOID,
     "tanh": ACT_TANH,
+    "relu6": ACT_RELU6,
+    "hardsigmoid": ACT_HARDSIGMOID,
+    "hardswish": ACT_HARDSWISH,
 }
 
 
@@ -63,6 +69,8 @@ def activate_into(src, dst, act, alpha):
     a = np.float32(alpha)
     half = np.float32(0.5)
     zero = np.float32(0.0)
+    three = np.float32(3.0)
+    six = np.float32(6.0)
     if act == ACT_RELU:
         for i in range(src.size):
             dst[i] = max(src[i], zero)
@@ -76,6 +84,16 @@ def activate_into(src, dst, act, alpha):
     elif act == ACT_TANH:
         for i in range(src.size):
             dst[i] = fast_tanh(src[i])
+    elif act == ACT_RELU6:
+        for i in range(src.size):
+            dst[i] = min(max(src[i], zero), six)
+    elif act == ACT_HARDSIGMOID:
+        for i in range(src.size):
+            dst[i] = min(max(src[i] + three, zero), six) / six
+    elif act == ACT_HARDSWISH:
+        for i in range(src.size):
+            v = src[i]
+            dst[i] = v * min(max(v + three, zero), six) / six
     else:
         for i in range(src.size):
             dst[i] = src[i]
@@ -92,6 +110,8 @@ def bias_activate_inplace(row, b, act, alpha):
     a = np.float32(alpha)
     half = np.float32(0.5)
     zero = np.float32(0.0)
+    three = np.float32(3.0)
+    six = np.float32(6.0)
     bias = np.float32(b)
     if act == ACT_RELU:
         for i in range(row.size):
@@ -106,6 +126,16 @@ def bias_activate_inplace(row, b, act, alpha):
     elif act == ACT_TANH:
         for i in range(row.size):
             row[i] = fast_tanh(row[i] + bias)
+    elif act == ACT_RELU6:
+        for i in range(row.size):
+            row[i] = min(max(row[i] + bias, zero), six)
+    elif act == ACT_HARDSIGMOID:
+        for i in range(row.size):
+            row[i] = min(max(row[i] + bias + three, zero), six) / six
+    elif act == ACT_HARDSWISH:
+        for i in range(row.size):
+            v = row[i] + bias
+            row[i] = v * min(max(v + three, zero), six) / six
     else:
         for i in range(row.size):
             row[i] += bias

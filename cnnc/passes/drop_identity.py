@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import networkx as nx
 
+from ..ops import OPS
 from .rewrite import bypass, remove_dead
 
 
@@ -23,6 +24,6 @@ class DropIdentity:
 
     def apply(self, graph: nx.DiGraph) -> None:
         for node in list(graph.nodes):
-            if graph.nodes[node]["op"] in ("dropout", "identity"):
+            if OPS[graph.nodes[node]["op"]].identity:
                 bypass(graph, node)
         remove_dead(graph)

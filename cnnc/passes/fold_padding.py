@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import networkx as nx
 
+from ..ops import ALWAYS, IF_INPUTS, OPS, WINDOW_OPS
 from .rewrite import bypass, set_inputs, sole_consumer
-
-WINDOW_OPS = ("conv", "maxpool", "avgpool")
 
 
 class FoldPadding:
@@ -20,10 +19,11 @@ class FoldPadding:
     Valid when the pad has no other reader (and is not the output), and:
     - conv: always; conv padding is zero padding too;
     - maxpool: its padded cells count as -inf rather than 0, so either the pad's
-      input is known to be non-negative (after relu, sigmoid, softmax, a conv or
-      dense with a relu or sigmoid epilogue, and pools, concats, adds and views
-      of such) and every window of the pool still covers at least one cell of the
-      input, or no window touches a cell of the pad at all;
+      input is known to be non-negative (`non_negative` in the op registry: after
+      relu, relu6, sigmoid, hardsigmoid, softmax, a conv, dense or add with such
+      an epilogue, and pools, pads, concats, adds and views of such) and every
+      window of the pool still covers at least one cell of the input, or no
+      window touches a cell of the pad at all;
     - avgpool: its padded cells are left out of the mean (the divisor changes),
       so only when no window touches a cell of the pad (e.g. a bottom row that
       the stride skips). The zeros of a pad would otherwise be counted.
@@ -122,16 +122,13 @@ def non_negative(graph: nx.DiGraph, node: str, memo: dict | None = None) -> bool
         return memo[node]
     memo[node] = False  # no cycles in a DAG, but keep the recursion finite anyway
     data = graph.nodes[node]
-    op, inputs = data["op"], data["inputs"]
-    if op in ("relu", "sigmoid", "softmax"):
+    spec = OPS[data["op"]]
+    epilogue = data["attrs"].get("activation", "none")
+    if spec.non_negative == ALWAYS or (epilogue != "none"
+                                       and OPS[epilogue].non_negative == ALWAYS):
         result = True
-    elif op in ("conv", "dense"):
-        result = data["attrs"].get("activation") in ("relu", "sigmoid")
-    elif op == "add" and data["attrs"].get("activation") in ("relu", "sigmoid"):
-        result = True
-    elif op in ("maxpool", "avgpool", "pad", "concat", "add", "identity", "dropout",
-                "flatten", "slice"):
-        result = all(non_negative(graph, src, memo) for src in inputs)
+    elif spec.non_negative == IF_INPUTS:
+        result = all(non_negative(graph, src, memo) for src in data["inputs"])
     else:
         result = False
     memo[node] = result

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import networkx as nx
 
-from .rewrite import ACTIVATION_OPS, bypass, sole_consumer
-
-PRODUCERS = ("conv", "dense", "add")
+from ..ops import ACTIVATION_OPS, EPILOGUE_OPS
+from .rewrite import bypass, sole_consumer
 
 
 class FuseEpilogue:
-    """Rewrite: `conv -> relu` (likewise leaky_relu, sigmoid, tanh; and after dense
-    or add) becomes the conv with `attrs['activation']` set to the activation
+    """Rewrite: `conv -> relu` (likewise every op the registry marks `activation`:
+    leaky_relu, sigmoid, tanh, relu6, ...; and after dense or add, the ops it marks
+    `epilogue`) becomes the conv with `attrs['activation']` set to the activation
     (`attrs['slope']` to the leaky slope); the activation node is removed and its
     readers read the conv. The kernel applies it to each output value as it
     stores it, after the bias.
@@ -33,7 +33,7 @@ class FuseEpilogue:
                 continue
             producer = data["inputs"][0]
             attrs = graph.nodes[producer]["attrs"]
-            if (graph.nodes[producer]["op"] not in PRODUCERS
+            if (graph.nodes[producer]["op"] not in EPILOGUE_OPS
                     or attrs.get("activation", "none") != "none"
                     or sole_consumer(graph, producer) != node):
                 continue

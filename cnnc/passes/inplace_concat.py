@@ -5,7 +5,8 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
-from .rewrite import ALIAS_OPS, fresh_id, insert_node, ordered, set_inputs
+from ..ops import ALIAS_OPS
+from .rewrite import fresh_id, insert_node, ordered, set_inputs
 
 
 class InplaceConcat:

@@ -17,10 +17,6 @@ import networkx as nx
 
 from ..graph import schedule
 
-# runtime.ALIAS_OPS, repeated so that the passes do not import Numba
-ALIAS_OPS = ("identity", "dropout", "flatten", "slice")  # no kernel: a view of the input
-ACTIVATION_OPS = ("relu", "leaky_relu", "sigmoid", "tanh")
-
 
 def copy_graph(graph: nx.DiGraph) -> nx.DiGraph:
     """A copy whose node dicts, `inputs`, `attrs` and `params` dicts are fresh.

@@ -12,12 +12,9 @@ import numpy as np
 
 from ..errors import CnncError
 from ..layers import infer_shape, param_shapes, resolve_pads
+from ..ops import ACTIVATION_OPS, BRANCHING, OPS, WINDOW_OPS
 
-KNOWN_OPS = ("input", "conv", "maxpool", "avgpool", "dense", "flatten", "relu", "leaky_relu",
-             "sigmoid", "tanh", "softmax", "batchnorm", "lrn", "dropout", "pad", "identity",
-             "concat", "add", "slice")
-ACTIVATIONS = ("none", "relu", "leaky_relu", "sigmoid", "tanh")
-WINDOW_OPS = ("conv", "maxpool", "avgpool")
+ACTIVATIONS = ("none", *ACTIVATION_OPS)  # what an epilogue may apply
 
 
 class GraphCheckError(CnncError):
@@ -49,7 +46,7 @@ def verify_graph(graph: nx.DiGraph) -> None:
 
 def _check_node(graph: nx.DiGraph, node: str, data: dict) -> None:
     op, attrs, inputs = data["op"], data["attrs"], data["inputs"]
-    if op not in KNOWN_OPS:
+    if op not in OPS:
         raise GraphCheckError(f"unknown op '{op}'")
     if set(graph.predecessors(node)) != set(inputs):
         raise GraphCheckError(f"edges from {sorted(graph.predecessors(node))} but inputs "
@@ -59,7 +56,7 @@ def _check_node(graph: nx.DiGraph, node: str, data: dict) -> None:
             raise GraphCheckError("the input node has inputs or the wrong shape")
         return
     arity = 2 if op == "conv" and attrs.get("residual") else 1  # a residual: [x, skip]
-    if not inputs or (op not in ("concat", "add") and len(inputs) != arity):
+    if not inputs or (OPS[op].form != BRANCHING and len(inputs) != arity):
         raise GraphCheckError(f"{op} with {len(inputs)} inputs")
     shapes = [tuple(graph.nodes[src]["shape"]) for src in inputs]
     if arity == 2:
@@ -71,14 +68,13 @@ def _check_node(graph: nx.DiGraph, node: str, data: dict) -> None:
     if tuple(data["shape"]) != tuple(expected):
         raise GraphCheckError(f"shape {tuple(data['shape'])}, but its inputs give "
                               f"{tuple(expected)}")
-    if op in ("conv", "dense", "add") and attrs.get("activation", "none") not in ACTIVATIONS:
+    if OPS[op].epilogue and attrs.get("activation", "none") not in ACTIVATIONS:
         raise GraphCheckError(f"unknown activation '{attrs.get('activation')}'")
     if op == "concat" and "inplace" in attrs:
         flags = attrs["inplace"]
         if len(flags) != len(inputs) or not all(isinstance(f, bool) for f in flags):
             raise GraphCheckError(f"inplace {flags} does not match {len(inputs)} inputs")
-    expected_params = param_shapes(op, attrs, shapes[0]) if op in (
-        "conv", "dense", "batchnorm") else {}
+    expected_params = param_shapes(op, attrs, shapes[0])
     if "params" in data:
         got = {k: tuple(np.shape(v)) for k, v in data["params"].items()}
         want = {k: tuple(v) for k, v in expected_params.items()}
