@@ -161,6 +161,18 @@ def make_parser() -> argparse.ArgumentParser:
     _memory_flag(p)
     _add_network(p)
     _opt_flags(p)
+
+    p = sub.add_parser("import", help="import an ONNX model as a .cnn file and its .npz weights")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", metavar="CNN", help="the .cnn file (default: beside the "
+                   "model); the weights go beside it, as .npz")
+
+    p = sub.add_parser("export", help="export a .cnn or .cnnc model to ONNX")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", metavar="ONNX")
+    p.add_argument("--opset", type=positive_int, default=17)
+    _weight_flags(p)
+    _add_network(p)
     return parser
 
 
@@ -190,9 +202,12 @@ def model_kind(path: str) -> str:
     return "cnn"
 
 
-def refuse_onnx(path: str):
-    raise CnncError("this is an ONNX model; importing ONNX is not available yet (it will "
-                    "come with 'cnnc import model.onnx', which writes a .cnn file)", file=path)
+def onnx_source(path: str):
+    """(.cnn text, weights, Program) of an ONNX model, imported (§12)."""
+    from .graph import load_source
+    from .onnx import import_onnx
+    text, weights = import_onnx(path)
+    return text, weights, load_source(text, file=path)
 
 
 def load_artifact(path: str, network: str | None, max_memory: int | None = None):
@@ -206,13 +221,13 @@ def load_artifact(path: str, network: str | None, max_memory: int | None = None)
 
 def load_graphs(args):
     """(source graph, the artifact's Network or None) of the model named on the command line."""
+    from .graph import build_graph, load_program
     kind = model_kind(args.model)
     if kind == "onnx":
-        refuse_onnx(args.model)
+        return build_graph(onnx_source(args.model)[2], args.network), None
     if kind == "cnnc":
         net = load_artifact(args.model, args.network)
         return net._source_graph, net
-    from .graph import build_graph, load_program
     return build_graph(load_program(args.model), args.network), None
 
 
@@ -293,7 +308,48 @@ def cmd_dump(args) -> int:
     return 0
 
 
-COMMANDS = {"check": cmd_check, "summary": cmd_summary, "dump": cmd_dump}
+def cmd_import(args) -> int:
+    import numpy as np
+    text, weights, _ = onnx_source(args.model)
+    out = args.output or os.path.splitext(args.model)[0] + ".cnn"
+    npz = os.path.splitext(out)[0] + ".npz"
+    with output_file(out) as fh:
+        fh.write(text)
+    with output_file(npz, binary=True) as fh:
+        np.savez(fh, **weights)
+    print(f"wrote {out} and {npz}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """The source graph and parameters of a .cnn, .cnnc or .onnx model, as ONNX; a .cnn
+    is not compiled (parameters come from --weights, or the seeded defaults of §6)."""
+    from .graph import build_graph, load_program
+    from .onnx.export import export_graph
+    from .weights import check_weights, init_parameters
+    kind = model_kind(args.model)
+    base = None
+    if kind == "cnnc":
+        net = load_artifact(args.model, args.network)
+        graph, base = net._source_graph, net.parameters()
+    elif kind == "onnx":
+        _, base, program = onnx_source(args.model)
+        graph = build_graph(program, args.network)
+    else:
+        graph = build_graph(load_program(args.model), args.network)
+    if base is None:
+        base = init_parameters(graph, args.seed)
+    if args.weights:
+        base = check_weights(graph, args.weights, base, strict=not args.allow_missing)
+    out = args.output or os.path.splitext(args.model)[0] + ".onnx"
+    refuse_special_output(out)
+    export_graph(graph, base, out, opset=args.opset)
+    print(f"wrote {out}")
+    return 0
+
+
+COMMANDS = {"check": cmd_check, "summary": cmd_summary, "dump": cmd_dump,
+            "import": cmd_import, "export": cmd_export}
 
 
 def _command(name: str):

@@ -351,13 +351,112 @@ def _caffe2_model(path: str, opset: int = 9):
 def test_caffe2_style_opset9_graph(tmp_path):
     path = _caffe2_model(str(tmp_path / "caffe2.onnx"))
     text = check_import(path)
-    assert "conv1: conv(8, 3x3, padding=1)" in text
-    assert "bn1: batchnorm(eps=0.001)" in text  # the Mul and Add folded into it
-    assert "res_sum: add {" in text and "identity" in text
-    assert "pool1: maxpool(3x3, stride=2, padding=same)" in text
-    assert "lrn(size=3, alpha=0.001, k=1.5)" in text and "drop1: dropout(0.3)" in text
-    assert "flatten" in text and "fc: dense(10)" in text
+    # node names are labels, except where they are the automatic name anyway (conv1)
+    assert text.splitlines()[2:] == [
+        "    conv(8, 3x3, padding=1)",
+        "    bn1: batchnorm(eps=0.001)",  # the Mul and Add are folded into it
+        "    relu",
+        "    res_sum: add {",
+        "        res_conv: conv(8, 3x3, padding=1)",
+        "      | identity",
+        "    }",
+        "    norm1: lrn(size=3, alpha=0.001, k=1.5)",
+        "    pool1: maxpool(3x3, stride=2, padding=same)",  # Caffe's ceil mode
+        "    drop1: dropout(0.3)",
+        "    flat: flatten",
+        "    fc: dense(10)",
+        "    prob: softmax",
+        "}"]
     text, weights = import_onnx(path)
     assert list(weights) == ["conv1.weight", "conv1.bias", "bn1.weight", "bn1.bias",
                              "bn1.running_mean", "bn1.running_var", "res_conv.weight",
                              "res_conv.bias", "fc.weight", "fc.bias"]
+
+
+# ================================================================ errors
+def _tiny(path, nodes, inits=(), inputs=None, elem=TensorProto.FLOAT, shape=(1, 3, 8, 8),
+          opset=13, out_shape=None):
+    inputs = inputs or [helper.make_tensor_value_info("x", elem, list(shape))]
+    graph = helper.make_graph(nodes, "g", inputs,
+                              [helper.make_tensor_value_info(nodes[-1].output[0], elem, None)],
+                              initializer=list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unsupported", "node 'my_elu' (Elu): operator Elu has no cnnc counterpart"),
+    ("not_yet", "node 'shuffle_t' (Transpose): needs the cnnc layer 'shuffle' (LANGUAGE.md "
+                "§11), which is not supported yet"),
+    ("double", "input 'x' is double; cnnc imports float32 models only"),
+    ("two_inputs", "the model has 2 inputs ('x', 'y'); cnnc imports networks with one image"),
+    ("dynamic", "input 'x' has a dynamic size 3x?x?"),
+])
+def test_clean_errors(tmp_path, case, message):
+    path = str(tmp_path / "m.onnx")
+    relu = helper.make_node("Relu", ["x"], ["r"], name="r")
+    if case == "unsupported":
+        _tiny(path, [relu, helper.make_node("Elu", ["r"], ["e"], name="my_elu")])
+    elif case == "not_yet":
+        _tiny(path, [relu, helper.make_node("Transpose", ["r"], ["t"], name="shuffle_t",
+                                            perm=[0, 1, 3, 2])])
+    elif case == "double":
+        _tiny(path, [relu], elem=TensorProto.DOUBLE)
+    elif case == "two_inputs":
+        ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 8, 8]) for n in "xy"]
+        _tiny(path, [helper.make_node("Add", ["x", "y"], ["s"], name="s")], inputs=ins)
+    elif case == "dynamic":
+        _tiny(path, [relu], shape=(1, 3, "H", "W"))
+    with pytest.raises(cnnc.CnncError) as err:
+        import_onnx(path)
+    assert message in str(err.value)
+    # the command line says the same, without a traceback
+    proc = subprocess.run([sys.executable, "-m", "cnnc.cli", "check", path],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_oversized_file_is_refused_before_reading(tmp_path, monkeypatch):
+    from cnnc.onnx import model as onnx_model
+    path = _tiny(str(tmp_path / "m.onnx"), [helper.make_node("Relu", ["x"], ["r"], name="r")])
+    monkeypatch.setattr(onnx_model, "MAX_ONNX_BYTES", 10)
+    with pytest.raises(cnnc.CnncError, match="more than the 10 bytes cnnc reads"):
+        import_onnx(path)
+
+
+def test_without_onnx_the_commands_say_how_to_install(tmp_path):
+    path = _tiny(str(tmp_path / "m.onnx"), [helper.make_node("Relu", ["x"], ["r"], name="r")])
+    code = ("import sys; sys.modules['onnx'] = None; from cnnc.cli import main; "
+            f"sys.exit(main(['check', {path!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "pip install 'cnnc[onnx]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_import_cnnc_does_not_import_onnx():
+    code = "import sys, cnnc, cnnc.cli; print('onnx' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert out.strip() == "False"
+
+
+# ================================================================ command line
+def test_cli_import_export_check_summary_dump(torch_files, tmp_path):
+    def cnnc_cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "cnnc.cli", *args], capture_output=True,
+                              text=True, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    src = torch_files["squeezenet"]
+    cnnc_cli("import", src, "-o", "sq.cnn")
+    text, weights = import_onnx(src)
+    assert (tmp_path / "sq.cnn").read_text() == text
+    with np.load(tmp_path / "sq.npz", allow_pickle=False) as npz:
+        assert list(npz.files) == list(weights)
+    assert "well formed" in cnnc_cli("check", src)
+    assert "sq_0" in cnnc_cli("summary", src) or "conv" in cnnc_cli("summary", src)
+    assert '"op": "concat"' in cnnc_cli("dump", src, "--format", "json")
+    cnnc_cli("export", "sq.cnn", "--weights", "sq.npz", "-o", "back.onnx", "--opset", "17")
+    x = np.random.default_rng(2).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    assert rel_err(ort_run(str(tmp_path / "back.onnx"), x), ort_run(src, x)) <= TOL

@@ -63,7 +63,7 @@ def _read(path: str):
         raise CnncError("not an ONNX file: it is not a regular file", file=path)
     if info.st_size > MAX_ONNX_BYTES:
         raise CnncError(f"the ONNX file has {info.st_size:,} bytes, more than the "
-                        f"{MAX_ONNX_BYTES:,} cnnc reads", file=path)
+                        f"{MAX_ONNX_BYTES:,} bytes cnnc reads", file=path)
     try:
         with open(path, "rb") as fh:
             data = fh.read(MAX_ONNX_BYTES + 1)
