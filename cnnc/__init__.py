@@ -24,4 +24,7 @@ def __getattr__(name):
     if name in ("compile_file", "compile_source", "load", "Network"):
         from . import compiler
         return getattr(compiler, name)
+    if name in ("import_onnx", "compile_onnx"):  # the optional `onnx` package, on demand
+        from . import onnx
+        return getattr(onnx, name)
     raise AttributeError(f"module 'cnnc' has no attribute {name!r}")

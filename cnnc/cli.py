@@ -13,7 +13,8 @@ import os
 import sys
 
 from . import __version__
-from .cli_common import UsageError, load_graphs, output_file
+from .cli_common import (UsageError, load_artifact, load_graphs, model_kind, onnx_source,
+                         output_file, refuse_special_output)
 from .diagnostics import format_error
 from .errors import CnncError
 
@@ -153,6 +154,18 @@ def make_parser() -> argparse.ArgumentParser:
     _memory_flag(p)
     _add_network(p)
     _opt_flags(p)
+
+    p = sub.add_parser("import", help="import an ONNX model as a .cnn file and its .npz weights")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", metavar="CNN", help="the .cnn file (default: beside the "
+                   "model); the weights go beside it, as .npz")
+
+    p = sub.add_parser("export", help="export a .cnn or .cnnc model to ONNX")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", metavar="ONNX")
+    p.add_argument("--opset", type=positive_int, default=17)
+    _weight_flags(p)
+    _add_network(p)
     return parser
 
 
@@ -198,7 +211,48 @@ def cmd_dump(args) -> int:
     return 0
 
 
-COMMANDS = {"check": cmd_check, "summary": cmd_summary, "dump": cmd_dump}
+def cmd_import(args) -> int:
+    import numpy as np
+    text, weights, _ = onnx_source(args.model)
+    out = args.output or os.path.splitext(args.model)[0] + ".cnn"
+    npz = os.path.splitext(out)[0] + ".npz"
+    with output_file(out) as fh:
+        fh.write(text)
+    with output_file(npz, binary=True) as fh:
+        np.savez(fh, **weights)
+    print(f"wrote {out} and {npz}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """The source graph and parameters of a .cnn, .cnnc or .onnx model, as ONNX; a .cnn
+    is not compiled (parameters come from --weights, or the seeded defaults of §6)."""
+    from .graph import build_graph, load_program
+    from .onnx.export import export_graph
+    from .weights import check_weights, init_parameters
+    kind = model_kind(args.model)
+    base = None
+    if kind == "cnnc":
+        net = load_artifact(args.model, args.network)
+        graph, base = net._source_graph, net.parameters()
+    elif kind == "onnx":
+        _, base, program = onnx_source(args.model)
+        graph = build_graph(program, args.network)
+    else:
+        graph = build_graph(load_program(args.model), args.network)
+    if base is None:
+        base = init_parameters(graph, args.seed)
+    if args.weights:
+        base = check_weights(graph, args.weights, base, strict=not args.allow_missing)
+    out = args.output or os.path.splitext(args.model)[0] + ".onnx"
+    refuse_special_output(out)
+    export_graph(graph, base, out, opset=args.opset)
+    print(f"wrote {out}")
+    return 0
+
+
+COMMANDS = {"check": cmd_check, "summary": cmd_summary, "dump": cmd_dump,
+            "import": cmd_import, "export": cmd_export}
 
 
 def _command(name: str):

@@ -45,9 +45,12 @@ def model_kind(path: str) -> str:
     return "cnn"
 
 
-def refuse_onnx(path: str):
-    raise CnncError("this is an ONNX model; importing ONNX is not available yet (it will "
-                    "come with 'cnnc import model.onnx', which writes a .cnn file)", file=path)
+def onnx_source(path: str):
+    """(.cnn text, weights, Program) of an ONNX model, imported (§12)."""
+    from .graph import load_source
+    from .onnx import import_onnx
+    text, weights = import_onnx(path)
+    return text, weights, load_source(text, file=path)
 
 
 def load_artifact(path: str, network: str | None, max_memory: int | None = None):
@@ -61,13 +64,13 @@ def load_artifact(path: str, network: str | None, max_memory: int | None = None)
 
 def load_graphs(args):
     """(source graph, the artifact's Network or None) of the model named on the command line."""
+    from .graph import build_graph, load_program
     kind = model_kind(args.model)
     if kind == "onnx":
-        refuse_onnx(args.model)
+        return build_graph(onnx_source(args.model)[2], args.network), None
     if kind == "cnnc":
         net = load_artifact(args.model, args.network)
         return net._source_graph, net
-    from .graph import build_graph, load_program
     return build_graph(load_program(args.model), args.network), None
 
 

@@ -15,7 +15,6 @@ from .cli_common import (
     load_graphs,
     model_kind,
     output_file,
-    refuse_onnx,
     refuse_special_output,
 )
 from .errors import CnncError, CnncInputError
@@ -25,12 +24,20 @@ from .weights import npy_header
 
 def _compile(args):
     """The Network of the model named on the command line, with its --weights."""
-    from .compiler import compile_file
+    from .compiler import compile_file, compile_source
     weights = getattr(args, "weights", None)
     strict = not getattr(args, "allow_missing", False)
     kind = model_kind(args.model)
     if kind == "onnx":
-        refuse_onnx(args.model)
+        from .onnx import import_onnx
+        text, imported = import_onnx(args.model)
+        net = compile_source(text, network=args.network, weights=imported, file=args.model,
+                             opt_level=getattr(args, "opt_level", 2),
+                             disabled_passes=getattr(args, "disable_pass", ()),
+                             max_memory=getattr(args, "max_memory", None))
+        if weights:
+            net.load_weights(weights, strict=strict)
+        return net
     if kind == "cnnc":
         net = load_artifact(args.model, args.network, getattr(args, "max_memory", None))
         if weights:

@@ -108,6 +108,12 @@ class Network:
                      error=CnncInputError)
         return np.ascontiguousarray(array, dtype=np.float32)
 
+    def export_onnx(self, path: str, opset: int = 17) -> None:
+        """Write the network as an ONNX model (§12): its source graph, §6 names, a symbolic
+        batch dimension; needs the `onnx` extra."""
+        from .onnx import export_network
+        export_network(self, path, opset)
+
     def save(self, path: str) -> None:
         """Write the network as a .cnnc artifact (`artifact.save`)."""
         artifact.save(artifact.Artifact(
