@@ -73,15 +73,15 @@ class Plan:
 
 
 # ------------------------------------------------------------------ finding the inputs
-def _walk(folder: str, skip: str | None):
-    """Every file under `folder`, sorted by relative path; hidden names and `skip`
-    (OUTDIR, when it lies inside the folder) are left out."""
+def _walk(folder: str, skip: str | None) -> list[str]:
+    """Every file under `folder`, sorted by relative path (a/b/c as ("a", "b", "c"));
+    hidden names and `skip` (OUTDIR, when it lies inside the folder) are left out."""
+    found = []
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and os.path.join(root, d) != skip)
-        for name in sorted(files):
-            if not name.startswith("."):
-                yield os.path.join(root, name)
+        dirs[:] = [d for d in dirs if not d.startswith(".")
+                   and os.path.abspath(os.path.join(root, d)) != skip]
+        found += [os.path.join(root, f) for f in files if not f.startswith(".")]
+    return sorted(found, key=lambda p: os.path.relpath(p, folder).split(os.sep))
 
 
 def _is_input(path: str) -> bool:

@@ -50,9 +50,10 @@ def default_workers() -> int:
 def local_cluster(workers: int):
     """`workers` processes of one thread each, on 127.0.0.1 only, without a dashboard."""
     from distributed import LocalCluster
+    # the workers run cnnc.predict.worker's dask_setup when they start (Dask's preload)
     return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                        host="127.0.0.1", dashboard_address=None,
-                        silence_logs=logging.ERROR, env=dict(WORKER_ENV))
+                        host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+                        env=dict(WORKER_ENV), preload=["cnnc.predict.worker"])
 
 
 def connect(scheduler: str, timeout: float = 30.0):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -55,6 +56,13 @@ def network(digest: str, blob: bytes):
                 _networks.pop(next(iter(_networks)))
             _networks[digest] = net
         return _networks[digest]
+
+
+def dask_setup(worker) -> None:
+    """Run by each local worker as it starts (Dask's preload). Ctrl-C reaches every
+    process of the terminal's group; the workers leave it to the client, which stops
+    them (a worker that Ctrl-C stopped would print Dask's tracebacks)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_batches(net, x: np.ndarray, batch: int) -> np.ndarray:
