@@ -411,12 +411,12 @@ def test_an_interrupted_run_leaves_no_partial_file_and_resumes(capsys, tmp_path,
             proc.kill()
             proc.wait()
     if sig == signal.SIGINT:
-        assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err
+        assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err, err
         assert not (out / ".cnnc-predict-tmp").exists()
     else:
-        assert proc.returncode == -signal.SIGKILL
+        assert proc.returncode == -signal.SIGKILL, err
     done = glob.glob(str(out / "x.*.npy"))
-    assert 0 < len(done) < 300
+    assert 0 < len(done) < 300, err
     for f in done:  # every file there is whole
         i = int(f.split(".")[-2])
         np.testing.assert_array_equal(np.load(f), net(x[i: i + 1]))
