@@ -72,8 +72,9 @@ def main() -> int:
     ap.add_argument("--out", help="write the note (markdown) here too")
     args = ap.parse_args()
 
-    import cnnc
     from distributed import Client
+
+    import cnnc
     logging.getLogger("distributed").setLevel(logging.ERROR)  # quiet through every close
 
     from cnnc.predict.model import open_model
@@ -99,7 +100,7 @@ def main() -> int:
 
         times: dict[str, list[float]] = {"in-process": [], "1 worker": [], "2 workers": []}
         for r in range(args.repeat):
-            for name in times:
+            for name, runs in times.items():
                 outdir = os.path.join(work, f"out-{r}-{name.replace(' ', '')}")
                 os.makedirs(outdir)
                 if name == "in-process":
@@ -107,7 +108,7 @@ def main() -> int:
                 else:
                     client = clusters[int(name[0])][1]
                     t = on_dask(client, model, data, outdir, args.shard, args.batch)
-                times[name].append(t)
+                runs.append(t)
                 print(f"  run {r + 1}: {name:<10} {t:7.2f} s", file=sys.stderr)
         for cluster, client in clusters.values():
             client.close()
@@ -119,13 +120,13 @@ def main() -> int:
     speedup = med["1 worker"] / med["2 workers"]
     overhead = med["1 worker"] / med["in-process"]
     lines = [
-        f"# cnnc predict on Dask: {args.images} images of 3x32x32, shards of {args.shard}, "
-        f"batch {args.batch}",
+        (f"# cnnc predict on Dask: {args.images} images of 3x32x32, shards of "
+         f"{args.shard}, batch {args.batch}"),
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}; load average at the end "
-        f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}. Median of {args.repeat} "
-        "interleaved runs.",
+        (f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+         f"{platform.python_version()}; load average at the end "
+         f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}. Median of {args.repeat} "
+         "interleaved runs."),
         "",
         "| how | seconds | images/s |",
         "|---|---:|---:|",

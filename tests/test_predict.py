@@ -23,8 +23,8 @@ import pytest
 pytest.importorskip("distributed")
 PIL = pytest.importorskip("PIL.Image")
 
-import cnnc  # noqa: E402
-from cnnc.cli import main  # noqa: E402
+import cnnc
+from cnnc.cli import main
 
 SOURCE = ("network n(input: 3x8x8) { conv(4, 3x3) -> relu -> avgpool(global) -> dense(5) "
           "-> softmax }\n")
@@ -354,7 +354,7 @@ def test_the_other_commands_need_no_extras(tmp_path):
             f"sys.exit(main(['run', {str(tmp_path / 'n.cnn')!r}, '--batch', '2']))\n")
     (tmp_path / "n.cnn").write_text(SOURCE)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=300)
+                       timeout=300, check=False)
     assert r.returncode == 0, r.stderr
     assert "output 2x5" in r.stdout
 
@@ -421,9 +421,43 @@ def test_an_interrupted_run_leaves_no_partial_file_and_resumes(capsys, tmp_path,
         i = int(f.split(".")[-2])
         np.testing.assert_array_equal(np.load(f), net(x[i: i + 1]))
     assert not (out / "predictions.csv").exists()
-    code, stdout, err = predict(capsys, scheduler, model, tmp_path / "x.npy", "-o", out,
-                                "--shard", 1)
+    code, _, err = predict(capsys, scheduler, model, tmp_path / "x.npy", "-o", out,
+                           "--shard", 1)
     assert code == 0, err
     got = np.concatenate([np.load(out / f"x.{i}.npy") for i in range(300)])
     np.testing.assert_array_equal(got, net(x))
     assert not (out / ".cnnc-predict-tmp").exists()
+
+
+def test_a_worker_that_dies_mid_run_costs_a_retry_only(tmp_path, model, net, scheduler):
+    import threading
+
+    from distributed import Client
+
+    from cnnc.predict.model import open_model
+    from cnnc.predict.run import Options, predict_files
+    x = rng(19).standard_normal((200, 3, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "out"
+    result = {}
+
+    def run():
+        result["summary"] = predict_files(open_model(model), [str(tmp_path / "x.npy")],
+                                          str(out), Options(shard=1), scheduler=scheduler,
+                                          progress=False)
+
+    with Client(scheduler) as client:
+        before = client.run(os.getpid)
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.time() + 120
+        while not glob.glob(str(out / "x.*.npy")) and time.time() < deadline:
+            time.sleep(0.01)
+        victim = min(before)
+        os.kill(before[victim], signal.SIGKILL)  # its nanny starts a new one
+        thread.join(timeout=300)
+        assert victim not in client.run(os.getpid)
+    summary = result["summary"]
+    assert summary.failures == [] and summary.images == 200
+    got = np.concatenate([np.load(out / f"x.{i}.npy") for i in range(200)])
+    np.testing.assert_array_equal(got, net(x))

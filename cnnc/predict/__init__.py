@@ -25,6 +25,7 @@ def predict(model, x, *, batch: int = 64, network: str | None = None):
     import dask
     import dask.array as da
     import numpy as np
+
     from .model import open_model
     from .worker import predict_block
     m = open_model(model, network=network)

@@ -69,7 +69,6 @@ class Shard:
 class Plan:
     shards: list[Shard]
     failures: list[Failure]         # inputs refused while planning (bad header, shape)
-    n_files: int                    # input files found (arrays and images)
 
 
 # ------------------------------------------------------------------ finding the inputs
@@ -211,7 +210,7 @@ def plan_shards(data: list[str], outdir: str, input_shape: tuple, shard: int) ->
             failures.append(Failure(name, reason_of(err)))
     shards.extend(_image_shards(images, shard))
     _check_unique(shards)
-    return Plan(shards, failures, len(found))
+    return Plan(shards, failures)
 
 
 def _check_unique(shards: list[Shard]):

@@ -88,7 +88,7 @@ def is_whole(path: str, shape: tuple) -> bool:
             version = np.lib.format.read_magic(fh)
             read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                     else np.lib.format.read_array_header_2_0)
-            got, fortran, dtype = read(fh)
+            got, _, dtype = read(fh)
             size = os.fstat(fh.fileno()).st_size
             expected = fh.tell() + int(np.prod(shape)) * 4
     except (OSError, ValueError, EOFError):

@@ -83,11 +83,10 @@ class Progress:
             for f in _input_files(s):
                 self.remaining[f] = self.remaining.get(f, 0) + 1
         self.files = len(self.remaining)
-        self.images = 0
-        self.start = time.perf_counter()
         for s in done:
             self._count(s)
-        self.images = 0  # the rate counts this run's work only
+        self.images = 0  # predicted in this run: the rate counts this run's work only
+        self.start = time.perf_counter()
 
     def _count(self, shard: Shard) -> None:
         for f in _input_files(shard):
@@ -194,7 +193,7 @@ def predict_files(model, data: list[str], outdir: str, options: Options = Option
     try:
         if todo:
             results = _run_on_cluster(model, job, todo, bar, client, scheduler, workers)
-            for shard, result in results:
+            for _, result in results:
                 summary.images += result.images
                 summary.failures.extend(result.failures)
         if model.is_softmax:
@@ -203,7 +202,7 @@ def predict_files(model, data: list[str], outdir: str, options: Options = Option
         bar.close()
         out.finish()
     summary.seconds = time.perf_counter() - start
-    summary.failures = _unique(summary.failures)
+    summary.failures = sorted(_unique(summary.failures), key=lambda f: f.name)
     return summary
 
 
