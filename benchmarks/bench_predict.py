@@ -40,27 +40,35 @@ network vggish(input: 3x32x32) {
 """
 
 
-def in_process(net, data: str, outdir: str, shard: int, batch: int) -> float:
+def cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def in_process(net, data: str, outdir: str, shard: int, batch: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of a plain loop over the shards."""
     import numba
 
     from cnnc.predict.worker import run_batches
     numba.set_num_threads(1)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     x = np.load(data, mmap_mode="r")
     for i in range(0, len(x), shard):
         y = run_batches(net, np.asarray(x[i: i + shard]), batch)
         np.save(os.path.join(outdir, f"x.{i // shard}.npy"), y)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu_seconds() - cpu
 
 
-def on_dask(client, model, data: str, outdir: str, shard: int, batch: int) -> float:
+def on_dask(client, model, data: str, outdir: str, shard: int, batch: int):
+    """(wall, CPU of the workers) seconds of predict_files on the client's cluster."""
     from cnnc.predict.run import Options, predict_files
+    cpu = sum(client.run(cpu_seconds).values())
     start = time.perf_counter()
     summary = predict_files(model, [data], outdir, Options(batch=batch, shard=shard),
                             client=client, progress=False)
     elapsed = time.perf_counter() - start
     assert not summary.failures and summary.skipped == 0, summary
-    return elapsed
+    return elapsed, sum(client.run(cpu_seconds).values()) - cpu
 
 
 def main() -> int:
@@ -99,17 +107,20 @@ def main() -> int:
             clusters[n] = (cluster, client)
 
         times: dict[str, list[float]] = {"in-process": [], "1 worker": [], "2 workers": []}
+        cpus: dict[str, list[float]] = {k: [] for k in times}
         for r in range(args.repeat):
             for name, runs in times.items():
                 outdir = os.path.join(work, f"out-{r}-{name.replace(' ', '')}")
                 os.makedirs(outdir)
                 if name == "in-process":
-                    t = in_process(net, data, outdir, args.shard, args.batch)
+                    t, cpu = in_process(net, data, outdir, args.shard, args.batch)
                 else:
                     client = clusters[int(name[0])][1]
-                    t = on_dask(client, model, data, outdir, args.shard, args.batch)
+                    t, cpu = on_dask(client, model, data, outdir, args.shard, args.batch)
                 runs.append(t)
-                print(f"  run {r + 1}: {name:<10} {t:7.2f} s", file=sys.stderr)
+                cpus[name].append(cpu)
+                print(f"  run {r + 1}: {name:<10} {t:7.2f} s, CPU {cpu:7.2f} s",
+                      file=sys.stderr)
         for cluster, client in clusters.values():
             client.close()
             cluster.close()
@@ -117,6 +128,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     med = {k: statistics.median(v) for k, v in times.items()}
+    cpu = {k: statistics.median(v) for k, v in cpus.items()}
     speedup = med["1 worker"] / med["2 workers"]
     overhead = med["1 worker"] / med["in-process"]
     lines = [
@@ -128,12 +140,16 @@ def main() -> int:
          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}. Median of {args.repeat} "
          "interleaved runs."),
         "",
-        "| how | seconds | images/s |",
-        "|---|---:|---:|",
-        *(f"| {k} | {v:.2f} | {args.images / v:.0f} |" for k, v in med.items()),
+        "| how | seconds | images/s | CPU seconds (of the workers) |",
+        "|---|---:|---:|---:|",
+        *(f"| {k} | {v:.2f} | {args.images / v:.0f} | {cpu[k]:.2f} |"
+          for k, v in med.items()),
         "",
         f"- 2 workers / 1 worker throughput: **{speedup:.2f}x** (wanted >= 1.6)",
         f"- 1 worker / in-process time: **{overhead:.2f}x** (wanted <= 1.25)",
+        (f"- CPU time, 1 worker / in-process: {cpu['1 worker'] / cpu['in-process']:.2f}x; "
+         f"2 workers / 1 worker: {cpu['2 workers'] / cpu['1 worker']:.2f}x (the work "
+         "itself, whatever else the machine runs)"),
         "",
         "Every run: " + "; ".join(f"{k} " + ", ".join(f"{t:.2f}" for t in v)
                                   for k, v in times.items()) + " s.",
