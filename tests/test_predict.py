@@ -279,6 +279,7 @@ def test_unreadable_inputs_are_named_and_the_rest_finish(capsys, tmp_path, model
     with open(data / "short.npy", "r+b") as fh:  # truncated
         fh.truncate(os.path.getsize(data / "short.npy") - 10)
     np.save(data / "wrong.npy", np.zeros((2, 1, 8, 8), np.float32))
+    np.savez(data / "evil.npz", **{"../../escape": good})  # would write outside OUTDIR
     pics = [rng(15 + i).integers(0, 256, (8, 8, 3), dtype=np.uint8) for i in range(2)]
     _image(data / "p0.png", pics[0])
     (data / "p1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
@@ -286,10 +287,12 @@ def test_unreadable_inputs_are_named_and_the_rest_finish(capsys, tmp_path, model
     out = tmp_path / "out"
     code, _, err = predict(capsys, scheduler, model, data, "-o", out)
     assert code == 1
-    assert "4 inputs could not be read" in err
-    for name in ("garbage.npy", "short.npy", "wrong.npy", "p1.png"):
+    assert "5 inputs could not be read" in err
+    for name in ("evil.npz", "garbage.npy", "short.npy", "wrong.npy", "p1.png"):
         assert f"  {data}/{name}: " in err
     assert "is truncated" in err and "has shape 2x1x8x8" in err
+    assert "array named '../../escape', which cannot name an output file" in err
+    assert not glob.glob(str(tmp_path / "**" / "escape*"), recursive=True)
     assert "Traceback" not in err
     np.testing.assert_array_equal(np.load(out / "good.npy"), net(good))
     y = np.load(out / "images.0.npy")  # rows in sorted order; the broken one is NaN
@@ -301,7 +304,7 @@ def test_unreadable_inputs_are_named_and_the_rest_finish(capsys, tmp_path, model
     assert files == {f"{data}/good.npy", f"{data}/p0.png", f"{data}/p2.png"}
     # once the image is fixed, a rerun redoes its shard (not done while it had errors)
     _image(data / "p1.png", pics[0])
-    for name in ("garbage.npy", "short.npy", "wrong.npy"):
+    for name in ("evil.npz", "garbage.npy", "short.npy", "wrong.npy"):
         os.remove(data / name)
     code, stdout, err = predict(capsys, scheduler, model, data, "-o", out)
     assert code == 0, err

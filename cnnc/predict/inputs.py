@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from ..errors import CnncError, CnncInputError
 
 ARRAY_SUFFIXES = (".npy", ".npz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_SAFE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,9 @@ def _array_shards(path: str, name: str, rel: str, input_shape: tuple, shard: int
     stem = rel[:-4]
     stamp = _stamp(path)
     for key, shape in array_headers(path):
+        if key is not None and not _SAFE_KEY.fullmatch(key):  # it becomes a file name
+            raise ValueError(f"holds an array named {key!r}, which cannot name an output "
+                             "file")
         n, single = _rows(shape, input_shape)
         base = stem if key is None else f"{stem}.{key}"
         shown = name if key is None else f"{name}:{key}"

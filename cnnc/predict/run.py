@@ -270,7 +270,8 @@ def cmd_predict(args) -> int:
     if summary.predictions is not None:
         print(f"  predictions.csv: top {args.top} classes of {summary.predictions:,} images")
     if summary.failures:
-        print(f"error: {len(summary.failures)} inputs could not be read:", file=sys.stderr)
+        n = len(summary.failures)
+        print(f"error: {n} input{'s' if n > 1 else ''} could not be read:", file=sys.stderr)
         for f in summary.failures:
             print(f"  {f.name}: {f.reason}", file=sys.stderr)
         return 1
