@@ -236,7 +236,8 @@ def reason_of(err: BaseException) -> str:
 
 # ------------------------------------------------------------------ reading a shard
 def read_array(shard: Shard) -> np.ndarray:
-    """The shard's rows as an (n, C, H, W) array (not yet float32)."""
+    """The shard's rows as an (n, C, H, W) array, not yet float32; of an .npy, a view of
+    the memory-mapped file (an .npz member has to be read whole)."""
     if shard.key is None:
         array = np.load(shard.source, mmap_mode="r", allow_pickle=False)
     else:
@@ -244,7 +245,7 @@ def read_array(shard: Shard) -> np.ndarray:
             array = npz[shard.key]
     if shard.single:
         return np.asarray(array)[None]
-    return np.asarray(array[shard.start: shard.stop])
+    return array[shard.start: shard.stop]
 
 
 @dataclass(frozen=True)
@@ -274,11 +275,14 @@ def read_image(path: str, settings: ImageSettings) -> np.ndarray:
     return (pixels - mean) / std
 
 
-def read_images(shard: Shard, settings: ImageSettings, input_shape: tuple):
-    """(array with a NaN row for each unreadable image, [Failure])."""
-    out = np.full((shard.rows, *input_shape), np.nan, np.float32)
+def read_images(shard: Shard, settings: ImageSettings, input_shape: tuple, start: int,
+                stop: int):
+    """(images start..stop of the shard, with a NaN row for each unreadable one,
+    [Failure])."""
+    files = shard.files[start:stop]
+    out = np.full((len(files), *input_shape), np.nan, np.float32)
     failures = []
-    for i, (path, name) in enumerate(zip(shard.files, shard.names)):
+    for i, (path, name) in enumerate(zip(files, shard.names[start:stop])):
         try:
             out[i] = read_image(path, settings)
         except Exception as err:  # noqa: BLE001 - Pillow raises many kinds for bad files

@@ -239,7 +239,7 @@ def _submit(client, model, job: Job, todo: list[Shard], bar: Progress):
             result = future.result()
         except Exception as err:  # noqa: BLE001 - a worker's error, reported by name
             reason = f"the worker failed ({type(err).__name__}: {err})"
-            result = Result(shard.output, 0, (Failure(shard.names[0], reason),), False)
+            result = Result(shard.output, 0, (Failure(shard.names[0], reason),))
         bar.update(shard, result)
         future.release()
         yield shard, result

@@ -85,24 +85,34 @@ class Result:
     output: str
     images: int                 # images predicted (unreadable ones not counted)
     failures: tuple[Failure, ...]
-    wrote: bool
+
+
+def _batches(shard: Shard, job: Job, input_shape: tuple):
+    """(images, [Failure]) of each `batch` rows of the shard, read only when needed, so
+    that a worker holds one batch of inputs at a time (an .npy is memory-mapped)."""
+    if shard.kind == "images":
+        for i in range(0, shard.rows, job.batch):
+            yield read_images(shard, job.images, input_shape, i, i + job.batch)
+    else:
+        rows = read_array(shard)
+        for i in range(0, len(rows), job.batch):
+            yield np.asarray(rows[i: i + job.batch]), []
 
 
 def predict_shard(blob: bytes, job: Job, shard: Shard) -> Result:
     """Read, predict and write one shard. An unreadable input is a Failure, not an
     exception, so that the run goes on; the output is written atomically."""
     net = network(job.digest, blob)
-    failures: list[Failure] = []
+    parts, failures = [], []
     try:
-        if shard.kind == "images":
-            x, failures = read_images(shard, job.images, net.input_shape)
-        else:
-            x = read_array(shard)
         with one_thread():
-            y = run_batches(net, x, job.batch)
+            for x, bad in _batches(shard, job, net.input_shape):
+                parts.append(net(x))
+                failures += bad
     except (CnncError, OSError, ValueError, EOFError) as err:
         reason = err.message if isinstance(err, CnncError) else reason_of(err)
-        return Result(shard.output, 0, (Failure(shard.names[0], reason),), False)
+        return Result(shard.output, 0, (Failure(shard.names[0], reason),))
+    y = np.concatenate(parts)
     try:
         if failures:  # first, so that the output never looks done without it
             write_errors(job.outdir, shard.output, failures)
@@ -110,8 +120,8 @@ def predict_shard(blob: bytes, job: Job, shard: Shard) -> Result:
             np.save(fh, y)
     except OSError as err:
         reason = f"cannot write {shard.output} in OUTDIR: {reason_of(err)}"
-        return Result(shard.output, 0, (Failure(shard.names[0], reason),), False)
-    return Result(shard.output, shard.rows - len(failures), tuple(failures), True)
+        return Result(shard.output, 0, (Failure(shard.names[0], reason),))
+    return Result(shard.output, shard.rows - len(failures), tuple(failures))
 
 
 def predict_block(block: np.ndarray, blob: bytes, digest: str, batch: int) -> np.ndarray:
