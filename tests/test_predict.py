@@ -154,6 +154,20 @@ def test_arrays_match_the_network_in_process(capsys, tmp_path, model, net, sched
                                        "z.q.npy"]
 
 
+def test_progress_on_a_terminal_only(capsys, tmp_path, model, scheduler):
+    from cnnc.predict.model import open_model
+    from cnnc.predict.run import Options, predict_files
+    for name in ("a", "b"):
+        np.save(tmp_path / f"{name}.npy", np.zeros((3, 3, 8, 8), np.float32))
+    args = (open_model(model), [str(tmp_path / "a.npy"), str(tmp_path / "b.npy")])
+    predict_files(*args, str(tmp_path / "o1"), scheduler=scheduler, progress=True)
+    err = capsys.readouterr().err
+    assert "\r\033[Kcnnc predict: 1/2 files  3 images  " in err
+    assert "\r\033[Kcnnc predict: 2/2 files  6 images  " in err and "images/s" in err
+    predict_files(*args, str(tmp_path / "o2"), scheduler=scheduler)  # stderr: not a tty
+    assert capsys.readouterr().err == ""
+
+
 def test_a_file_given_is_named_by_its_name(capsys, tmp_path, model, net, scheduler):
     x = rng(6).standard_normal((2, 3, 8, 8)).astype(np.float32)
     (tmp_path / "deep" / "er").mkdir(parents=True)
