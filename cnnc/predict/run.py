@@ -202,7 +202,7 @@ def predict_files(model, data: list[str], outdir: str, options: Options = Option
         bar.close()
         out.finish()
     summary.seconds = time.perf_counter() - start
-    summary.failures = sorted(_unique(summary.failures), key=lambda f: f.name)
+    summary.failures = sorted(dict.fromkeys(summary.failures), key=lambda f: f.name)
     return summary
 
 
@@ -243,15 +243,6 @@ def _submit(client, model, job: Job, todo: list[Shard], bar: Progress):
         bar.update(shard, result)
         future.release()
         yield shard, result
-
-
-def _unique(failures: list[Failure]) -> list[Failure]:
-    seen, out = set(), []
-    for f in failures:
-        if f not in seen:
-            seen.add(f)
-            out.append(f)
-    return out
 
 
 # ------------------------------------------------------------------ the command
