@@ -7,13 +7,16 @@
 from .errors import (CnncArtifactError, CnncError, CnncImportError, CnncInputError,
                      CnncMemoryError, CnncNameError, CnncShapeError, CnncSyntaxError,
                      CnncValueError, CnncWeightError)
+# eager, so that `cnnc.predict` is the function even once the cnnc.predict package is
+# imported (it imports no more than the standard library and numpy until called)
+from .predict import predict
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CnncArtifactError", "CnncError", "CnncImportError", "CnncInputError", "CnncMemoryError",
     "CnncNameError", "CnncShapeError", "CnncSyntaxError", "CnncValueError", "CnncWeightError",
-    "compile_file", "compile_source", "load",
+    "compile_file", "compile_source", "load", "predict",
 ]
 
 

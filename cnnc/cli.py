@@ -166,6 +166,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=positive_int, default=17)
     _weight_flags(p)
     _add_network(p)
+
+    from .predict.options import add_predict_arguments  # §13; its types check the values
+    add_predict_arguments(sub.add_parser(
+        "predict", help="predict over files and folders of arrays and images, on Dask"))
     return parser
 
 
@@ -258,6 +262,9 @@ COMMANDS = {"check": cmd_check, "summary": cmd_summary, "dump": cmd_dump,
 def _command(name: str):
     if name in COMMANDS:
         return COMMANDS[name]
+    if name == "predict":
+        from .predict.run import cmd_predict
+        return cmd_predict
     from . import commands  # compile, run, verify, bench: they need the runtime
     return getattr(commands, f"cmd_{name}")
 
