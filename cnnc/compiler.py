@@ -111,7 +111,7 @@ class Network:
     def export_onnx(self, path: str, opset: int = 17) -> None:
         """Write the network as an ONNX model (§12): its source graph, §6 names, a symbolic
         batch dimension; needs the `onnx` extra."""
-        from .onnx import export_network
+        from .onnx.export import export_network
         export_network(self, path, opset)
 
     def save(self, path: str) -> None:

@@ -71,11 +71,12 @@ def test_concurrent_writers_of_overloads_keep_each_one(tmp_path):
 def test_cache_key_holds_every_kernel_source():
     """An entry compiled from other kernel sources (run_plan inlines every kernel) never
     matches, wherever the cache lives."""
+    from cnnc.backend import current_target
     from cnnc.kernels.interpreter import run_plan
     from cnnc.kernels.jit import sources_digest
 
     key = run_plan._cache._index_key((), run_plan.targetctx.codegen())
-    assert key[-1] == sources_digest()
+    assert key[-2:] == (sources_digest(), current_target().name)
     assert len(sources_digest()) == 64
 
 

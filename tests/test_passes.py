@@ -459,7 +459,7 @@ def test_add_that_cannot_fuse_stays(body):
 
 def test_fuse_residual_only_for_convs_that_run_packed():
     """The residual is added in the packed kernel's store: the pass asks the backend."""
-    text = "conv({k}, 3x3, groups={g}, padding=same) -> add {{ conv({k}, 1x1) | identity }}"
+    text = "conv({k}, 1x1) -> add {{ conv({k}, 3x3, groups={g}, padding=same) | identity }}"
     for groups, per_group in ((1, 8), (2, 4), (4, 1), (1, 3)):
         k = groups * per_group
         graph = bound(net(text.format(k=k, g=groups), "4x6x6"))

@@ -10,19 +10,7 @@ only when one of these functions runs, never by `import cnnc`.
 
 from __future__ import annotations
 
-from ..errors import CnncError
-
-INSTALL_HINT = "install it with: pip install 'cnnc[onnx]'  (or: pip install onnx)"
-
-
-def require_onnx():
-    """The `onnx` module, or a CnncError that says how to install it."""
-    try:
-        import onnx
-    except ImportError:
-        raise CnncError(f"reading and writing ONNX files needs the 'onnx' package; "
-                        f"{INSTALL_HINT}") from None
-    return onnx
+from .requirement import INSTALL_HINT, require_onnx
 
 
 def import_onnx(path: str) -> tuple[str, dict]:
@@ -33,7 +21,7 @@ def import_onnx(path: str) -> tuple[str, dict]:
 
 def compile_onnx(path: str, **options):
     """The Network of an ONNX CNN, with its weights; `options` as for compile_source."""
-    from ..runtime import compile_source
+    from ..compiler import compile_source
     text, weights = import_onnx(path)
     return compile_source(text, weights=weights, file=str(path), **options)
 
@@ -44,4 +32,4 @@ def export_network(net, path: str, opset: int = 17) -> None:
     export(net, path, opset)
 
 
-__all__ = ["import_onnx", "compile_onnx", "export_network", "require_onnx"]
+__all__ = ["INSTALL_HINT", "import_onnx", "compile_onnx", "export_network", "require_onnx"]

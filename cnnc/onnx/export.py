@@ -15,7 +15,7 @@ import networkx as nx
 import numpy as np
 
 from ..errors import CnncError
-from . import require_onnx
+from .requirement import require_onnx
 
 MIN_OPSET = 13  # Softmax over axis 1 of an image means "per pixel" from opset 13 on
 

@@ -14,33 +14,13 @@ into the conv, dense or batchnorm before it, or else written as a batchnorm.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from .fold import BATCH, FOLD, fold, reshape_target
+from .layer import EPS, Act, Layer
 from .model import Model, Node, OnnxError, graph_nodes, read_model
-
-EPS = 1e-5  # batchnorm's default (§5)
-
-
-@dataclass
-class Act:
-    """An activation: the output of layer `layer` (or the input), shape without batch."""
-    layer: str
-    shape: tuple
-
-
-@dataclass
-class Layer:
-    id: str
-    kind: str
-    inputs: list[str]
-    shape: tuple
-    attrs: dict = field(default_factory=dict)
-    params: dict = field(default_factory=dict)
-    node: Node | None = None  # the ONNX node it came from: its name may become a label
-    weight_name: str = ""  # the ONNX name of its weight, another label candidate
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import CnncError
-from . import require_onnx
+from .requirement import require_onnx
 
 # The protobuf runtime refuses messages of 2 GiB; parsing needs about twice the file in
 # memory. 1 GiB holds every model-zoo CNN (VGG-19, the largest, is 548 MB).

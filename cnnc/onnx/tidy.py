@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from .importer import EPS, Layer
+from .layer import EPS, Layer
 
 
 def _consumers(layers: dict[str, Layer], output: str) -> dict[str, int]:

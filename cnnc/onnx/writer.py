@@ -15,8 +15,9 @@ import re
 
 import numpy as np
 
-from ..errors import CnncError, printable
-from .importer import EPS, Layer
+from ..diagnostics import printable
+from ..errors import CnncError
+from .layer import EPS, Layer
 from .model import Model, OnnxError
 
 KEYWORDS = {"network", "block", "import", "concat", "add", "input", "same", "valid",

@@ -1,0 +1,28 @@
+"""The layers an ONNX import builds, before they are written as .cnn text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .model import Node
+
+EPS = 1e-5  # batchnorm's default (§5)
+
+
+@dataclass
+class Act:
+    """An activation: the output of layer `layer` (or the input), shape without batch."""
+    layer: str
+    shape: tuple
+
+
+@dataclass
+class Layer:
+    id: str
+    kind: str
+    inputs: list[str]
+    shape: tuple
+    attrs: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    node: Node | None = None  # the ONNX node it came from: its name may become a label
+    weight_name: str = ""  # the ONNX name of its weight, another label candidate
