@@ -48,12 +48,15 @@ def default_workers() -> int:
 
 # ------------------------------------------------------------------ the cluster
 def local_cluster(workers: int):
-    """`workers` processes of one thread each, on 127.0.0.1 only, without a dashboard."""
+    """`workers` processes of one thread each, all on 127.0.0.1 only."""
     from distributed import LocalCluster
-    # the workers run cnnc.predict.worker's dask_setup when they start (Dask's preload)
+    # The scheduler's HTTP server (the dashboard, if bokeh is installed) takes any free
+    # port of 127.0.0.1, not 8787, which another cluster may hold. The workers run
+    # cnnc.predict.worker's dask_setup when they start (Dask's preload).
     return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                        host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
-                        env=dict(WORKER_ENV), preload=["cnnc.predict.worker"])
+                        host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                        silence_logs=logging.ERROR, env=dict(WORKER_ENV),
+                        preload=["cnnc.predict.worker"])
 
 
 def connect(scheduler: str, timeout: float = 30.0):
