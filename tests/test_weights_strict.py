@@ -167,17 +167,23 @@ def npy_claiming(shape: tuple, dtype="<f4", data: bytes = b"\0" * 16) -> bytes:
     return buf.getvalue() + data
 
 
+def error_and_peak_memory(path, members: dict) -> tuple[str, int]:
+    """The weights error of an .npz of `members` at `path`, and the peak memory reading it
+    took (tracemalloc)."""
+    path.write_bytes(npz_with(members))
+    tracemalloc.start()
+    try:
+        message = weight_error(str(path))
+        return message, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_a_header_claiming_a_terabyte_is_refused_before_any_data_is_read(tmp_path):
     weights = {f"{k}.npy": npy_bytes(v) for k, v in full_weights().items()}
     weights["fc.weight.npy"] = npy_claiming((1000000, 1000000))
     path = tmp_path / "huge.npz"
-    path.write_bytes(npz_with(weights))
-    tracemalloc.start()
-    try:
-        message = weight_error(str(path))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    message, peak = error_and_peak_memory(path, weights)
     assert message == (f"{path}: weight 'fc.weight' has shape (1000000, 1000000), but the "
                        f"network needs (4, 36)")
     assert peak < 1 << 20
@@ -187,13 +193,7 @@ def test_the_data_of_an_unknown_key_is_never_read(tmp_path):
     weights = {f"{k}.npy": npy_bytes(v) for k, v in full_weights().items()}
     weights["extra.npy"] = npy_claiming((1000000, 1000000))
     path = tmp_path / "extra.npz"
-    path.write_bytes(npz_with(weights))
-    tracemalloc.start()
-    try:
-        message = weight_error(str(path))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    message, peak = error_and_peak_memory(path, weights)
     assert message == f"{path}: weight 'extra' names no parameter of network 'small'"
     assert peak < 1 << 20
 
