@@ -98,14 +98,17 @@ class Network:
             raise CnncInputError(
                 f"input has shape {tuple(array.shape)}, but network '{self.name}' expects "
                 f"{expected} with N >= 1")
-        # before the float32 copy below (of a broadcast array, say) and the arena
+        # before the float32 copy below (of a broadcast array, say) and the arena; once a
+        # batch size has its arena only a copy can be new (reading the system's available
+        # memory costs more than a small network's whole run)
         n = int(array.shape[0])
         converts = array.dtype != np.float32 or not array.flags.c_contiguous
-        check_memory(4 * n * (self._plan.buffers.peak_floats()
-                              + math.prod(self.input_shape) * converts
-                              + math.prod(self.output_shape)),
-                     self.max_memory, f"running network '{self.name}' on a batch of {n:,}",
-                     error=CnncInputError)
+        if converts or not self._plan.has_arena(n):
+            check_memory(4 * n * (self._plan.buffers.peak_floats()
+                                  + math.prod(self.input_shape) * converts
+                                  + math.prod(self.output_shape)),
+                         self.max_memory, f"running network '{self.name}' on a batch of {n:,}",
+                         error=CnncInputError)
         return np.ascontiguousarray(array, dtype=np.float32)
 
     def export_onnx(self, path: str, opset: int = 17) -> None:

@@ -137,6 +137,9 @@ class Plan:
         """Where the view's group starts in the arena, per image."""
         return int(self.slot_starts[self.buffers.groups[view.group].slot])
 
+    def has_arena(self, n: int) -> bool:
+        return n in self._arenas
+
     def arena(self, n: int) -> np.ndarray:
         if n not in self._arenas:
             check_activation_memory(self.graph, self.buffers, n, self.max_memory,
