@@ -83,8 +83,9 @@ class _SharedFunctionCache(FunctionCache):
                                            self._impl.locator.get_source_stamp())
 
     def _index_key(self, sig, codegen):
-        # the target: kernels compile its tile constants in (CNNC_TARGET may narrow it)
-        return (*super()._index_key(sig, codegen), sources_digest(), current_target().name)
+        # the whole target, tile included: kernels compile its constants in (CNNC_TARGET may
+        # narrow it, and backend.py, which sets the tiles, is not among the kernel sources)
+        return (*super()._index_key(sig, codegen), sources_digest(), repr(current_target()))
 
 
 def cached_njit(**options):
@@ -106,7 +107,7 @@ def warm_key() -> str:
     from llvmlite import binding as llvm
     return "\n".join([sources_digest(), numba.__version__, sys.version, platform.machine(),
                       llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
-                      current_target().name, os.environ.get("NUMBA_CACHE_DIR", "")])
+                      repr(current_target()), os.environ.get("NUMBA_CACHE_DIR", "")])
 
 
 def cache_directory_of(dispatcher) -> str:
