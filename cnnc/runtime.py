@@ -29,6 +29,7 @@ from .kernels.interpreter import (
     interpreter_types,
     mark_interpreter_cached,
 )
+from .kernels.jit import cache_directory_of
 from .lower import Step, lower
 from .memory import View, check_activation_memory, plan_buffers
 
@@ -194,7 +195,7 @@ class Plan:
                 first_args.setdefault(kernel, args)
         start = time.perf_counter()
         cold = not self.interpreter.signatures and not interpreter_is_cached(self.interpreter)
-        helper = _start_compile_helper(self.codes) if cold else None
+        helper = _start_compile_helper(self.codes, self.interpreter) if cold else None
 
         def show(what: str) -> None:
             if progress:
@@ -223,7 +224,7 @@ class Plan:
             sys.stderr.flush()
 
 
-def _start_compile_helper(codes: list[int]):
+def _start_compile_helper(codes: list[int], interpreter):
     """On a cold cache, a process that compiles the plan's interpreter (`codes`: its
     kernels) while this one compiles the network's kernels; None when there is one kernel
     only or the cache cannot be written.
@@ -234,7 +235,10 @@ def _start_compile_helper(codes: list[int]):
     Nothing but the cache passes between the two, so a helper that fails only costs this
     process the compile it would have done anyway.
     """
-    if len(codes) < 2 or not K.cache_is_writable() or not sys.executable:
+    # the helper hands its work over through the interpreter's cache directory (the
+    # package's own, NUMBA_CACHE_DIR's or the user's), which must take it
+    if (len(codes) < 2 or not os.access(cache_directory_of(interpreter), os.W_OK)
+            or not sys.executable):
         return None
     # the helper loads this very package by its path, and nothing from the current
     # directory (which `python -c` would put first on sys.path)

@@ -23,7 +23,6 @@ process.
 """
 
 import functools
-import os
 from pathlib import Path
 
 from .jit import sources_digest
@@ -49,10 +48,6 @@ def tidy_cache() -> None:
         stamp.write_text(digest)
     except OSError:  # a read-only install: Numba then caches elsewhere, as it does
         pass
-
-
-def cache_is_writable() -> bool:
-    return os.access(_CACHE, os.W_OK)
 
 
 from .conv import conv2d
