@@ -4,9 +4,19 @@
     y = net(x)
 """
 
-from .errors import (CnncArtifactError, CnncError, CnncImportError, CnncInputError,
-                     CnncMemoryError, CnncNameError, CnncShapeError, CnncSyntaxError,
-                     CnncValueError, CnncWeightError)
+from .errors import (
+    CnncArtifactError,
+    CnncError,
+    CnncImportError,
+    CnncInputError,
+    CnncMemoryError,
+    CnncNameError,
+    CnncShapeError,
+    CnncSyntaxError,
+    CnncValueError,
+    CnncWeightError,
+)
+
 # eager, so that `cnnc.predict` is the function even once the cnnc.predict package is
 # imported (it imports no more than the standard library and numpy until called)
 from .predict import predict

@@ -13,8 +13,15 @@ import os
 import sys
 
 from . import __version__
-from .cli_common import (UsageError, load_artifact, load_graphs, model_kind, onnx_source,
-                         output_file, refuse_special_output)
+from .cli_common import (
+    UsageError,
+    load_artifact,
+    load_graphs,
+    model_kind,
+    onnx_source,
+    output_file,
+    refuse_special_output,
+)
 from .diagnostics import format_error
 from .errors import CnncError
 

@@ -196,9 +196,9 @@ def profile_table(net, x: np.ndarray, repeat: int) -> str:
 
 def cmd_verify(args) -> int:
     """Run -O0 and every prefix of the pass pipeline on one input; name the first bad pass."""
+    from .compiler import verify_passes
     from .graph import parameter_shapes
     from .memory import check_parameter_memory
-    from .compiler import verify_passes
     from .weights import check_weights, init_parameters
     graph, net = load_graphs(args)
     check_parameter_memory(graph, parameter_shapes(graph), args.max_memory)

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 
-
 class CnncError(Exception):
     """Root of all user-facing errors. Carries an optional source position."""
 
@@ -19,7 +18,7 @@ class CnncError(Exception):
         self.column = column
         self.source_line = source_line
 
-    def at(self, pos) -> "CnncError":
+    def at(self, pos) -> CnncError:
         """Attach a `Pos` (file, line, column) if the error has none yet."""
         if self.line is None and pos is not None:
             self.file, self.line, self.column = pos.file, pos.line, pos.column

@@ -66,15 +66,15 @@ class Name:
 @dataclass(frozen=True)
 class BinOp:
     op: str  # + - * //
-    left: "Expr"
-    right: "Expr"
+    left: Expr
+    right: Expr
     pos: Pos
     depth: int = 1  # operators on the longest path to a leaf, at most MAX_NESTING
 
 
 @dataclass(frozen=True)
 class Neg:
-    operand: "Expr"
+    operand: Expr
     pos: Pos
     depth: int = 1
 
@@ -105,7 +105,7 @@ class Branching:
     """`concat { A | B }` or `add { A | B }`."""
 
     kind: str  # "concat" or "add"
-    branches: tuple[tuple["Stage", ...], ...]
+    branches: tuple[tuple[Stage, ...], ...]
     label: str | None
     pos: Pos
 

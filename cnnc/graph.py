@@ -17,9 +17,27 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from .errors import CnncError, CnncImportError, CnncNameError, CnncValueError
-from .frontend import (INT_LIMIT, BinOp, Block, Branching, Call, Dim, Expr, Import, Name, Neg,
-                       Network, Num, Pos, Stage, abbreviate, did_you_mean, parse, read_source,
-                       source_lines)
+from .frontend import (
+    INT_LIMIT,
+    BinOp,
+    Block,
+    Branching,
+    Call,
+    Dim,
+    Expr,
+    Import,
+    Name,
+    Neg,
+    Network,
+    Num,
+    Pos,
+    Stage,
+    abbreviate,
+    did_you_mean,
+    parse,
+    read_source,
+    source_lines,
+)
 from .layers import LAYERS, WORDS, bind_arguments, infer_shape, param_shapes
 from .ops import OPS, Param
 

@@ -61,7 +61,7 @@ def prepare() -> None:
         _prepared = True
 
 
-def check_plan(plan: "Plan") -> None:
+def check_plan(plan: Plan) -> None:
     """Follow every step's reads and writes through the arena; fail on a read of memory
     that its tensor's producer has not written (never written, or since overwritten by a
     tensor that shares its storage).

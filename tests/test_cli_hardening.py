@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import cnnc
-from cnnc.cli import main
 from cnnc.checks import memory_report
+from cnnc.cli import main
 from cnnc.passes import optimize
 from cnnc.report import DUMPERS, summary_text
 

@@ -4,8 +4,14 @@ import os
 
 import pytest
 
-from cnnc import (CnncError, CnncImportError, CnncNameError, CnncShapeError, CnncSyntaxError,
-                  CnncValueError)
+from cnnc import (
+    CnncError,
+    CnncImportError,
+    CnncNameError,
+    CnncShapeError,
+    CnncSyntaxError,
+    CnncValueError,
+)
 from cnnc.diagnostics import format_error
 from cnnc.graph import build_graph, load_program, load_source
 

@@ -3,11 +3,11 @@
 import time
 
 import pytest
+from helpers import graph_of, net_src, ops
 
 from cnnc import CnncError
 from cnnc.frontend import Branching, Call, Dim, Num, parse
 from cnnc.graph import build_graph, load_program, load_source
-from helpers import graph_of, net_src, ops
 
 
 def chain_ops(text: str) -> list[str]:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import graph_of, net_src, rel_err
 
 import cnnc
 from cnnc.passes import optimize
-from helpers import graph_of, net_src, rel_err
 
 TOL = 1e-5
 TORCH = {"relu6": F.relu6, "hardsigmoid": F.hardsigmoid, "hardswish": F.hardswish}

@@ -16,8 +16,14 @@ import time
 
 import pytest
 
-from cnnc import CnncError, CnncImportError, CnncShapeError, CnncSyntaxError, CnncValueError
-from cnnc import frontend
+from cnnc import (
+    CnncError,
+    CnncImportError,
+    CnncShapeError,
+    CnncSyntaxError,
+    CnncValueError,
+    frontend,
+)
 from cnnc.diagnostics import format_error
 from cnnc.frontend import INT_LIMIT, MAX_NESTING, MAX_SOURCE_BYTES, did_you_mean
 from cnnc.graph import MAX_LAYERS, build_graph, load_program, load_source

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import resolve_pads
 
 from cnnc import kernels as K
-from helpers import resolve_pads
 
 SENTINEL = 7.0
 TOL = 1e-4

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import net_src
 
 import cnnc
 from cnnc.memory import format_bytes, parse_size
-from helpers import net_src
 
 ROOT = Path(__file__).resolve().parent.parent
 

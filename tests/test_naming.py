@@ -1,10 +1,10 @@
 """§6: the dotted names of layers and the order and shapes of their parameters."""
 
 import pytest
+from helpers import graph_of, net_src
 
 from cnnc import CnncError
 from cnnc.graph import parameter_shapes
-from helpers import graph_of, net_src
 
 
 def names(text):

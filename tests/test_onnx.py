@@ -22,13 +22,14 @@ ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
+from helpers import rel_err  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import cnnc  # noqa: E402
 from cnnc.onnx import import_onnx  # noqa: E402
-from cnnc.onnx.export import export_graph  # noqa: E402
-from cnnc.onnx.export import export_network  # noqa: E402
-from helpers import rel_err  # noqa: E402
+from cnnc.onnx.export import (
+    export_network,  # noqa: E402
+)
 
 EXAMPLES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "examples", "*.cnn")))
 TOL = 1e-4

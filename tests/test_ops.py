@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from helpers import graph_of, net_src
 
 from cnnc import ops
 from cnnc.kernels import ACT_CODES
-from helpers import graph_of, net_src
 
 
 def test_registry_activations_are_the_kernels_codes():

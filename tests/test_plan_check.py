@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import net_src, rel_err
 
 import cnnc
 from cnnc import lower, runtime
-from helpers import net_src, rel_err
 
 X = np.random.default_rng(3).standard_normal((2, 2, 5, 5)).astype(np.float32)
 

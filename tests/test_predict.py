@@ -156,7 +156,7 @@ def test_arrays_match_the_network_in_process(capsys, tmp_path, model, net, sched
 
 def test_progress_on_a_terminal_only(capsys, tmp_path, model, scheduler):
     from cnnc.predict.model import open_model
-    from cnnc.predict.run import Options, predict_files
+    from cnnc.predict.run import predict_files
     for name in ("a", "b"):
         np.save(tmp_path / f"{name}.npy", np.zeros((3, 3, 8, 8), np.float32))
     args = (open_model(model), [str(tmp_path / "a.npy"), str(tmp_path / "b.npy")])

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import rel_err, same_pads
 
 import cnnc
-from helpers import rel_err, same_pads
 
 TOL = 1e-4
 
@@ -385,8 +385,7 @@ def test_the_compile_helper_compiles_what_a_plan_runs():
     compiles it for; once it is compiled it is marked as cached."""
     import numba
 
-    from cnnc.kernels.interpreter import (OPCODES, interpreter_is_cached,
-                                          interpreter_types)
+    from cnnc.kernels.interpreter import OPCODES, interpreter_is_cached, interpreter_types
 
     plan = cnnc.compile_source(SMALL, progress=False)._plan
     assert interpreter_types() == tuple(numba.typeof(a)

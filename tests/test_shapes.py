@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import graph_of, net_src, same_pads
 
 

@@ -25,7 +25,27 @@ process.
 import functools
 from pathlib import Path
 
+from .conv import conv2d
+from .dense import dense
+from .elementwise import (
+    ACT_CODES,
+    ACT_LEAKY,
+    ACT_NONE,
+    ACT_RELU,
+    ACT_SIGMOID,
+    ACT_TANH,
+    activation,
+    add,
+    softmax,
+)
+from .fastconv import (
+    conv2d_packed,
+    pack_conv_weights,
+)
 from .jit import sources_digest
+from .layout import copy_channels, pad2d
+from .norm import batchnorm, batchnorm_coefficients, lrn
+from .pool import global_avgpool, global_maxpool, pool2d
 
 _CACHE = Path(__file__).resolve().parent / "__pycache__"
 
@@ -49,27 +69,6 @@ def tidy_cache() -> None:
     except OSError:  # a read-only install: Numba then caches elsewhere, as it does
         pass
 
-
-from .conv import conv2d
-from .dense import dense
-from .elementwise import (
-    ACT_CODES,
-    ACT_LEAKY,
-    ACT_NONE,
-    ACT_RELU,
-    ACT_SIGMOID,
-    ACT_TANH,
-    activation,
-    add,
-    softmax,
-)
-from .fastconv import (
-    conv2d_packed,
-    pack_conv_weights,
-)
-from .layout import copy_channels, pad2d
-from .norm import batchnorm, batchnorm_coefficients, lrn
-from .pool import global_avgpool, global_maxpool, pool2d
 
 __all__ = [
     "ACT_CODES",
