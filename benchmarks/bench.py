@@ -226,7 +226,7 @@ class OtherLoad:
         end = self._now()
         if self.start is None or end is None:
             return None
-        wall, busy, own = (b - a for a, b in zip(self.start, end))
+        wall, busy, own = (b - a for a, b in zip(self.start, end, strict=True))
         return max(0.0, busy - own) / (wall * (os.cpu_count() or 1))
 
 
@@ -234,7 +234,7 @@ def relative_error(y: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(np.abs(y - ref)) / np.max(np.abs(ref)))
 
 
-class Mismatch(Exception):
+class MismatchError(Exception):
     pass
 
 
@@ -247,10 +247,10 @@ def check_outputs(engines: list[Engine], reference: str) -> dict[str, float]:
         if name == reference:
             continue
         if y.shape != ref.shape:
-            raise Mismatch(f"{name} output shape {y.shape}, {reference} gives {ref.shape}")
+            raise MismatchError(f"{name} output shape {y.shape}, {reference} gives {ref.shape}")
         errors[name] = relative_error(y, ref)
         if not errors[name] <= TOLERANCE:  # also catches NaN
-            raise Mismatch(
+            raise MismatchError(
                 f"{name} differs from {reference}: max|diff|/max|ref| = "
                 f"{errors[name]:.3g} > {TOLERANCE:g}"
             )
@@ -338,7 +338,7 @@ def bench_row(stem: str, batch: int, thread_counts: list[int], settings: Setting
             ]
             try:
                 result.errors = check_outputs(engines, reference="torch")
-            except Mismatch as err:
+            except MismatchError as err:
                 result.failure = str(err)
                 print(
                     f"  !!! {threads} thread(s): OUTPUTS DISAGREE, row not timed: {err}",
@@ -433,7 +433,8 @@ def environment_lines() -> list[str]:
             f"({len(os.sched_getaffinity(0))} usable), flags: {cpu_flags()}"
         ),
         (
-            f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__} "
+            f"python {platform.python_version()}, numpy {np.__version__}, "
+            f"numba {numba.__version__} "
             f"(threading layer: {layer}), torch {torch.__version__}, "
             f"onnxruntime {ort.__version__}, cnnc {getattr(cnnc, '__version__', '?')}"
         ),

@@ -82,7 +82,8 @@ def _memory_flag(p):
 
 
 def _add_network(p):
-    p.add_argument("--network", metavar="NAME", help="the network to use, where the file has several")
+    p.add_argument("--network", metavar="NAME",
+                   help="the network to use, where the file has several")
 
 
 def _opt_flags(p):

@@ -179,7 +179,7 @@ def profile_table(net, x: np.ndarray, repeat: int) -> str:
             per_step[r, i] = time.perf_counter() - t
     med = np.median(per_step, axis=0)
     by_node: dict[str, list] = {}
-    for step, t in zip(net._plan.steps, med):
+    for step, t in zip(net._plan.steps, med, strict=True):
         entry = by_node.setdefault(step.node, [step.op, 0.0])
         entry[1] += t
     total = sum(t for _, t in by_node.values())

@@ -185,7 +185,8 @@ class Separators:
                 if has_semicolon:
                     keep = tok.type != "_RBRACE"
                 else:
-                    keep = prev is not None and prev not in self._JOIN_AFTER and tok.type not in self._JOIN_BEFORE
+                    keep = (prev is not None and prev not in self._JOIN_AFTER
+                            and tok.type not in self._JOIN_BEFORE)
                 if keep:
                     yield Token.new_borrow_pos("_SEP", pending.value, pending)
                 pending, has_semicolon = None, False
@@ -216,7 +217,8 @@ _FILE: ContextVar[str] = ContextVar("cnnc_parse_file", default="<source>")
 
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    text = importlib.resources.files("cnnc.grammar").joinpath("cnnc.lark").read_text(encoding="utf-8")
+    grammar = importlib.resources.files("cnnc.grammar").joinpath("cnnc.lark")
+    text = grammar.read_text(encoding="utf-8")
     return Lark(text, parser="lalr", lexer="basic", postlex=Separators(),
                 maybe_placeholders=True, transformer=_ToAst())
 

@@ -415,7 +415,7 @@ class _Expander:
                 f"{'s' if len(params) != 1 else ''}, got {len(positional)}"
             ).at(positional[len(params)][1])
         inner: dict = {}
-        for (value, _), name in zip(positional, params):
+        for (value, _), name in zip(positional, params, strict=False):
             inner[name] = value
         for key, (value, _, pos) in keywords.items():
             if key not in params:

@@ -45,13 +45,14 @@ def bind_arguments(kind: str, positional: list, keywords: dict) -> dict:
             f"{kind} takes at most {len(names)} argument{'s' if len(names) != 1 else ''}, "
             f"got {len(positional)}").at(positional[len(names)][1])
     given: dict[str, tuple] = {}
-    for (value, pos), name in zip(positional, names):
+    for (value, pos), name in zip(positional, names, strict=False):
         given[name] = (value, pos)
     for key, (value, pos, key_pos) in keywords.items():
         if key not in names:
             choices = ", ".join(names) if names else "none"
             raise CnncNameError(
-                f"{kind} has no argument '{key}'{did_you_mean(key, names)}; its arguments: {choices}"
+                f"{kind} has no argument '{key}'{did_you_mean(key, names)}; "
+                f"its arguments: {choices}"
             ).at(key_pos)
         if key in given:
             raise CnncValueError(f"{kind}: argument '{key}' given twice").at(key_pos)

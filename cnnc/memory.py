@@ -74,7 +74,7 @@ def plan_buffers(graph: nx.DiGraph, order: list[str], reuse: bool) -> BufferPlan
         if data["op"] != "concat" or not data["attrs"].get("inplace"):
             continue
         offset = 0
-        for src, place in zip(data["inputs"], data["attrs"]["inplace"]):
+        for src, place in zip(data["inputs"], data["attrs"]["inplace"], strict=True):
             if place and src not in parent:
                 parent[src] = (node_id, offset)
             offset += _spatial(graph.nodes[src]["shape"])[0]

@@ -63,7 +63,8 @@ def summary_text(graph: nx.DiGraph, extra_lines: list[str] = ()) -> str:
     right = {3, 4}
     lines = []
     for i, row in enumerate(table):
-        cells = [c.rjust(widths[k]) if k in right else c.ljust(widths[k]) for k, c in enumerate(row)]
+        cells = [c.rjust(widths[k]) if k in right else c.ljust(widths[k])
+                 for k, c in enumerate(row)]
         lines.append("  ".join(cells).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -109,7 +110,8 @@ def dump_dot(graph: nx.DiGraph) -> str:
     """Graphviz DOT: one box per node with its name, op and shape."""
     lines = [f"digraph {_dot_quote(graph.graph['name'])} {{",
              "  rankdir=TB;",
-             '  node [shape=box, style="rounded,filled", fillcolor="#f4f4f4", fontname="Helvetica"];']
+             '  node [shape=box, style="rounded,filled", fillcolor="#f4f4f4", '
+             'fontname="Helvetica"];']
     colors = {"conv": "#cfe2ff", "dense": "#cfe2ff", "concat": "#ffe5b4", "add": "#ffe5b4",
               "maxpool": "#d1e7dd", "avgpool": "#d1e7dd", "input": "#eeeeee"}
     for node_id, d in graph.nodes(data=True):

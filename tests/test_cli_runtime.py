@@ -100,7 +100,8 @@ def test_opt_levels_and_disabled_passes(capsys, tmp_path):
 def test_summary_reports_peak_memory(capsys):
     code, out, _ = run_cli(capsys, "summary", ROOT / "examples" / "googlenet.cnn")
     assert code == 0
-    assert "peak activation memory per image (-O2): 18.30 MiB before planning, 6.12 MiB after" in out
+    assert ("peak activation memory per image (-O2): 18.30 MiB before planning, "
+            "6.12 MiB after") in out
 
 
 def test_bench_with_profile(capsys):

@@ -25,8 +25,8 @@ import time
 import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = sorted(os.path.join(ROOT, "examples", f) for f in os.listdir(os.path.join(ROOT, "examples"))
-                  if f.endswith(".cnn"))
+EXAMPLES = sorted(os.path.join(ROOT, "examples", f)
+                  for f in os.listdir(os.path.join(ROOT, "examples")) if f.endswith(".cnn"))
 SEED = 20240601
 COUNT = 500
 PER_MUTANT_S = 2.0
@@ -117,17 +117,18 @@ class Mutator:
 
     def random_bytes(self, data: bytes) -> bytes:
         i = self.rng.randrange(len(data) + 1)
-        junk = bytes(self.rng.choice([0, 0x1b, 0x7f, 0xff, 0xc3, 0x0b, 0x85]) if self.rng.random() < 0.5
+        special = [0, 0x1b, 0x7f, 0xff, 0xc3, 0x0b, 0x85]
+        junk = bytes(self.rng.choice(special) if self.rng.random() < 0.5
                      else self.rng.randrange(256) for _ in range(self.rng.randint(1, 6)))
         return data[:i] + junk + data[i:]
 
 
-class _Hang(Exception):
+class _HangError(Exception):
     pass
 
 
 def _on_alarm(signum, frame):
-    raise _Hang()
+    raise _HangError()
 
 
 def check_mutants(seed: int, count: int, folder: str) -> dict:
@@ -156,7 +157,7 @@ def check_mutants(seed: int, count: int, folder: str) -> dict:
                 outcomes["error"] += 1
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)  # before any handler below runs
-        except _Hang:
+        except _HangError:
             failures.append((path, f"hung for more than {PER_MUTANT_S} s"))
         except BaseException:  # noqa: BLE001 - anything else is the bug we look for
             failures.append((path, traceback.format_exc(limit=-4)))
@@ -201,7 +202,8 @@ def test_cli_check_on_mutants_is_exit_0_or_a_clean_error(tmp_path):
         assert result.returncode in (0, 1), result.stderr
         assert "Traceback" not in result.stderr
         if result.returncode == 1:
-            assert result.stderr.startswith(f"{path}:") and "error: " in result.stderr.splitlines()[0]
+            first = result.stderr.splitlines()[0]
+            assert result.stderr.startswith(f"{path}:") and "error: " in first
         else:
             assert "is well formed" in result.stdout
 

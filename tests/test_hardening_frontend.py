@@ -192,7 +192,8 @@ def test_deeply_nested_branches_are_located_errors(kind):
     err = error_of(N + "  " + f"{kind} {{ " * 5000 + "relu" + " }" * 5000 + "\n}\n")
     assert isinstance(err, CnncSyntaxError)
     # the network's brace is the first level; the error is at the brace one too many
-    assert err.line == 2 and err.column == 3 + len(f"{kind} {{ ") * (MAX_NESTING - 1) + len(kind) + 1
+    opening = len(f"{kind} {{ ")
+    assert err.line == 2 and err.column == 3 + opening * (MAX_NESTING - 1) + len(kind) + 1
     assert f"nested more than {MAX_NESTING} levels deep" in err.message
 
 
@@ -239,7 +240,8 @@ def test_a_very_long_name_is_reported_quickly_and_abbreviated():
     assert did_you_mean("a" * 5_000_000, ["relu", "conv"]) == ""
     assert time.perf_counter() - start < 0.5
     err = error_of(N + "  relu -> " + "relux" * 1000 + "\n}\n")
-    assert err.message == "unknown layer or block 'reluxreluxreluxrelux...luxrelux (5000 characters)'"
+    assert err.message == ("unknown layer or block "
+                           "'reluxreluxreluxrelux...luxrelux (5000 characters)'")
     err = error_of(N + "  relu " + "relux" * 1000 + "\n}\n")
     assert err.message.startswith("unexpected 'reluxreluxreluxrelux...luxrelux (5000 characters)'")
 
@@ -326,9 +328,11 @@ def test_an_import_never_shows_a_line_of_a_file_that_is_not_cnn(tmp_path, name):
 
 
 @pytest.mark.parametrize("data, fragment", [
-    (b"network n(input: 1x2x2) { relu } # \x1b[2J\x1b]0;pwned\x07\n", "control character \\x1b on line 1"),
+    (b"network n(input: 1x2x2) { relu } # \x1b[2J\x1b]0;pwned\x07\n",
+     "control character \\x1b on line 1"),
     (b"network n(input: 1x2x2) {\n relu\n}\n\x00\x00\x00", "control character \\x00 on line 4"),
-    (b"network n(input: 1x2x2) { relu }\n\xff\xfe\n", ": not UTF-8 text (invalid byte at offset 33"),
+    (b"network n(input: 1x2x2) { relu }\n\xff\xfe\n",
+     ": not UTF-8 text (invalid byte at offset 33"),
 ])
 def test_binary_or_control_text_is_not_cnn_and_is_not_quoted(tmp_path, data, fragment):
     path = tmp_path / "bad.cnn"
@@ -385,4 +389,5 @@ def test_cli_prints_no_raw_escape_from_a_path(tmp_path):
                             capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": ROOT})
     assert result.returncode == 1
-    assert "\x1b" not in result.stderr and "x\\x1b[2J.cnn:2:3: error: unknown layer" in result.stderr
+    assert "\x1b" not in result.stderr
+    assert "x\\x1b[2J.cnn:2:3: error: unknown layer" in result.stderr

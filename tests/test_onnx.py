@@ -27,8 +27,8 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import cnnc  # noqa: E402
 from cnnc.onnx import import_onnx  # noqa: E402
-from cnnc.onnx.export import (
-    export_network,  # noqa: E402
+from cnnc.onnx.export import (  # noqa: E402
+    export_network,
 )
 
 EXAMPLES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "examples", "*.cnn")))
@@ -145,8 +145,10 @@ class GoogLeNet(nn.Module):
             nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0), nn.Conv2d(16, 16, 1), nn.ReLU(),
             nn.Conv2d(16, 24, 3, padding=1), nn.ReLU(), nn.LocalResponseNorm(5, 2e-4, 0.75, 2.0),
             nn.MaxPool2d(3, 2, ceil_mode=True))
-        self.inc = nn.Sequential(Inception(24, 8, 8, 12, 4, 4, 4), Inception(28, 8, 8, 12, 4, 4, 4),
-                                 nn.MaxPool2d(3, 2, ceil_mode=True), Inception(28, 16, 8, 16, 4, 8, 8))
+        self.inc = nn.Sequential(Inception(24, 8, 8, 12, 4, 4, 4),
+                                 Inception(28, 8, 8, 12, 4, 4, 4),
+                                 nn.MaxPool2d(3, 2, ceil_mode=True),
+                                 Inception(28, 16, 8, 16, 4, 8, 8))
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.4),
                                   nn.Linear(48, 10), nn.Softmax(1))
 
@@ -177,7 +179,8 @@ def squeezenet():
 class DenseLayer(nn.Module):
     def __init__(self, cin, growth):
         super().__init__()
-        self.f = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, 4 * growth, 1, bias=False),
+        self.f = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(),
+                               nn.Conv2d(cin, 4 * growth, 1, bias=False),
                                nn.BatchNorm2d(4 * growth), nn.ReLU(),
                                nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False))
 

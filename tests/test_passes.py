@@ -112,7 +112,7 @@ def same_numbers(graph, *names: str, tol: float = 1e-5):
     return after
 
 
-def O2_equals_O0(text: str, tol: float = 1e-5) -> np.ndarray:
+def o2_equals_o0(text: str, tol: float = 1e-5) -> np.ndarray:
     """Compile at -O0 and -O2 with the same random weights; compare; the -O0 output."""
     weights = random_weights(parsed(text))
     slow = cnnc.compile_source(text, weights=weights, opt_level=0, progress=False)
@@ -735,8 +735,8 @@ def torch_residual(p, x):
     (CHAIN, torch_chain, "input conv*2 avgpool pad dense"),
     (RESIDUAL, torch_residual, "input conv*3 maxpool slice*3 concat"),
 ])
-def test_O2_equals_O0_and_torch(text, twin, expected):
-    ref, weights, x = O2_equals_O0(text)
+def test_o2_equals_o0_and_torch(text, twin, expected):
+    ref, weights, x = o2_equals_o0(text)
     graph = bound(text)
     want_ops = collections.Counter()
     for item in expected.split():

@@ -23,8 +23,8 @@ import pytest
 pytest.importorskip("distributed")
 PIL = pytest.importorskip("PIL.Image")
 
-import cnnc
-from cnnc.cli import main
+import cnnc  # noqa: E402 - after the skips
+from cnnc.cli import main  # noqa: E402
 
 SOURCE = ("network n(input: 3x8x8) { conv(4, 3x3) -> relu -> avgpool(global) -> dense(5) "
           "-> softmax }\n")
@@ -216,7 +216,7 @@ def test_images_decoded_resized_and_normalised(capsys, tmp_path, model, net, sch
     names = [f"{data}/{n}" for n in ("a.png", "b.png", "c.png", "cats/big.jpg",
                                      "cats/gray.png")]
     ys = np.concatenate([net(top), net(cats)])
-    entries = [(n, 0, y) for n, y in sorted(zip(names, ys), key=lambda t: t[0])]
+    entries = [(n, 0, y) for n, y in sorted(zip(names, ys, strict=True), key=lambda t: t[0])]
     assert_csv(read_csv(out / "predictions.csv"), expected_csv(entries, 5))
 
 

@@ -48,8 +48,10 @@ def test_conv_shapes_match_pytorch(hw, k, s, p, d, g):
 def test_pool_shapes_match_pytorch(kind, k, s, p):
     k2 = k if isinstance(k, tuple) else (k, k)
     s2 = k2 if s is None else (s if isinstance(s, tuple) else (s, s))
-    fmt = lambda v: v if isinstance(v, str) else (f"{v[0]}x{v[1]}" if isinstance(v, tuple) else str(v))  # noqa: E731
-    layer = f"{kind}({fmt(k)}" + (f", stride={fmt(s)}" if s is not None else "") + f", padding={fmt(p)})"
+    def fmt(v):
+        return v if isinstance(v, str) else f"{v[0]}x{v[1]}" if isinstance(v, tuple) else str(v)
+    stride = f", stride={fmt(s)}" if s is not None else ""
+    layer = f"{kind}({fmt(k)}{stride}, padding={fmt(p)})"
     x = torch.zeros(1, 3, 17, 16)
     pad = 0
     if p == "same":

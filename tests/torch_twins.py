@@ -333,7 +333,7 @@ class ResNet18(nn.Module):
         self.stem_bn = nn.BatchNorm2d(64)
         self.blocks = nn.ModuleDict()
         cin = 64
-        for stage, c in zip((2, 3, 4, 5), (64, 128, 256, 512)):
+        for stage, c in zip((2, 3, 4, 5), (64, 128, 256, 512), strict=True):
             stride = 1 if stage == 2 else 2
             self.blocks[f"res{stage}a"] = BasicBlock(cin, c, stride)
             self.blocks[f"res{stage}b"] = BasicBlock(c, c, 1)

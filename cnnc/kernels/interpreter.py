@@ -61,7 +61,7 @@ ARG_KINDS = {
     "matrix": Kind(3, 0, "matrix(params, r, {i})"),  # (offset, rows, columns)
     "tensor4": Kind(5, 0, "tensor4(params, r, {i})"),  # (offset, d0, d1, d2, d3)
 }
-T, I, F = "tensor", "int", "float"
+T, I, F = "tensor", "int", "float"  # noqa: E741 - one letter keeps each table row short
 
 # In the order run_plan tests the opcodes, which is the order a cold compile of run_plan
 # compiles the kernels: the small and rare ones first, the conv and pool kernels last, so
@@ -108,7 +108,7 @@ def encode_steps(calls) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
             raise TypeError(f"{kernel.__name__} takes {len(kinds)} arguments, got {len(args)}")
         row: list[int] = []
         frow: list[float] = []
-        for position, (kind, arg) in enumerate(zip(kinds, args)):
+        for position, (kind, arg) in enumerate(zip(kinds, args, strict=True)):
             if not _is_kind(kind, arg):
                 raise TypeError(f"argument {position} of {kernel.__name__} should be a "
                                 f"{kind}, got {type(arg).__name__} {arg!r:.60}")

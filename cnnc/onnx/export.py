@@ -50,8 +50,8 @@ def _ins(ctx: Ctx, data) -> list[str]:
 
 
 def _onnx_pads(attrs) -> list[int]:
-    t, b, l, r = attrs["pads"]
-    return [t, l, b, r]
+    top, bottom, left, right = attrs["pads"]
+    return [top, left, bottom, right]
 
 
 def _conv(ctx, nid, data):
@@ -102,8 +102,8 @@ def _dropout(ctx, nid, data):
 
 
 def _pad(ctx, nid, data):
-    t, b, l, r = data["attrs"]["pads"]
-    pads = ctx.param(f"{nid}.pads", np.array([0, 0, t, l, 0, 0, b, r], np.int64))
+    top, bottom, left, right = data["attrs"]["pads"]
+    pads = ctx.param(f"{nid}.pads", np.array([0, 0, top, left, 0, 0, bottom, right], np.int64))
     ctx.node("Pad", nid, _ins(ctx, data) + [pads], mode="constant")
 
 

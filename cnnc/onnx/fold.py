@@ -95,7 +95,7 @@ def _slice(node, inputs, opset):
     axes = list(range(len(starts))) if axes is None else axes
     steps = steps or [1] * len(starts)
     index = [slice(None)] * data.ndim
-    for a, s, e, st in zip(axes, starts, ends, steps):
+    for a, s, e, st in zip(axes, starts, ends, steps, strict=False):
         index[a] = slice(s, e, st)
     return data[tuple(index)]
 

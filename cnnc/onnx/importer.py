@@ -158,7 +158,7 @@ class Importer:
         self.needed = saved | live_tensors(inner, *[o.name for o in branch.output])
         self.visit(inner)
         self.needed = saved
-        for out, result in zip(node.outputs, branch.output):
+        for out, result in zip(node.outputs, branch.output, strict=False):
             self.values[out] = self.value(node, result.name)
 
 

@@ -287,9 +287,13 @@ def call_text(layer: Layer) -> str:
         if np.float32(a["p"]) != np.float32(0.5):
             args.append(_num(a["p"]))
     elif kind == "pad":
-        t, b, l, r = a["pads"]
-        args += [str(t)] if t == b == l == r else [f"{t}x{l}"] if (t, l) == (b, r) else \
-            [str(t), str(b), str(l), str(r)]
+        top, bottom, left, right = a["pads"]
+        if top == bottom == left == right:
+            args.append(str(top))
+        elif (top, left) == (bottom, right):
+            args.append(f"{top}x{left}")
+        else:
+            args += [str(top), str(bottom), str(left), str(right)]
     elif kind == "clip":
         args += [_num(a["min"]), _num(a["max"])]
     return f"{kind}({', '.join(args)})" if args else kind

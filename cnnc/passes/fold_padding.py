@@ -59,7 +59,7 @@ class FoldPadding:
             return False
         source = graph.nodes[pad]["inputs"][0]
         _, h, w = graph.nodes[source]["shape"]
-        total = tuple(a + b for a, b in zip(attrs["pads"], pads))
+        total = tuple(a + b for a, b in zip(attrs["pads"], pads, strict=True))
         if op != "conv":
             untouched = windows_avoid_pad(attrs, data["shape"], (h, w), attrs["pads"], pads)
             if op == "avgpool" and not untouched:
@@ -111,7 +111,7 @@ def windows_avoid_pad(attrs: dict, shape_out: tuple, size_in: tuple, own: tuple,
             axis_meets.append(lo <= hi)
             axis_leaves.append(lo <= hi and (lo < 0 or hi > size - 1))
         meets.append(any(axis_meets))
-        leaves.append(any(m and x for m, x in zip(axis_meets, axis_leaves)))
+        leaves.append(any(m and x for m, x in zip(axis_meets, axis_leaves, strict=True)))
     return not ((leaves[0] and meets[1]) or (leaves[1] and meets[0]))
 
 

@@ -282,7 +282,7 @@ def read_images(shard: Shard, settings: ImageSettings, input_shape: tuple, start
     files = shard.files[start:stop]
     out = np.full((len(files), *input_shape), np.nan, np.float32)
     failures = []
-    for i, (path, name) in enumerate(zip(files, shard.names[start:stop])):
+    for i, (path, name) in enumerate(zip(files, shard.names[start:stop], strict=True)):
         try:
             out[i] = read_image(path, settings)
         except Exception as err:  # noqa: BLE001 - Pillow raises many kinds for bad files

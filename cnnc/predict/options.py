@@ -72,6 +72,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                    help="subtracted from images scaled to [0, 1]: one value or R,G,B")
     p.add_argument("--std", type=nonzero_floats, default=None, metavar="S",
                    help="divides images after the mean: one value or R,G,B")
-    p.add_argument("--network", metavar="NAME", help="the network to use, where the file has several")
+    p.add_argument("--network", metavar="NAME",
+                   help="the network to use, where the file has several")
     p.add_argument("--weights", metavar="NPZ", help="weights for a .cnn model")
     p.add_argument("--seed", type=int, default=0)

@@ -159,7 +159,7 @@ class OutDir:
                 except (OSError, ValueError):
                     continue  # failed in this run: reported already
                 order = np.argsort(-y, axis=1, kind="stable")[:, :top]
-                for (name, index), row, classes in zip(shard.csv_rows(), y, order):
+                for (name, index), row, classes in zip(shard.csv_rows(), y, order, strict=True):
                     if np.isnan(row).any():
                         continue  # an unreadable image
                     count += 1
