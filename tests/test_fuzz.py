@@ -29,7 +29,7 @@ EXAMPLES = sorted(os.path.join(ROOT, "examples", f)
                   for f in os.listdir(os.path.join(ROOT, "examples")) if f.endswith(".cnn"))
 SEED = 20240601
 COUNT = 500
-PER_MUTANT_S = 2.0
+PER_MUTANT_S = 10.0  # a hang guard: a mutant checks in milliseconds, on a loaded machine too
 MEMORY_LIMIT = 3 << 30  # address space of the fuzzing child
 
 TOKEN = re.compile(r"#[^\n]*|[A-Za-z_]\w*|\d+(?:x\d+)+|\d+\.?\d*(?:[eE][-+]?\d+)?|->|//|\s+|.",
