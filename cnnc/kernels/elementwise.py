@@ -99,7 +99,7 @@ def activate_into(src, dst, act, alpha):
             dst[i] = src[i]
 
 
-@numba.njit(fastmath=True, inline="always", error_model="numpy")
+@numba.njit(fastmath=True, error_model="numpy")
 def bias_activate_inplace(row, b, act, alpha):
     """``row[i] = act(row[i] + b)`` in place.
 

@@ -220,7 +220,7 @@ _uk_2 = _make_microkernel(min(2, VN))  # spatial tails of VL+1 .. 2*VL positions
 _uk_1 = _make_microkernel(1)  # spatial tails of 1 .. VL positions
 
 
-@numba.njit(inline="always", error_model="numpy")
+@numba.njit(error_model="numpy")
 def _microkernel(rem, x, xoff, offs, ntap, w, woff, scr):
     """The micro-kernel just wide enough for the ``rem >= 1`` flat positions left
     (tiles have at most three vectors; the branches a target's VN cannot take fold away)."""
@@ -243,7 +243,7 @@ def _address(typingctx, a):
     return types.int64(a), codegen
 
 
-@numba.njit(inline="always", error_model="numpy")
+@numba.njit(error_model="numpy")
 def _empty_aligned(n):
     """An uninitialised float32 array of ``n`` elements starting on a 64-byte cache line."""
     raw = np.empty(n + 16, np.float32)
@@ -276,7 +276,7 @@ def pack_conv_weights(w: np.ndarray, groups: int) -> np.ndarray:
 # ---------------------------------------------------------------- conv2d_packed
 
 
-@numba.njit(inline="always", error_model="numpy")
+@numba.njit(error_model="numpy")
 def _phase_used(phase, k, d, s):
     """Whether some tap ``i < k`` (dilation ``d``) reads stride phase ``phase``."""
     for i in range(k):
@@ -285,7 +285,7 @@ def _phase_used(phase, k, d, s):
     return False
 
 
-@numba.njit(inline="always", error_model="numpy")
+@numba.njit(error_model="numpy")
 def _image_width(W, OW, pl, sw, KW, dw):
     """``Wq``: the columns one image takes in a row of the phase-split input.
 
@@ -308,7 +308,7 @@ def _image_width(W, OW, pl, sw, KW, dw):
     return Wq
 
 
-@numba.njit(inline="always", error_model="numpy")
+@numba.njit(error_model="numpy")
 def _images_per_block(N, image_bytes):
     """Images laid side by side in one flat block: the largest divisor of ``N`` whose
     block of phase-split input stays within ``XQ_BLOCK_BYTES`` (at least 1)."""
@@ -319,7 +319,7 @@ def _images_per_block(N, image_bytes):
     return best
 
 
-@numba.njit(inline="always", error_model="numpy")
+@numba.njit(error_model="numpy")
 def _phase_columns(pw, pl, sw, W, Wq):
     """``(j_lo, j_hi)``: the columns ``j`` of phase ``pw`` whose source column
     ``j*sw + pw - pl`` lies inside the image (``W`` wide)."""
@@ -412,7 +412,7 @@ def _split_phases(x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh
                             dst[o + j] = src[j * sw + col0]
 
 
-@numba.njit(inline="always", error_model="numpy")
+@numba.njit(error_model="numpy")
 def _tile_segments(scr, buf, c0, n0, kvalid, p0, Wrow, Wq, OW, OH, mode, res, rc0, bias, bk):
     """Walk the output cells of a tile: ``TW`` flat positions from ``p0``, rows ``k <
     kvalid`` of ``scr`` going to channels ``c0 + k`` of ``buf``.
@@ -455,7 +455,7 @@ def _tile_segments(scr, buf, c0, n0, kvalid, p0, Wrow, Wq, OW, OH, mode, res, rc
         p = end
 
 
-@numba.njit(inline="always", error_model="numpy")
+@numba.njit(error_model="numpy")
 def _store_tile(scr, out, n0, ochan, kvalid, bias, bk, res, rc0, p0, Wrow, Wq, OW, OH, act,
                 alpha):  # fmt: skip
     """Write ``scr`` (``kvalid`` rows of ``TW`` flat positions from ``p0``) to ``out``.
@@ -476,8 +476,8 @@ def _store_tile(scr, out, n0, ochan, kvalid, bias, bk, res, rc0, p0, Wrow, Wq, O
         _tile_segments(scr, res, rc0, n0, kvalid, p0, Wrow, Wq, OW, OH, 1, res, rc0, bias, bk)
     for k in range(kvalid):
         # the whole row at once (junk columns too, never stored): one vectorised pass
-        # rather than one short one per output row segment (inlined once: the activations
-        # are most of the kernel's compile time)
+        # rather than one short one per output row segment (a call, not inlined: the
+        # activations are much of the kernel's compile time)
         b = 0.0 if rc0 >= 0 else bias[bk + k]
         bias_activate_inplace(scr[k * TW : (k + 1) * TW], b, act, alpha)
     _tile_segments(scr, out, ochan, n0, kvalid, p0, Wrow, Wq, OW, OH, 0, res, rc0, bias, bk)
@@ -534,7 +534,8 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
         # the tail lets the last tile of the last plane read (junk) past the end: a tile
         # and a vector past it, plus the widest column shift of a tap (a wide dilation)
         xq = _empty_aligned((N // nb) * blk_stride + TW + VL + ((KW - 1) * dw) // sw)
-        xq[(N // nb) * blk_stride :] = 0.0
+        for i in range((N // nb) * blk_stride, xq.size):  # a loop: an array expression
+            xq[i] = 0.0                                   # here would be one more parfor
         # np.int64: nb may be typed as the literal 1 here, which compiles a second split
         _split_phases(x, xc0, cin, xq, np.int64(nb), Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh,
                       dw)  # fmt: skip
@@ -559,7 +560,9 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     tail = P % TW
     pstride = VL * ((tail + VL - 1) // VL) if as_is else 0
     panels = np.empty((nchunks, ntap * pstride), np.float32)
-    panel_offs = np.arange(ntap if pstride else 0) * pstride
+    panel_offs = np.empty(ntap if pstride else 0, np.int64)
+    for t in range(panel_offs.size):
+        panel_offs[t] = t * pstride
     # A full tile whose outputs are contiguous in each output plane -- any tile with no
     # junk columns and one image a block (as is, or a copied 1x1), else a tile inside one
     # row of one image -- with no residual and no activation or relu: the micro-kernel
@@ -569,40 +572,57 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     flat_rows = Wq == OW and nb == 1
     out_flat = out.reshape(out.size)
     for chunk in numba.prange(nchunks):
-        scr = scratch[chunk]
-        panel = panels[chunk]
-        panel_of = -1  # the (image block, group) whose tail the panel holds
-        for item in range(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks):
-            tile = item % ntiles
-            r = item // ntiles
-            kb = r % nkb
-            r //= nkb
-            g = r % groups
-            blk = r // groups
-            p0 = tile * TW
-            rem = P - p0
-            xoff = blk * blk_stride + x_start + g * g_stride + p0
-            woff = (g * nkb + kb) * wblock
-            k0 = g * k_g + kb * KT
-            kvalid = min(KT, k_g - kb * KT)
-            if direct and rem >= TW and kvalid == KT:
-                oh = p0 // Wrow
-                m = (p0 - oh * Wrow) // Wq
-                ow = p0 - oh * Wrow - m * Wq
-                if flat_rows or ow + TW <= OW:
-                    ooff = ((blk * nb + m) * out.shape[1] + oc0 + k0) * OH * OW + oh * OW + ow
-                    _uk_direct(xq, xoff, offs, ntap, wpk, woff, out_flat, ooff, OH * OW, bias,
-                                 k0, act)  # fmt: skip
-                    continue
-            if as_is and rem < TW and xoff + offs[ntap - 1] + pstride > xq.size:
-                if panel_of != blk * groups + g:
-                    panel_of = blk * groups + g
-                    for t in range(ntap):
-                        src = xoff + offs[t]
-                        for j in range(rem):
-                            panel[t * pstride + j] = xq[src + j]
-                _microkernel(rem, panel, 0, panel_offs, ntap, wpk, woff, scr)
-            else:
-                _microkernel(rem, xq, xoff, offs, ntap, wpk, woff, scr)
-            _store_tile(scr, out, blk * nb, oc0 + k0, kvalid, bias, k0, res,
-                        rc0 + k0 if rc0 >= 0 else -1, p0, Wrow, Wq, OW, OH, act, alpha)  # fmt: skip
+        _conv_chunk(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks, scratch[chunk],
+                    panels[chunk], xq, offs, ntap, wpk, out, out_flat, oc0, bias, act, alpha,
+                    res, rc0, ntiles, nkb, groups, k_g, wblock, P, Wrow, Wq, OW, OH, nb,
+                    blk_stride, x_start, g_stride, as_is, pstride, panel_offs, direct,
+                    flat_rows)  # fmt: skip
+
+
+# Not inlined, and neither are the helpers it calls: the prange loop of conv2d_packed only
+# calls this, so Numba's parallel passes (which copy and analyse the loop body several
+# times) see one call, and no helper's IR is copied into its callers. conv2d_packed's
+# cold compile, on a loaded machine: 47.8 CPU s with every helper inlined into the loop
+# body, 46.6 with the body a call but its helpers inlined, 29-33 with nothing inlined;
+# GoogLeNet at one thread ran as fast as before (83-104 against 89-100 ms CPU, noisy).
+@numba.njit(error_model="numpy")
+def _conv_chunk(first, last, scr, panel, xq, offs, ntap, wpk, out, out_flat, oc0, bias, act,
+                alpha, res, rc0, ntiles, nkb, groups, k_g, wblock, P, Wrow, Wq, OW, OH, nb,
+                blk_stride, x_start, g_stride, as_is, pstride, panel_offs, direct,
+                flat_rows):  # fmt: skip
+    """Work items ``[first, last)`` of conv2d_packed (one chunk): one micro-tile each."""
+    panel_of = -1  # the (image block, group) whose tail the panel holds
+    for item in range(first, last):
+        tile = item % ntiles
+        r = item // ntiles
+        kb = r % nkb
+        r //= nkb
+        g = r % groups
+        blk = r // groups
+        p0 = tile * TW
+        rem = P - p0
+        xoff = blk * blk_stride + x_start + g * g_stride + p0
+        woff = (g * nkb + kb) * wblock
+        k0 = g * k_g + kb * KT
+        kvalid = min(KT, k_g - kb * KT)
+        if direct and rem >= TW and kvalid == KT:
+            oh = p0 // Wrow
+            m = (p0 - oh * Wrow) // Wq
+            ow = p0 - oh * Wrow - m * Wq
+            if flat_rows or ow + TW <= OW:
+                ooff = ((blk * nb + m) * out.shape[1] + oc0 + k0) * OH * OW + oh * OW + ow
+                _uk_direct(xq, xoff, offs, ntap, wpk, woff, out_flat, ooff, OH * OW, bias,
+                           k0, act)  # fmt: skip
+                continue
+        if as_is and rem < TW and xoff + offs[ntap - 1] + pstride > xq.size:
+            if panel_of != blk * groups + g:
+                panel_of = blk * groups + g
+                for t in range(ntap):
+                    src = xoff + offs[t]
+                    for j in range(rem):
+                        panel[t * pstride + j] = xq[src + j]
+            _microkernel(rem, panel, 0, panel_offs, ntap, wpk, woff, scr)
+        else:
+            _microkernel(rem, xq, xoff, offs, ntap, wpk, woff, scr)
+        _store_tile(scr, out, blk * nb, oc0 + k0, kvalid, bias, k0, res,
+                    rc0 + k0 if rc0 >= 0 else -1, p0, Wrow, Wq, OW, OH, act, alpha)  # fmt: skip
