@@ -343,7 +343,7 @@ def test_depthwise_se_and_clip_import_as_the_v11_layers(torch_files):
     text, weights = import_onnx(torch_files["mobilenet_v2"])
     assert text.count("dwconv(") == 17 and "groups=" not in text
     assert "relu6" in text and "clip" not in text
-    assert weights["features_1_conv_0.weight"].shape == (8, 1, 3, 3)
+    assert weights["features_3_conv_0.weight"].shape == (8, 1, 3, 3)  # block 1, depthwise
     text, weights = import_onnx(torch_files["mobilenet_v3_block"])
     lines = [line.strip() for line in text.splitlines()]
     assert "block1_3: dwconv(5x5, stride=2, padding=2)" in lines  # batch norm folded in

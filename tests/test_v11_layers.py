@@ -115,6 +115,27 @@ def test_depthwise_kernel_runs_dwconv_and_conv_with_groups_equal_to_depth():
     assert kernels["conv2"] == "conv2d_packed"
 
 
+@pytest.mark.parametrize("stride, pads, dilation", [((1, 1), (1, 1), (1, 1)),
+                                                  ((2, 2), (0, 2), (1, 1)),
+                                                  ((2, 1), (3, 0), (2, 3))])
+def test_depthwise_kernel_touches_only_its_channels(stride, pads, dilation):
+    """Channels 2..4 of the input buffer, channels 1..6 of the output buffer (multiplier
+    2), clip in the store; every other output channel keeps its sentinel."""
+    from cnnc import kernels as K
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 7, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    xt = F.pad(torch.from_numpy(x[:, 2:5]), (pads[1], pads[1], pads[0], pads[0]))
+    ref = torch.clamp(F.conv2d(xt, torch.from_numpy(w), torch.from_numpy(b), stride=stride,
+                               dilation=dilation, groups=3), -0.5, 1.5)
+    out = np.full((2, 9, *ref.shape[2:]), 7.0, np.float32)
+    K.conv2d_depthwise(x, 2, 3, w, b, out, 1, *stride, *pads, *dilation, K.ACT_CLIP, -0.5,
+                       1.5)
+    assert np.all(out[:, [0, 7, 8]] == 7.0)
+    _check(out[:, 1:7], ref)
+
+
 def test_dwconv_folds_pad_batchnorm_and_activation():
     body = "pad(1) -> dwconv(3x3, stride=2, multiplier=2) -> batchnorm -> relu6"
     graph = optimize(graph_of(net_src(body, "3x9x8")), level=2)
@@ -232,10 +253,14 @@ def test_clip_errors(body, message):
         graph_of(net_src(body))
 
 
-def test_clip_error_has_a_position():
-    with pytest.raises(cnnc.CnncError) as err:
-        graph_of(net_src("relu\nclip(0, 1e400)"))
+def test_clip_errors_have_positions():
+    """A bad value at the value; min above max at the call."""
+    with pytest.raises(cnnc.CnncValueError) as err:
+        graph_of(net_src("relu\nclip(0, true)"))
     assert (err.value.line, err.value.column) == (3, 9)
+    with pytest.raises(cnnc.CnncValueError) as err:
+        graph_of(net_src("relu\n  clip(max=0, min=0.5)"))
+    assert (err.value.line, err.value.column) == (3, 3)
 
 
 # ---------------------------------------------------------------- mul, broadcasting
@@ -372,3 +397,24 @@ def test_artifact_round_trip(tmp_path):
     again = cnnc.load(tmp_path / "m.cnnc")
     x = np.random.default_rng(0).standard_normal((2, 6, 9, 8)).astype(np.float32)
     np.testing.assert_array_equal(again(x), net(x))
+
+
+# ---------------------------------------------------------------- the examples
+@pytest.mark.parametrize("opt_level", [0, 2])
+def test_se_resnet_matches_its_pytorch_twin(opt_level):
+    """examples/se_resnet.cnn at 64x64 (its global pool takes any size) against the twin.
+    Each block's last batch norm scale is cut to a fifth: with He weights the residual sum
+    grows block by block until float32 PyTorch itself is 4e-4 from float64."""
+    import torch_twins
+    model = torch_twins.init_weights_(torch_twins.se_resnet50(), seed=3)
+    with torch.no_grad():
+        for block in model.blocks.values():
+            block.bn3.weight.mul_(0.2)
+    with open("examples/se_resnet.cnn", encoding="utf-8") as fh:
+        text = fh.read().replace("input: 3x224x224", "input: 3x64x64")
+    net = cnnc.compile_source(text, weights=torch_twins.to_cnnc_weights(model),
+                              opt_level=opt_level, progress=False)
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x))
+    _check(net(x), ref)
