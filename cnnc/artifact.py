@@ -37,6 +37,7 @@ import numpy as np
 from .errors import CnncArtifactError, CnncError
 from .graph import parameter_shapes
 from .layers import LAYERS, bind_arguments, infer_shape
+from .ops import BRANCHING_OPS
 from .passes import LEVELS, PASSES, optimize
 from .report import graph_to_json_data
 from .weights import bind_parameters
@@ -450,7 +451,7 @@ def _rebuild_layer(graph: nx.DiGraph, where: str, op, stored, inputs: list) -> t
     if not isinstance(stored, dict):
         raise _bad(f"{where} has malformed attributes")
     shapes = [graph.nodes[s]["shape"] for s in inputs]
-    if op in ("concat", "add"):
+    if op in BRANCHING_OPS:
         positional, keywords = None, None
         if stored or not inputs:
             raise _bad(f"{where}: a {op} has inputs and no attributes")

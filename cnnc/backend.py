@@ -112,7 +112,11 @@ def current_target() -> Target:
 PACKED_MIN_CHANNELS_PER_GROUP = 4
 
 
-def conv_kernel(out_channels: int, groups: int) -> str:
-    """Which conv kernel runs a conv: ``"packed"`` (register-blocked, weights packed once;
-    its store adds a residual) or ``"generic"``."""
+def conv_kernel(out_channels: int, groups: int, in_channels: int) -> str:
+    """Which conv kernel runs a conv: ``"depthwise"`` when each of several groups reads one
+    input channel (``dwconv``, ``conv`` with groups = input depth; any multiplier), else
+    ``"packed"`` (register-blocked, weights packed once; its store adds a residual) or
+    ``"generic"`` for thin groups. (An ungrouped conv of a one-channel input stays packed.)"""
+    if groups > 1 and in_channels == groups:
+        return "depthwise"
     return "packed" if out_channels // groups >= PACKED_MIN_CHANNELS_PER_GROUP else "generic"

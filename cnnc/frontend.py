@@ -102,9 +102,9 @@ class Call:
 
 @dataclass(frozen=True)
 class Branching:
-    """`concat { A | B }` or `add { A | B }`."""
+    """`concat { A | B }`, `add { A | B }` or `mul { A | B }`."""
 
-    kind: str  # "concat" or "add"
+    kind: str  # "concat", "add" or "mul"
     branches: tuple[tuple[Stage, ...], ...]
     label: str | None
     pos: Pos
@@ -231,6 +231,7 @@ _TOKEN_NAMES = {
     "STRING": "a quoted path", "COLON": "':'", "EQUAL": "'='", "PLUS": "'+'", "MINUS": "'-'",
     "STAR": "'*'", "__ANON_0": "'//'", "$END": "end of file", "NETWORK": "'network'",
     "BLOCK": "'block'", "IMPORT": "'import'", "CONCAT": "'concat'", "ADD": "'add'",
+    "MUL": "'mul'",
 }
 
 
@@ -324,7 +325,7 @@ class _ToAst(Transformer):
             return Branching(kind, tuple(branches), None, self._pos(keyword))
         return method
 
-    concat, add = _branching("concat"), _branching("add")
+    concat, add, mul = _branching("concat"), _branching("add"), _branching("mul")
 
     def labelled(self, children):
         label, stage = children

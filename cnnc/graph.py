@@ -41,7 +41,7 @@ from .frontend import (
 from .layers import LAYERS, WORDS, bind_arguments, infer_shape, param_shapes
 from .ops import OPS, Param
 
-KEYWORDS = ("network", "block", "import", "concat", "add")
+KEYWORDS = ("network", "block", "import", "concat", "add", "mul")
 
 
 @dataclass

@@ -17,6 +17,7 @@ from . import kernels as K
 from .backend import conv_kernel
 from .errors import CnncError
 from .memory import ALIAS_OPS, View
+from .ops import CONV_OPS, activation_floats, broadcasts
 
 
 @dataclass
@@ -44,6 +45,32 @@ def _weight_and_bias(data) -> tuple[np.ndarray, np.ndarray]:
     return w, b
 
 
+def _conv_step(data, attrs, x: View, ins: list[View], out: View, act: int, alpha: float,
+               beta: float, step) -> Step:
+    """The kernel call of a convolution (conv, dwconv), on the kernel the backend picks."""
+    w, b = _weight_and_bias(data)
+    pt, _, pl, _ = attrs["pads"]
+    kernel = conv_kernel(data["shape"][0], attrs["groups"], x.channels)
+    if kernel == "packed":
+        # register-blocked direct convolution, weights packed once here; a residual
+        # (fuse-residual) is the second input, added in the store
+        kh, kw = attrs["kernel"]
+        res, rc0 = (ins[1], ins[1].c0) if attrs.get("residual") else (out, -1)
+        args = (x, x.c0, x.channels, out, out.c0, w.shape[0],
+                K.pack_conv_weights(w, attrs["groups"]), b, kh, kw, pt, pl, *attrs["stride"],
+                *attrs["dilation"], attrs["groups"], act, alpha, beta, res, rc0)
+        return step(K.conv2d_packed, args, reads=ins)
+    if attrs.get("residual"):
+        raise CnncError(f"internal: conv '{data['name']}' has a residual but no packed kernel")
+    if kernel == "depthwise":
+        args = (x, x.c0, x.channels, w, b, out, out.c0, *attrs["stride"], pt, pl,
+                *attrs["dilation"], act, alpha, beta)
+        return step(K.conv2d_depthwise, args)
+    args = (x, x.c0, x.channels, w, b, out, out.c0, *attrs["stride"], pt, pl,
+            *attrs["dilation"], attrs["groups"], act, alpha, beta)
+    return step(K.conv2d, args)
+
+
 def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[Step]:
     """The kernel calls that compute one node; View objects stand for buffers.
 
@@ -56,30 +83,16 @@ def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[
     ins = [views[i] for i in data["inputs"]]
     x = ins[0] if ins else None
     act = K.ACT_CODES.get(attrs.get("activation", "none"))
-    slope = float(attrs.get("slope", 0.0))
+    # the epilogue's arguments (leaky slope; clip's min and max)
+    alpha, beta = activation_floats(attrs.get("activation", "none"), attrs)
 
     def step(kernel, args, reads=(x,), writes=(out,)) -> Step:
         return Step(node_id, op, kernel, args, tuple(reads), tuple(writes))
 
     if op in ("input", *ALIAS_OPS):
         return []
-    if op == "conv":
-        w, b = _weight_and_bias(data)
-        pt, _, pl, _ = attrs["pads"]
-        if conv_kernel(data["shape"][0], attrs["groups"]) == "packed":
-            # register-blocked direct convolution, weights packed once here; a residual
-            # (fuse-residual) is the second input, added in the store
-            kh, kw = attrs["kernel"]
-            res, rc0 = (ins[1], ins[1].c0) if attrs.get("residual") else (out, -1)
-            args = (x, x.c0, x.channels, out, out.c0, w.shape[0],
-                    K.pack_conv_weights(w, attrs["groups"]), b, kh, kw, pt, pl,
-                    *attrs["stride"], *attrs["dilation"], attrs["groups"], act, slope, res, rc0)
-            return [step(K.conv2d_packed, args, reads=ins)]
-        if attrs.get("residual"):
-            raise CnncError(f"internal: conv '{node_id}' has a residual but no packed kernel")
-        args = (x, x.c0, x.channels, w, b, out, out.c0, *attrs["stride"], pt, pl,
-                *attrs["dilation"], attrs["groups"], act, slope)
-        return [step(K.conv2d, args)]
+    if op in CONV_OPS:
+        return [_conv_step(data, attrs, x, ins, out, act, alpha, beta, step)]
     if op in ("maxpool", "avgpool"):
         if attrs["global"]:
             kernel = K.global_maxpool if op == "maxpool" else K.global_avgpool
@@ -90,9 +103,10 @@ def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[
         return [step(K.pool2d, args)]
     if op == "dense":
         w, b = _weight_and_bias(data)
-        return [step(K.dense, (x, x.c0, x.channels, w, b, out, out.c0, act, slope))]
+        return [step(K.dense, (x, x.c0, x.channels, w, b, out, out.c0, act, alpha, beta))]
     if op in K.ACT_CODES:
-        return [step(K.activation, (x, x.c0, x.channels, out, out.c0, K.ACT_CODES[op], slope))]
+        args = (x, x.c0, x.channels, out, out.c0, K.ACT_CODES[op], *activation_floats(op, attrs))
+        return [step(K.activation, args)]
     if op == "softmax":
         return [step(K.softmax, (x, x.c0, x.channels, out, out.c0))]
     if op == "batchnorm":
@@ -116,15 +130,22 @@ def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[
                                   reads=(src,), writes=(part,)))
             offset += src.channels
         return steps
-    if op == "add":
+    if op in ("add", "mul"):
         if len(ins) == 1:  # `add { A }` is A (with the add's fused activation, if any)
-            return [step(K.activation, (x, x.c0, x.channels, out, out.c0, act, slope))]
+            return [step(K.activation, (x, x.c0, x.channels, out, out.c0, act, alpha, beta))]
+        # the first operand of full shape first: the kernel broadcasts its second operand
+        # (§11: a Cx1x1 branch over HxW); + and * commute exactly, also in float32
+        full = tuple(data["shape"])
+        shapes = [tuple(graph.nodes[i]["shape"]) for i in data["inputs"]]
+        first = next(k for k, s in enumerate(shapes) if not broadcasts(s, full))
+        ordered = [ins[first]] + ins[:first] + ins[first + 1:]
         steps = []
-        a = ins[0]
-        for i, b in enumerate(ins[1:]):
-            last = i == len(ins) - 2
-            steps.append(step(K.add, (a, a.c0, b, b.c0, out.channels, out, out.c0,
-                                      act if last else 0, slope), reads=(a, b)))
+        a = ordered[0]
+        for i, b in enumerate(ordered[1:]):
+            last = i == len(ordered) - 2
+            args = (a, a.c0, b, b.c0, out.channels, out, out.c0, int(op == "mul"),
+                    act if last else 0, alpha, beta)
+            steps.append(step(K.combine, args, reads=(a, b)))
             a = out
         return steps
     raise CnncError(f"internal: no kernel for op '{op}'")

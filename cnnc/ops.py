@@ -187,6 +187,10 @@ class OpSpec:
     whole_input: bool = False  # each output value depends on the whole input
     activation: bool = False  # element-wise; may run in a conv, dense or add epilogue
     epilogue: bool = False  # applies an `activation` attribute to the values it stores
+    # a convolution: conv's attributes (depth, kernel, stride, padding, pads, dilation,
+    # groups, bias), weight [depth, C/groups, kh, kw]; the passes and the runtime treat it
+    # as a conv (dwconv is one whose depth and groups come from its input)
+    convolution: bool = False
     non_negative: str = NEVER  # NEVER, ALWAYS or IF_INPUTS
 
     def param(self, name: str) -> Param:
@@ -199,6 +203,8 @@ class OpSpec:
         name (its own rule in the runtime's lowering)."""
         if self.alias or self.name == "input":
             return "view"
+        if self.convolution:
+            return "conv"
         return "activation" if self.activation else self.name
 
 
@@ -222,7 +228,7 @@ def _window(op: str, attrs: dict, shape: tuple) -> tuple[int, int]:
     dilation = attrs.get("dilation", (1, 1))
     pt, pb = resolve_pads(attrs["padding"], h, kernel[0], stride[0], dilation[0], 0)
     pl, pr = resolve_pads(attrs["padding"], w, kernel[1], stride[1], dilation[1], 1)
-    if op != "conv" and isinstance(attrs["padding"], tuple):
+    if not OPS[op].convolution and isinstance(attrs["padding"], tuple):
         if 2 * attrs["padding"][0] > kernel[0] or 2 * attrs["padding"][1] > kernel[1]:
             raise CnncValueError(
                 f"{op}: padding {describe(attrs['padding'])} is more than half the kernel "
@@ -239,6 +245,15 @@ def _window(op: str, attrs: dict, shape: tuple) -> tuple[int, int]:
     oh = (padded[0] - k_eff[0]) // stride[0] + 1
     ow = (padded[1] - k_eff[1]) // stride[1] + 1
     return oh, ow
+
+
+def _dwconv_shape(op: str, attrs: dict, shapes: list[tuple]) -> tuple:
+    """A depthwise conv: one group per input channel, `multiplier` outputs each (§11)."""
+    c = shapes[0][0]
+    attrs["depth"] = attrs["multiplier"] * c
+    attrs["groups"] = c
+    attrs["in_channels"] = c
+    return (attrs["depth"], *_window(op, attrs, shapes[0]))
 
 
 def _conv_shape(op: str, attrs: dict, shapes: list[tuple]) -> tuple:
@@ -283,11 +298,26 @@ def _concat_shape(op: str, attrs: dict, shapes: list[tuple]) -> tuple:
     return (sum(s[0] for s in shapes), *shapes[0][1:])
 
 
-def _add_shape(op: str, attrs: dict, shapes: list[tuple]) -> tuple:
-    if len(set(shapes)) > 1:
+def _elementwise_shape(op: str, attrs: dict, shapes: list[tuple]) -> tuple:
+    """`add`, `mul`: equal shapes, except that a CxHxW branch of H = W = 1 is broadcast
+    over the height and width of the others (§11's squeeze-and-excitation)."""
+    if len({len(s) for s in shapes}) > 1:
         raise CnncShapeError(
-            "add: branches disagree in shape: " + ", ".join(format_shape(s) for s in shapes))
-    return shapes[0]
+            f"{op}: branches differ in rank: " + ", ".join(format_shape(s) for s in shapes))
+    full = max(shapes, key=lambda s: math.prod(s[1:]))
+    if any(s != full and not broadcasts(s, full) for s in shapes):
+        hint = (f"; a branch of shape {full[0]}x1x1 would be broadcast over "
+                f"{format_shape(full[1:])}" if len(full) == 3 else "")
+        raise CnncShapeError(f"{op}: branches disagree in shape: "
+                             + ", ".join(format_shape(s) for s in shapes) + hint)
+    return full
+
+
+def broadcasts(shape: tuple, full: tuple) -> bool:
+    """Whether a branch of `shape` is spread over the height and width of `full` (§11):
+    both CxHxW of the same depth, `shape` 1x1 and `full` not."""
+    return (len(shape) == len(full) == 3 and shape != full and shape[0] == full[0]
+            and shape[1:] == (1, 1))
 
 
 # ---------------------------------------------------------------- parameters and MACs
@@ -326,6 +356,12 @@ def _with_epilogue(attrs: dict) -> None:
     attrs["slope"] = 0.0
 
 
+def _clip_range(attrs: dict) -> None:
+    if attrs["min"] > attrs["max"]:
+        raise CnncValueError(f"clip: min {describe(attrs['min'])} is greater than max "
+                             f"{describe(attrs['max'])}")
+
+
 def _pool_defaults(attrs: dict) -> None:
     if attrs["stride"] is None:
         attrs["stride"] = attrs["kernel"]
@@ -359,9 +395,12 @@ def _pool(name: str) -> OpSpec:
                   shape=_pool_shape, window=True, takes_global=True, non_negative=IF_INPUTS)
 
 
-def _activation(name: str, args: tuple[Arg, ...] = (), non_negative: str = NEVER) -> OpSpec:
-    """An element-wise activation: its code and formula are in kernels/elementwise.py."""
-    return OpSpec(name, args=args, activation=True, non_negative=non_negative)
+def _activation(name: str, args: tuple[Arg, ...] = (), non_negative: str = NEVER,
+                normalise: Callable[[dict], None] | None = None) -> OpSpec:
+    """An element-wise activation: its code and formula are in kernels/elementwise.py; its
+    arguments (at most two numbers) are the floats its kernel code takes."""
+    return OpSpec(name, args=args, activation=True, non_negative=non_negative,
+                  normalise=normalise)
 
 
 _SPECS = (
@@ -372,7 +411,16 @@ _SPECS = (
                  Arg("dilation", 1, positive_pair), Arg("groups", 1, positive_int),
                  Arg("bias", True, boolean)),
            normalise=_with_epilogue, spatial=True, shape=_conv_shape, params=_WEIGHT_AND_BIAS,
-           param_shapes=_conv_params, macs=_conv_macs, window=True, epilogue=True),
+           param_shapes=_conv_params, macs=_conv_macs, window=True, epilogue=True,
+           convolution=True),
+    # §11: depth = multiplier x input depth, groups = input depth (set by its shape rule)
+    OpSpec("dwconv",
+           args=(Arg("kernel", REQUIRED, positive_pair), Arg("stride", 1, positive_pair),
+                 Arg("padding", "valid", padding), Arg("dilation", 1, positive_pair),
+                 Arg("multiplier", 1, positive_int), Arg("bias", True, boolean)),
+           normalise=_with_epilogue, spatial=True, shape=_dwconv_shape,
+           params=_WEIGHT_AND_BIAS, param_shapes=_conv_params, macs=_conv_macs, window=True,
+           epilogue=True, convolution=True),
     _pool("maxpool"),
     _pool("avgpool"),
     OpSpec("dense", args=(Arg("units", REQUIRED, positive_int), Arg("bias", True, boolean)),
@@ -387,6 +435,9 @@ _SPECS = (
     _activation("relu6", non_negative=ALWAYS),  # LANGUAGE.md §11
     _activation("hardsigmoid", non_negative=ALWAYS),  # §11
     _activation("hardswish"),  # §11: dips to -0.375 at x = -1.5
+    # §11; never counted non-negative, even with min >= 0 (fold-padding stays cautious)
+    _activation("clip", args=(Arg("min", REQUIRED, number), Arg("max", REQUIRED, number)),
+                normalise=_clip_range),
     OpSpec("softmax", non_negative=ALWAYS),
     OpSpec("batchnorm", args=(Arg("eps", 1e-5, positive_number),),
            params=(Param("weight", ONES), Param("bias", ZEROS),
@@ -402,7 +453,10 @@ _SPECS = (
            non_negative=IF_INPUTS),
     OpSpec("identity", alias=True, identity=True, non_negative=IF_INPUTS),
     OpSpec("concat", form=BRANCHING, shape=_concat_shape, non_negative=IF_INPUTS),
-    OpSpec("add", form=BRANCHING, shape=_add_shape, epilogue=True, non_negative=IF_INPUTS),
+    OpSpec("add", form=BRANCHING, shape=_elementwise_shape, epilogue=True,
+           non_negative=IF_INPUTS),
+    OpSpec("mul", form=BRANCHING, shape=_elementwise_shape, epilogue=True,  # §11
+           non_negative=IF_INPUTS),
     # channels `start ..` of its input (fuse-1x1-siblings, inplace-concat); its shape is
     # set by the pass that makes it
     OpSpec("slice", form=GRAPH_ONLY, shape=None, alias=True, non_negative=IF_INPUTS),
@@ -416,3 +470,26 @@ ALIAS_OPS = tuple(n for n, s in OPS.items() if s.alias)
 WINDOW_OPS = tuple(n for n, s in OPS.items() if s.window)
 ACTIVATION_OPS = tuple(n for n, s in OPS.items() if s.activation)
 EPILOGUE_OPS = tuple(n for n, s in OPS.items() if s.epilogue)
+CONV_OPS = tuple(n for n, s in OPS.items() if s.convolution)
+BRANCHING_OPS = tuple(n for n, s in OPS.items() if s.form == BRANCHING)
+
+
+# ---------------------------------------------------------------- epilogues
+def epilogue_of(attrs: dict) -> dict:
+    """The epilogue attributes of an epilogue op's `attrs` (or of an activation node's,
+    given as `{"activation": op, **attrs}`): the activation, the leaky `slope` (0 for the
+    others) and the activation's own arguments (clip's `min` and `max`). fuse-epilogue
+    copies them onto the producer; passes that merge convs compare them."""
+    act = attrs.get("activation", "none")
+    result = {"activation": act, "slope": float(attrs.get("slope", 0.0))}
+    for arg in OPS[act].args if act in OPS else ():
+        result[arg.name] = float(attrs[arg.name])
+    return result
+
+
+def activation_floats(act: str, attrs: dict) -> tuple[float, float]:
+    """The two floats the kernels take with activation `act` (`alpha`, `beta`): its
+    arguments in order, from `attrs` (the activation's node, or the epilogue op holding
+    it), zeros where it has fewer: leaky_relu (slope, 0), clip (min, max)."""
+    values = [float(attrs[a.name]) for a in (OPS[act].args if act in OPS else ())]
+    return tuple(values + [0.0] * (2 - len(values)))

@@ -82,7 +82,7 @@ def run_packed(case, act=K.ACT_RELU, xc0=1, oc0=2):
     wpk = K.pack_conv_weights(wt, groups)
     K.conv2d_packed(
         x, xc0, cin, out, oc0, k, wpk, b, kh, kw, pt, pl, sh, sw, dh, dw, groups, act, ALPHA,
-        out, -1,
+        0.0, out, -1,
     )
     check(out, oc0, ref)
 
@@ -165,7 +165,7 @@ def test_packed_as_is_at_buffer_end(case):
     x, wt, b, _, ref, out = make_problem(case, K.ACT_NONE, 1, 0)
     x = np.ascontiguousarray(x[:, : 1 + cin])  # the operand ends the buffer
     K.conv2d_packed(x, 1, cin, out, 0, k, K.pack_conv_weights(wt, 1), b, 1, 1, 0, 0, 1, 1,
-                    1, 1, 1, K.ACT_NONE, ALPHA, out, -1)  # fmt: skip
+                    1, 1, 1, K.ACT_NONE, ALPHA, 0.0, out, -1)  # fmt: skip
     check(out, 0, ref)
 
 
@@ -181,7 +181,7 @@ def test_packed_residual(case, act):
     res = random(rng, n, k + 5, *conv.shape[2:])
     ref = torch_act(torch.from_numpy(conv + res[:, 3 : 3 + k].astype(np.float64)), act).numpy()
     K.conv2d_packed(x, 1, cin, out, 2, k, K.pack_conv_weights(wt, groups), b, kh, kw, pt, pl,
-                    sh, sw, dh, dw, groups, act, ALPHA, res, 3)  # fmt: skip
+                    sh, sw, dh, dw, groups, act, ALPHA, 0.0, res, 3)  # fmt: skip
     check(out, 2, ref)
 
 
@@ -200,12 +200,16 @@ def test_packed_weight_layout():
 
 
 @pytest.mark.parametrize(
-    "out_channels, groups, expected",
-    [(64, 1, "packed"), (128, 1, "packed"), (64, 2, "packed"), (64, 8, "packed"),
-     (4, 1, "packed"), (3, 1, "generic"), (32, 32, "generic"), (48, 16, "generic")],
+    "out_channels, groups, in_channels, expected",
+    [(64, 1, 3, "packed"), (128, 1, 64, "packed"), (64, 2, 64, "packed"),
+     (64, 8, 64, "packed"), (4, 1, 1, "packed"), (3, 1, 8, "generic"),
+     (48, 16, 32, "generic"),
+     # one input channel per group: the depthwise kernel, whatever the multiplier
+     (32, 32, 32, "depthwise"), (64, 32, 32, "depthwise"), (128, 16, 16, "depthwise"),
+     (16, 1, 1, "packed")],  # an ungrouped conv of a one-channel input is no depthwise one
 )
-def test_conv_kernel_choice(out_channels, groups, expected):
-    assert conv_kernel(out_channels, groups) == expected
+def test_conv_kernel_choice(out_channels, groups, in_channels, expected):
+    assert conv_kernel(out_channels, groups, in_channels) == expected
 
 
 # ---------------------------------------------------------------- compilation

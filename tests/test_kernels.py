@@ -122,7 +122,8 @@ def run_conv(case, bias, act, xc0, oc0):
     ref = torch_act(conv, act)
     out = output_buffer(n, k, ref.shape[2], ref.shape[3], oc0)
     K.conv2d(
-        embed(rng, x, xc0), xc0, cin, wt, b, out, oc0, sh, sw, pt, pl, dh, dw, groups, act, ALPHA
+        embed(rng, x, xc0), xc0, cin, wt, b, out, oc0, sh, sw, pt, pl, dh, dw, groups, act, ALPHA,
+        0.0,
     )
     check(out, oc0, ref)
 
@@ -247,7 +248,7 @@ def test_dense(case, bias):
     b = random(rng, units) if bias else np.zeros(units, np.float32)
     ref = F.linear(torch.from_numpy(x).flatten(1), torch.from_numpy(wt), torch.from_numpy(b))
     out = output_buffer(n, units, 1, 1, oc0=2)
-    K.dense(embed(rng, x, 3), 3, cin, wt, b, out, 2, K.ACT_NONE, ALPHA)
+    K.dense(embed(rng, x, 3), 3, cin, wt, b, out, 2, K.ACT_NONE, ALPHA, 0.0)
     check(out, 2, ref[:, :, None, None])
 
 
@@ -261,7 +262,7 @@ def test_dense_activations(act):
         F.linear(torch.from_numpy(x).flatten(1), torch.from_numpy(wt), torch.from_numpy(b)), act
     )
     out = output_buffer(2, 10, 1, 1, oc0=1)
-    K.dense(x, 0, 16, wt, b, out, 1, act, ALPHA)
+    K.dense(x, 0, 16, wt, b, out, 1, act, ALPHA, 0.0)
     check(out, 1, ref[:, :, None, None])
 
 
@@ -277,7 +278,7 @@ def test_activation(act, shape):
     x = 4 * random(rng, *shape)
     ref = torch_act(torch.from_numpy(x), act)
     out = output_buffer(*shape, oc0=1)
-    K.activation(embed(rng, x, 2), 2, shape[1], out, 1, act, ALPHA)
+    K.activation(embed(rng, x, 2), 2, shape[1], out, 1, act, ALPHA, 0.0)
     check(out, 1, ref)
 
 
@@ -288,14 +289,14 @@ def test_activation_in_place(act):
     ref = torch_act(torch.from_numpy(x), act)
     buf = output_buffer(2, 3, 5, 4, oc0=2)
     buf[:, 2:5] = x
-    K.activation(buf, 2, 3, buf, 2, act, ALPHA)
+    K.activation(buf, 2, 3, buf, 2, act, ALPHA, 0.0)
     check(buf, 2, ref)
 
 
 def test_sigmoid_extremes():
     x = np.array([-200.0, -90.0, -20.0, 0.0, 20.0, 90.0, 200.0], np.float32).reshape(1, 7, 1, 1)
     out = np.empty_like(x)
-    K.activation(x, 0, 7, out, 0, K.ACT_SIGMOID, 0.0)
+    K.activation(x, 0, 7, out, 0, K.ACT_SIGMOID, 0.0, 0.0)
     assert np.isfinite(out).all()
     check(out, 0, torch.sigmoid(torch.from_numpy(x)))
 
@@ -307,7 +308,7 @@ def test_add(act, shape):
     a, b = random(rng, *shape), random(rng, *shape)
     ref = torch_act(torch.from_numpy(a) + torch.from_numpy(b), act)
     out = output_buffer(*shape, oc0=2)
-    K.add(embed(rng, a, 1), 1, embed(rng, b, 0), 0, shape[1], out, 2, act, ALPHA)
+    K.combine(embed(rng, a, 1), 1, embed(rng, b, 0), 0, shape[1], out, 2, 0, act, ALPHA, 0.0)
     check(out, 2, ref)
 
 
@@ -317,7 +318,7 @@ def test_add_aliasing_output():
     ref = F.relu(torch.from_numpy(a) + torch.from_numpy(b))
     buf = output_buffer(2, 3, 4, 5, oc0=1)
     buf[:, 1:4] = a
-    K.add(buf, 1, embed(rng, b, 2), 2, 3, buf, 1, K.ACT_RELU, 0.0)
+    K.combine(buf, 1, embed(rng, b, 2), 2, 3, buf, 1, 0, K.ACT_RELU, 0.0, 0.0)
     check(buf, 1, ref)
 
 
@@ -412,7 +413,7 @@ NUMBA_KERNELS = [
     "global_maxpool",
     "dense",
     "activation",
-    "add",
+    "combine",
     "softmax",
     "batchnorm",
     "lrn",

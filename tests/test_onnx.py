@@ -220,7 +220,88 @@ def vgg():
         nn.Flatten(), nn.Linear(16 * 9, 32), nn.ReLU(), nn.Dropout(), nn.Linear(32, 10))
 
 
+class InvertedResidualV2(nn.Module):
+    """torchvision's MobileNetV2 block: 1x1 expand (unless t = 1), 3x3 depthwise, 1x1
+    linear projection, each with batch norm; relu6; a shortcut when shapes allow."""
+
+    def __init__(self, cin: int, c: int, stride: int, t: int):
+        super().__init__()
+        hidden = cin * t
+        layers = [] if t == 1 else [nn.Conv2d(cin, hidden, 1, bias=False),
+                                    nn.BatchNorm2d(hidden), nn.ReLU6()]
+        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+                   nn.BatchNorm2d(hidden), nn.ReLU6(),
+                   nn.Conv2d(hidden, c, 1, bias=False), nn.BatchNorm2d(c)]
+        self.conv = nn.Sequential(*layers)
+        self.shortcut = stride == 1 and cin == c
+
+    def forward(self, x):
+        return x + self.conv(x) if self.shortcut else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """torchvision's mobilenet_v2 at width 0.25 (channels rounded to multiples of 8)."""
+
+    def __init__(self):
+        super().__init__()
+        layers = [nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6()]
+        cin = 8
+        for t, c, n, s in ((1, 8, 1, 1), (6, 8, 2, 2), (6, 8, 3, 2), (6, 16, 4, 2),
+                           (6, 24, 3, 1), (6, 40, 3, 2), (6, 80, 1, 1)):
+            for i in range(n):
+                layers.append(InvertedResidualV2(cin, c, s if i == 0 else 1, t))
+                cin = c
+        layers += [nn.Conv2d(cin, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU6()]
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 10))
+
+    def forward(self, x):
+        x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
+        return self.classifier(torch.flatten(x, 1))
+
+
+class SqueezeExcitation(nn.Module):
+    """torchvision's SE of MobileNetV3: avgpool, 1x1, relu, 1x1, hardsigmoid, scale."""
+
+    def __init__(self, c: int, squeeze: int):
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(c, squeeze, 1)
+        self.fc2 = nn.Conv2d(squeeze, c, 1)
+
+    def forward(self, x):
+        scale = self.fc2(torch.relu(self.fc1(self.avgpool(x))))
+        return x * nn.functional.hardsigmoid(scale)
+
+
+class MobileNetV3Block(nn.Module):
+    """A MobileNetV3 bneck (expand 16 -> 72, 5x5 depthwise stride 2, SE, project to 24,
+    hardswish), after a hardswish stem; then a stride-1 bneck with its shortcut, and a
+    Clip(-1, 2) that is no relu6."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16),
+                                  nn.Hardswish())
+        self.block1 = nn.Sequential(
+            nn.Conv2d(16, 72, 1, bias=False), nn.BatchNorm2d(72), nn.Hardswish(),
+            nn.Conv2d(72, 72, 5, 2, 2, groups=72, bias=False), nn.BatchNorm2d(72),
+            nn.Hardswish(), SqueezeExcitation(72, 24),
+            nn.Conv2d(72, 24, 1, bias=False), nn.BatchNorm2d(24))
+        self.block2 = nn.Sequential(
+            nn.Conv2d(24, 48, 1, bias=False), nn.BatchNorm2d(48), nn.Hardswish(),
+            nn.Conv2d(48, 96, 3, 1, 1, groups=48, bias=False), nn.BatchNorm2d(96),
+            nn.ReLU(), SqueezeExcitation(96, 24),
+            nn.Conv2d(96, 24, 1, bias=False), nn.BatchNorm2d(24))
+
+    def forward(self, x):
+        x = self.block1(self.stem(x))
+        return torch.clamp(x + self.block2(x), -1.0, 2.0)
+
+
 TORCH_MODELS = {
+    "mobilenet_v2": (MobileNetV2, (3, 48, 40)),
+    "mobilenet_v3_block": (MobileNetV3Block, (3, 33, 29)),
     "resnet18": (ResNet18, (3, 32, 32)),
     "googlenet": (GoogLeNet, (3, 64, 64)),
     "squeezenet": (squeezenet, (3, 64, 64)),
@@ -259,8 +340,24 @@ def test_imported_text_is_readable(torch_files):
     assert "pad(1, 0, 1, 0)" in text and "maxpool(2x2, padding=same)" in text
 
 
+def test_depthwise_se_and_clip_import_as_the_v11_layers(torch_files):
+    """Conv with group = depth is dwconv, Mul of activations is mul (the SE gate's
+    Cx1x1 broadcast included), Clip(0, 6) is relu6 and Clip(-1, 2) clip."""
+    text, weights = import_onnx(torch_files["mobilenet_v2"])
+    assert text.count("dwconv(") == 17 and "groups=" not in text
+    assert "relu6" in text and "clip" not in text
+    assert weights["features_3_conv_0.weight"].shape == (8, 1, 3, 3)  # block 1, depthwise
+    text, weights = import_onnx(torch_files["mobilenet_v3_block"])
+    lines = [line.strip() for line in text.splitlines()]
+    assert "block1_3: dwconv(5x5, stride=2, padding=2)" in lines  # batch norm folded in
+    assert "block2_3: dwconv(3x3, padding=1, multiplier=2)" in lines
+    assert text.count("mul {") == 2 and text.count("hardswish") == 4
+    assert lines[-2] == "clip(-1.0, 2.0)"
+
+
 def test_round_trip_import_export_import(torch_files, tmp_path):
-    for name in ("resnet18", "googlenet", "densenet_block"):
+    for name in ("resnet18", "googlenet", "densenet_block", "mobilenet_v2",
+                 "mobilenet_v3_block"):
         text, weights = import_onnx(torch_files[name])
         net = cnnc.compile_source(text, weights=weights)
         out = str(tmp_path / f"{name}.onnx")

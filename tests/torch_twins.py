@@ -438,6 +438,177 @@ def squeezenet() -> nn.Module:
 
 
 # ---------------------------------------------------------------------------
+# mobilenet_v2.cnn
+
+
+class InvertedResidual(nn.Module):
+    """`inverted(cin, c, stride, t)` of mobilenet_v2.cnn (expand 1x1, depthwise 3x3,
+    linear 1x1), with the identity shortcut of `residual(c, t)` when `residual`."""
+
+    def __init__(self, cin: int, c: int, stride: int = 1, t: int = 6,
+                 residual: bool = False) -> None:
+        super().__init__()
+        hidden = cin * t
+        self.expand = nn.Conv2d(cin, hidden, 1, bias=False)
+        self.expand_bn = nn.BatchNorm2d(hidden)
+        self.dw = nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden,
+                            bias=False)
+        self.dw_bn = nn.BatchNorm2d(hidden)
+        self.project = nn.Conv2d(hidden, c, 1, bias=False)
+        self.project_bn = nn.BatchNorm2d(c)
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu6(self.expand_bn(self.expand(x)))
+        y = F.relu6(self.dw_bn(self.dw(y)))
+        y = self.project_bn(self.project(y))
+        return x + y if self.residual else y
+
+    def cnnc_layers(self) -> list[tuple[str, nn.Module]]:
+        layers = [("conv1", self.expand), ("batchnorm1", self.expand_bn), ("dwconv1", self.dw),
+                  ("batchnorm2", self.dw_bn), ("conv2", self.project),
+                  ("batchnorm3", self.project_bn)]
+        if self.residual:  # `residual` holds its `inverted` instance, `inverted1`
+            return [("inverted1", _Layers(layers))]
+        return layers
+
+
+class _Layers(nn.Module):
+    """A named list of another module's layers: a block instance inside a block."""
+
+    def __init__(self, layers: list[tuple[str, nn.Module]]) -> None:
+        super().__init__()
+        self._names = [name for name, _ in layers]
+        self._modules_list = nn.ModuleList(module for _, module in layers)
+
+    def cnnc_layers(self) -> list[tuple[str, nn.Module]]:
+        return list(zip(self._names, self._modules_list, strict=True))
+
+
+class MobileNetV2(nn.Module):
+    """torchvision's mobilenet_v2 (width 1.0), written out from Table 2 of the paper."""
+
+    STAGES = ((6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+              (6, 320, 1, 1))  # (t, c, n, s) after the first (t=1) block
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, stride=2, padding=1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(32)
+        self.dw = nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False)
+        self.dw_bn = nn.BatchNorm2d(32)
+        self.project = nn.Conv2d(32, 16, 1, bias=False)
+        self.project_bn = nn.BatchNorm2d(16)
+        self.blocks = nn.ModuleList()
+        cin = 16
+        for t, c, n, s in self.STAGES:
+            self.blocks.append(InvertedResidual(cin, c, s, t))
+            self.blocks.extend(InvertedResidual(c, c, 1, t, residual=True) for _ in range(n - 1))
+            cin = c
+        self.last = nn.Conv2d(320, 1280, 1, bias=False)
+        self.last_bn = nn.BatchNorm2d(1280)
+        self.fc = nn.Linear(1280, 1000)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self.stem_bn(self.stem(x)))
+        x = self.project_bn(self.project(F.relu6(self.dw_bn(self.dw(x)))))
+        for block in self.blocks:
+            x = block(x)
+        x = F.relu6(self.last_bn(self.last(x)))
+        return self.fc(global_avgpool(x))
+
+    def cnnc_layers(self) -> list[tuple[str, nn.Module]]:
+        layers = [("stem", self.stem), ("batchnorm1", self.stem_bn), ("dwconv1", self.dw),
+                  ("batchnorm2", self.dw_bn), ("conv1", self.project),
+                  ("batchnorm3", self.project_bn)]
+        counts = {"inverted": 0, "residual": 0}
+        for block in self.blocks:
+            kind = "residual" if block.residual else "inverted"
+            counts[kind] += 1
+            layers.append((f"{kind}{counts[kind]}", block))
+        return layers + [("conv2", self.last), ("batchnorm4", self.last_bn), ("fc", self.fc)]
+
+
+def mobilenet_v2() -> nn.Module:
+    return MobileNetV2().eval()
+
+
+# ---------------------------------------------------------------------------
+# se_resnet.cnn
+
+
+class SEBottleneck(nn.Module):
+    """`bottleneck(c)` or `down(c, stride)` of se_resnet.cnn: 1x1, 3x3 (stride), 1x1 to
+    4c, the SE gate (reduction 16), then the shortcut (a projection in `down`) and relu."""
+
+    def __init__(self, cin: int, c: int, stride: int = 1, projection: bool = False) -> None:
+        super().__init__()
+        out = 4 * c
+        self.conv1 = nn.Conv2d(cin, c, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.conv3 = nn.Conv2d(c, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.squeeze = nn.Conv2d(out, out // 16, 1)
+        self.excite = nn.Conv2d(out // 16, out, 1)
+        self.projection = projection
+        if projection:
+            self.shortcut = nn.Conv2d(cin, out, 1, stride=stride, bias=False)
+            self.shortcut_bn = nn.BatchNorm2d(out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        gate = torch.sigmoid(self.excite(F.relu(self.squeeze(y.mean((2, 3), keepdim=True)))))
+        y = y * gate
+        shortcut = self.shortcut_bn(self.shortcut(x)) if self.projection else x
+        return F.relu(y + shortcut)
+
+    def cnnc_layers(self) -> list[tuple[str, nn.Module]]:
+        branch = _Layers([("conv1", self.conv1), ("batchnorm1", self.bn1),
+                          ("conv2", self.conv2), ("batchnorm2", self.bn2),
+                          ("conv3", self.conv3), ("batchnorm3", self.bn3),
+                          ("se1", _Layers([("conv1", self.squeeze), ("conv2", self.excite)]))])
+        layers: list[tuple[str, nn.Module]] = [("branch1", branch)]
+        if self.projection:  # the second branch of `add` in block `down`
+            layers += [("conv1", self.shortcut), ("batchnorm1", self.shortcut_bn)]
+        return layers
+
+
+class SEResNet50(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.stem_bn = nn.BatchNorm2d(64)
+        self.blocks = nn.ModuleDict()
+        cin = 64
+        for stage, c, n in ((2, 64, 3), (3, 128, 4), (4, 256, 6), (5, 512, 3)):
+            for i in range(n):
+                name = f"res{stage}{'abcdef'[i]}"
+                stride = 2 if i == 0 and stage > 2 else 1
+                self.blocks[name] = SEBottleneck(cin, c, stride, projection=i == 0)
+                cin = 4 * c
+        self.fc = nn.Linear(2048, 1000)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem_bn(self.stem(x)))
+        x = F.max_pool2d(x, 3, stride=2, padding=1)
+        for block in self.blocks.values():
+            x = block(x)
+        return self.fc(global_avgpool(x))
+
+    def cnnc_layers(self) -> list[tuple[str, nn.Module]]:
+        return [("stem", self.stem), ("batchnorm1", self.stem_bn),
+                *self.blocks.items(), ("fc", self.fc)]
+
+
+def se_resnet50() -> nn.Module:
+    return SEResNet50().eval()
+
+
+# ---------------------------------------------------------------------------
 # Registry and helpers
 
 TWINS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
@@ -446,6 +617,8 @@ TWINS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
     "googlenet": (googlenet, (3, 224, 224)),
     "resnet18": (resnet18, (3, 224, 224)),
     "squeezenet": (squeezenet, (3, 224, 224)),
+    "mobilenet_v2": (mobilenet_v2, (3, 224, 224)),
+    "se_resnet": (se_resnet50, (3, 224, 224)),
 }
 
 _TENSORS = {

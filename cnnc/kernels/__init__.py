@@ -27,7 +27,9 @@ from pathlib import Path
 
 from .conv import conv2d
 from .dense import dense
+from .depthwise import conv2d_depthwise
 from .elementwise import (
+    ACT_CLIP,
     ACT_CODES,
     ACT_LEAKY,
     ACT_NONE,
@@ -35,7 +37,7 @@ from .elementwise import (
     ACT_SIGMOID,
     ACT_TANH,
     activation,
-    add,
+    combine,
     softmax,
 )
 from .fastconv import (
@@ -71,6 +73,7 @@ def tidy_cache() -> None:
 
 
 __all__ = [
+    "ACT_CLIP",
     "ACT_CODES",
     "ACT_LEAKY",
     "ACT_NONE",
@@ -78,10 +81,11 @@ __all__ = [
     "ACT_SIGMOID",
     "ACT_TANH",
     "activation",
-    "add",
+    "combine",
     "batchnorm",
     "batchnorm_coefficients",
     "conv2d",
+    "conv2d_depthwise",
     "conv2d_packed",
     "copy_channels",
     "dense",

@@ -5,7 +5,8 @@ do not edit (see cnnc/kernels/interpreter.py).
 from .conv import conv2d
 from .decode import matrix, tensor4, vector, view
 from .dense import dense
-from .elementwise import activation, add, softmax
+from .depthwise import conv2d_depthwise
+from .elementwise import activation, combine, softmax
 from .fastconv import conv2d_packed
 from .jit import cached_njit
 from .layout import copy_channels, pad2d
@@ -13,22 +14,27 @@ from .norm import batchnorm, lrn
 from .pool import global_avgpool, global_maxpool, pool2d
 
 TABLE = (
-    ('add', ('tensor', 'int', 'tensor', 'int', 'int', 'tensor', 'int', 'int', 'float')),
+    ('combine', ('tensor', 'int', 'tensor', 'int', 'int', 'tensor', 'int', 'int', 'int', 'float',
+        'float')),
     ('copy_channels', ('tensor', 'int', 'int', 'tensor', 'int')),
     ('pad2d', ('tensor', 'int', 'int', 'tensor', 'int', 'int', 'int', 'float')),
     ('lrn', ('tensor', 'int', 'int', 'tensor', 'int', 'int', 'float', 'float', 'float')),
     ('batchnorm', ('tensor', 'int', 'int', 'tensor', 'int', 'vector', 'vector')),
     ('softmax', ('tensor', 'int', 'int', 'tensor', 'int')),
-    ('activation', ('tensor', 'int', 'int', 'tensor', 'int', 'int', 'float')),
-    ('dense', ('tensor', 'int', 'int', 'matrix', 'vector', 'tensor', 'int', 'int', 'float')),
+    ('activation', ('tensor', 'int', 'int', 'tensor', 'int', 'int', 'float', 'float')),
+    ('dense', ('tensor', 'int', 'int', 'matrix', 'vector', 'tensor', 'int', 'int', 'float',
+        'float')),
     ('global_avgpool', ('tensor', 'int', 'int', 'tensor', 'int')),
     ('global_maxpool', ('tensor', 'int', 'int', 'tensor', 'int')),
     ('conv2d', ('tensor', 'int', 'int', 'tensor4', 'vector', 'tensor', 'int', 'int', 'int', 'int',
-        'int', 'int', 'int', 'int', 'int', 'float')),
+        'int', 'int', 'int', 'int', 'int', 'float', 'float')),
+    ('conv2d_depthwise', ('tensor', 'int', 'int', 'tensor4', 'vector', 'tensor', 'int', 'int',
+        'int', 'int', 'int', 'int', 'int', 'int', 'float', 'float')),
     ('pool2d', ('tensor', 'int', 'int', 'tensor', 'int', 'int', 'int', 'int', 'int', 'int', 'int',
         'int')),
     ('conv2d_packed', ('tensor', 'int', 'int', 'tensor', 'int', 'int', 'vector', 'vector', 'int',
-        'int', 'int', 'int', 'int', 'int', 'int', 'int', 'int', 'int', 'float', 'tensor', 'int')),
+        'int', 'int', 'int', 'int', 'int', 'int', 'int', 'int', 'int', 'float', 'float', 'tensor',
+        'int')),
 )
 
 
@@ -40,9 +46,9 @@ def run_plan(n, arena, params, ops, ints, floats):
         r = ints[s]
         f = floats[s]
         if op == 0:
-            # add(a, ac0, b, bc0, C, out, oc0, act, alpha)
-            add(view(arena, n, r, 0), r[4], view(arena, n, r, 5), r[9], r[10],
-                view(arena, n, r, 11), r[15], r[16], f[0])
+            # combine(a, ac0, b, bc0, C, out, oc0, product, act, alpha, beta)
+            combine(view(arena, n, r, 0), r[4], view(arena, n, r, 5), r[9], r[10],
+                    view(arena, n, r, 11), r[15], r[16], r[17], f[0], f[1])
         elif op == 1:
             # copy_channels(x, xc0, C, out, oc0)
             copy_channels(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10])
@@ -62,12 +68,13 @@ def run_plan(n, arena, params, ops, ints, floats):
             # softmax(x, xc0, C, out, oc0)
             softmax(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10])
         elif op == 6:
-            # activation(x, xc0, C, out, oc0, act, alpha)
-            activation(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11], f[0])
+            # activation(x, xc0, C, out, oc0, act, alpha, beta)
+            activation(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11], f[0],
+                       f[1])
         elif op == 7:
-            # dense(x, xc0, cin, w, b, out, oc0, act, alpha)
+            # dense(x, xc0, cin, w, b, out, oc0, act, alpha, beta)
             dense(view(arena, n, r, 0), r[4], r[5], matrix(params, r, 6), vector(params, r, 9),
-                  view(arena, n, r, 11), r[15], r[16], f[0])
+                  view(arena, n, r, 11), r[15], r[16], f[0], f[1])
         elif op == 8:
             # global_avgpool(x, xc0, C, out, oc0)
             global_avgpool(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10])
@@ -75,18 +82,24 @@ def run_plan(n, arena, params, ops, ints, floats):
             # global_maxpool(x, xc0, C, out, oc0)
             global_maxpool(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10])
         elif op == 10:
-            # conv2d(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, groups, act, alpha)
+            # conv2d(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, groups, act, alpha, beta)
             conv2d(view(arena, n, r, 0), r[4], r[5], tensor4(params, r, 6), vector(params, r, 11),
                    view(arena, n, r, 13), r[17], r[18], r[19], r[20], r[21], r[22], r[23], r[24],
-                   r[25], f[0])
+                   r[25], f[0], f[1])
         elif op == 11:
+            # conv2d_depthwise(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, act, alpha,
+            #                beta)
+            conv2d_depthwise(view(arena, n, r, 0), r[4], r[5], tensor4(params, r, 6),
+                             vector(params, r, 11), view(arena, n, r, 13), r[17], r[18], r[19],
+                             r[20], r[21], r[22], r[23], r[24], f[0], f[1])
+        elif op == 12:
             # pool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max)
             pool2d(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11], r[12],
                    r[13], r[14], r[15], r[16], r[17])
         else:
             # conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh, dw,
-            #             groups, act, alpha, res, rc0)
+            #             groups, act, alpha, beta, res, rc0)
             conv2d_packed(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11],
                           vector(params, r, 12), vector(params, r, 14), r[16], r[17], r[18], r[19],
-                          r[20], r[21], r[22], r[23], r[24], r[25], f[0], view(arena, n, r, 26),
-                          r[30])
+                          r[20], r[21], r[22], r[23], r[24], r[25], f[0], f[1],
+                          view(arena, n, r, 26), r[30])

@@ -9,7 +9,7 @@ from .window import axpy, output_range
 
 
 @cached_njit(fastmath=True, parallel=True, error_model="numpy")
-def conv2d(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, groups, act, alpha):
+def conv2d(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, groups, act, alpha, beta):
     """Grouped, dilated, padded 2-D convolution with a bias and an activation epilogue.
 
     Reads channels ``xc0 .. xc0+cin-1`` of ``x`` ``(N, Cx, H, W)`` and writes channels
@@ -22,7 +22,7 @@ def conv2d(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, groups, act, alp
     output channel ``k`` (``k // (K // groups)``), and ``xpad`` is the input with ``pt`` zero
     rows on top and ``pl`` zero columns on the left. The padding at the bottom and right is
     whatever ``OH, OW`` (taken from ``out``) imply. ``b`` is ``(K,)`` (zeros for no bias);
-    ``act`` is an ``ACT_*`` code and ``alpha`` the leaky-relu slope. ``out`` must not overlap
+    ``act`` is an ``ACT_*`` code, ``alpha`` and ``beta`` its arguments. ``out`` must not overlap
     the input channels (each output plane is written while other planes are still being read).
 
     Parallel over ``(n, k)`` pairs. For each input channel and tap the valid output rows and
@@ -66,4 +66,4 @@ def conv2d(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, groups, act, alp
                             axpy(acc_row, weight, x_row[col : col + width])
                         else:
                             axpy(acc_row, weight, x_row[col::sw])
-        activate_into(acc_flat, out[n, oc0 + k].reshape(OH * OW), act, alpha)
+        activate_into(acc_flat, out[n, oc0 + k].reshape(OH * OW), act, alpha, beta)

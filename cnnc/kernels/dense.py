@@ -8,7 +8,7 @@ from .jit import cached_njit
 
 
 @cached_njit(fastmath=True, parallel=True, error_model="numpy")
-def dense(x, xc0, cin, w, b, out, oc0, act, alpha):
+def dense(x, xc0, cin, w, b, out, oc0, act, alpha, beta):
     """``out[n, oc0+u, 0, 0] = act(b[u] + w[u] . flat(x[n, xc0:xc0+cin]))``.
 
     ``flat`` takes the ``cin*H*W`` floats of channels ``xc0 .. xc0+cin-1`` of image ``n`` in
@@ -30,5 +30,5 @@ def dense(x, xc0, cin, w, b, out, oc0, act, alpha):
             for d in range(D):
                 total += row[d] * xs[d]
             out[n, oc0 + u, 0, 0] = total + b[u]
-    activation(out, oc0, units, out, oc0, act, alpha)
+    activation(out, oc0, units, out, oc0, act, alpha, beta)
 

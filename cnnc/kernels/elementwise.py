@@ -1,4 +1,4 @@
-"""Element-wise kernels: activations, residual add and channel softmax.
+"""Element-wise kernels: activations, the sum and product of branches, channel softmax.
 
 All tensors follow the runtime convention of docs/DESIGN.md: a 4-D C-contiguous float32
 buffer ``(N, Cbuf, H, W)`` and a channel offset; a kernel touches only its own channels.
@@ -17,6 +17,7 @@ ACT_TANH = 4
 ACT_RELU6 = 5  # min(max(x, 0), 6)
 ACT_HARDSIGMOID = 6  # relu6(x + 3) / 6, as torch.nn.Hardsigmoid
 ACT_HARDSWISH = 7  # x * relu6(x + 3) / 6, as torch.nn.Hardswish
+ACT_CLIP = 8  # min(max(x, alpha), beta), as torch.clamp
 
 #: Activation codes by the names the graph uses in ``attrs["activation"]``.
 ACT_CODES = {
@@ -28,6 +29,7 @@ ACT_CODES = {
     "relu6": ACT_RELU6,
     "hardsigmoid": ACT_HARDSIGMOID,
     "hardswish": ACT_HARDSWISH,
+    "clip": ACT_CLIP,
 }
 
 
@@ -56,17 +58,21 @@ def fast_tanh(x):
 
 
 @cached_njit(fastmath=True, error_model="numpy")
-def activate_into(src, dst, act, alpha):
+def activate_into(src, dst, act, alpha, beta):
     """``dst[i] = act(src[i])`` for 1-D contiguous float32 arrays of equal size.
+
+    ``alpha`` and ``beta`` are the activation's arguments: the leaky-relu slope, clip's
+    minimum and maximum (ignored by the others).
 
     ``dst`` may be ``src`` (in place). The switch on ``act`` sits outside the loops so each
     loop is branch-free and vectorises. Sigmoid is computed as ``0.5*tanh(x/2) + 0.5``, which
     never overflows.
     """
     if src.ctypes.data == dst.ctypes.data:  # in place: see bias_activate_inplace
-        bias_activate_inplace(dst, 0.0, act, alpha)
+        bias_activate_inplace(dst, 0.0, act, alpha, beta)
         return
     a = np.float32(alpha)
+    b = np.float32(beta)
     half = np.float32(0.5)
     zero = np.float32(0.0)
     three = np.float32(3.0)
@@ -94,20 +100,24 @@ def activate_into(src, dst, act, alpha):
         for i in range(src.size):
             v = src[i]
             dst[i] = v * min(max(v + three, zero), six) / six
+    elif act == ACT_CLIP:
+        for i in range(src.size):
+            dst[i] = min(max(src[i], a), b)
     else:
         for i in range(src.size):
             dst[i] = src[i]
 
 
 @numba.njit(fastmath=True, error_model="numpy")
-def bias_activate_inplace(row, b, act, alpha):
-    """``row[i] = act(row[i] + b)`` in place.
+def bias_activate_inplace(row, b, act, alpha, beta):
+    """``row[i] = act(row[i] + b)`` in place (``alpha``, ``beta``: as ``activate_into``).
 
     One array read and written at the same index, so LLVM vectorises the loop; through
     ``activate_into(row, row, ...)`` its run-time overlap check fails (the arrays are the
     same) and it falls back to the scalar loop.
     """
     a = np.float32(alpha)
+    hi = np.float32(beta)
     half = np.float32(0.5)
     zero = np.float32(0.0)
     three = np.float32(3.0)
@@ -136,6 +146,9 @@ def bias_activate_inplace(row, b, act, alpha):
         for i in range(row.size):
             v = row[i] + bias
             row[i] = v * min(max(v + three, zero), six) / six
+    elif act == ACT_CLIP:
+        for i in range(row.size):
+            row[i] = min(max(row[i] + bias, a), hi)
     else:
         for i in range(row.size):
             row[i] += bias
@@ -150,39 +163,73 @@ def channel_segment(buf, n, c0, C):
 
 
 @cached_njit(fastmath=True, error_model="numpy")
-def activation(x, xc0, C, out, oc0, act, alpha):
+def activation(x, xc0, C, out, oc0, act, alpha, beta):
     """``out[:, oc0:oc0+C] = act(x[:, xc0:xc0+C])``; ``act`` is an ``ACT_*`` code.
 
-    ``alpha`` is the leaky-relu slope (ignored otherwise). ``out`` may be ``x`` (in place,
-    normally with ``oc0 == xc0``); x and out must have the same spatial size.
+    ``alpha``, ``beta``: the activation's arguments (``activate_into``). ``out`` may be
+    ``x`` (in place, normally with ``oc0 == xc0``); x and out must have the same spatial
+    size.
     """
     for n in range(x.shape[0]):
-        activate_into(channel_segment(x, n, xc0, C), channel_segment(out, n, oc0, C), act, alpha)
+        activate_into(channel_segment(x, n, xc0, C), channel_segment(out, n, oc0, C), act,
+                      alpha, beta)
 
 
 ADD_CHUNKS = 8  # pieces of each image's channel range, shared out over the threads
 
 
 @cached_njit(fastmath=True, parallel=True, error_model="numpy")
-def add(a, ac0, b, bc0, C, out, oc0, act, alpha):
-    """``out[:, oc0:oc0+C] = act(a[:, ac0:ac0+C] + b[:, bc0:bc0+C])``.
+def combine(a, ac0, b, bc0, C, out, oc0, product, act, alpha, beta):
+    """``out[:, oc0:oc0+C] = act(a[:, ac0:ac0+C] + b[:, bc0:bc0+C])``, or ``*`` with
+    ``product != 0``: the element-wise step of ``add`` and ``mul``.
 
-    All three have the same spatial size; ``out`` may alias ``a`` or ``b`` (same channels).
-    Parallel over pieces of every image, so batch 1 uses every thread too.
+    ``a`` and ``out`` have the same spatial size; so has ``b``, or it is ``1 x 1`` and its
+    one value per channel is broadcast over the plane (§11's squeeze-and-excitation).
+    ``out`` may alias ``a`` or ``b`` (same channels). Parallel over pieces of every image,
+    so batch 1 uses every thread too.
     """
     N = out.shape[0]
-    size = C * out.shape[2] * out.shape[3]
+    plane = out.shape[2] * out.shape[3]
+    size = C * plane
+    spread = plane > 1 and b.shape[2] * b.shape[3] == 1
     for task in numba.prange(N * ADD_CHUNKS):
         n = task // ADD_CHUNKS
         j = task - n * ADD_CHUNKS
         lo = size * j // ADD_CHUNKS
         hi = size * (j + 1) // ADD_CHUNKS
-        sa = channel_segment(a, n, ac0, C)[lo:hi]
-        sb = channel_segment(b, n, bc0, C)[lo:hi]
-        so = channel_segment(out, n, oc0, C)[lo:hi]
+        sa = channel_segment(a, n, ac0, C)
+        so = channel_segment(out, n, oc0, C)
+        if spread:
+            per_channel = channel_segment(b, n, bc0, C)
+            start = lo
+            while start < hi:  # the piece's stretch of each channel it touches
+                c = start // plane
+                end = min((c + 1) * plane, hi)
+                _combine_scalar(sa[start:end], per_channel[c], so[start:end], product)
+                start = end
+        else:
+            _combine_rows(sa[lo:hi], channel_segment(b, n, bc0, C)[lo:hi], so[lo:hi], product)
+        bias_activate_inplace(so[lo:hi], 0.0, act, alpha, beta)
+
+
+@numba.njit(fastmath=True, inline="always", error_model="numpy")
+def _combine_rows(sa, sb, so, product):
+    if product:
+        for i in range(so.size):
+            so[i] = sa[i] * sb[i]
+    else:
         for i in range(so.size):
             so[i] = sa[i] + sb[i]
-        bias_activate_inplace(so, 0.0, act, alpha)
+
+
+@numba.njit(fastmath=True, inline="always", error_model="numpy")
+def _combine_scalar(sa, v, so, product):
+    if product:
+        for i in range(so.size):
+            so[i] = sa[i] * v
+    else:
+        for i in range(so.size):
+            so[i] = sa[i] + v
 
 
 @cached_njit(fastmath=True, error_model="numpy")

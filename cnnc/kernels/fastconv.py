@@ -457,7 +457,7 @@ def _tile_segments(scr, buf, c0, n0, kvalid, p0, Wrow, Wq, OW, OH, mode, res, rc
 
 @numba.njit(error_model="numpy")
 def _store_tile(scr, out, n0, ochan, kvalid, bias, bk, res, rc0, p0, Wrow, Wq, OW, OH, act,
-                alpha):  # fmt: skip
+                alpha, beta):  # fmt: skip
     """Write ``scr`` (``kvalid`` rows of ``TW`` flat positions from ``p0``) to ``out``.
 
     Row ``k`` goes to channel ``ochan + k`` with ``bias[bk + k]`` added, then (if ``rc0 >=
@@ -479,21 +479,21 @@ def _store_tile(scr, out, n0, ochan, kvalid, bias, bk, res, rc0, p0, Wrow, Wq, O
         # rather than one short one per output row segment (a call, not inlined: the
         # activations are much of the kernel's compile time)
         b = 0.0 if rc0 >= 0 else bias[bk + k]
-        bias_activate_inplace(scr[k * TW : (k + 1) * TW], b, act, alpha)
+        bias_activate_inplace(scr[k * TW : (k + 1) * TW], b, act, alpha, beta)
     _tile_segments(scr, out, ochan, n0, kvalid, p0, Wrow, Wq, OW, OH, 0, res, rc0, bias, bk)
 
 
 @cached_njit(parallel=True, error_model="numpy")
 def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh, dw, groups,
-                  act, alpha, res, rc0):  # fmt: skip
+                  act, alpha, beta, res, rc0):  # fmt: skip
     """``out[:, oc0:oc0+K] = act(conv(x[:, xc0:xc0+cin], w) + bias [+ res[:, rc0:rc0+K]])``
     with packed weights.
 
     ``x`` is ``(N, Cx, H, W)``, ``out`` ``(N, Cout, OH, OW)`` (float32, C-contiguous);
     ``wpk = pack_conv_weights(w, groups)`` for ``w`` of shape ``(K, cin/groups, KH, KW)``;
     ``bias`` is ``(K,)`` (zeros for none). ``pt, pl`` are the top and left zero padding; the
-    bottom/right padding is whatever ``OH, OW`` imply. ``act`` is an ``ACT_*`` code and
-    ``alpha`` the leaky-relu slope. ``res`` (same shape as ``out``) is the residual added
+    bottom/right padding is whatever ``OH, OW`` imply. ``act`` is an ``ACT_*`` code,
+    ``alpha`` and ``beta`` its arguments. ``res`` (same shape as ``out``) is the residual added
     before the activation when ``rc0 >= 0``; with ``rc0 < 0`` it is not read (pass ``out``).
     Reads channels ``[xc0, xc0+cin)`` of ``x`` only and writes channels ``[oc0, oc0+K)`` of
     ``out`` only; ``out`` may not overlap those inputs.
@@ -574,7 +574,7 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     for chunk in numba.prange(nchunks):
         _conv_chunk(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks, scratch[chunk],
                     panels[chunk], xq, offs, ntap, wpk, out, out_flat, oc0, bias, act, alpha,
-                    res, rc0, ntiles, nkb, groups, k_g, wblock, P, Wrow, Wq, OW, OH, nb,
+                    beta, res, rc0, ntiles, nkb, groups, k_g, wblock, P, Wrow, Wq, OW, OH, nb,
                     blk_stride, x_start, g_stride, as_is, pstride, panel_offs, direct,
                     flat_rows)  # fmt: skip
 
@@ -587,7 +587,7 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
 # GoogLeNet at one thread ran as fast as before (83-104 against 89-100 ms CPU, noisy).
 @numba.njit(error_model="numpy")
 def _conv_chunk(first, last, scr, panel, xq, offs, ntap, wpk, out, out_flat, oc0, bias, act,
-                alpha, res, rc0, ntiles, nkb, groups, k_g, wblock, P, Wrow, Wq, OW, OH, nb,
+                alpha, beta, res, rc0, ntiles, nkb, groups, k_g, wblock, P, Wrow, Wq, OW, OH, nb,
                 blk_stride, x_start, g_stride, as_is, pstride, panel_offs, direct,
                 flat_rows):  # fmt: skip
     """Work items ``[first, last)`` of conv2d_packed (one chunk): one micro-tile each."""
@@ -625,4 +625,5 @@ def _conv_chunk(first, last, scr, panel, xq, offs, ntap, wpk, out, out_flat, oc0
         else:
             _microkernel(rem, xq, xoff, offs, ntap, wpk, woff, scr)
         _store_tile(scr, out, blk * nb, oc0 + k0, kvalid, bias, k0, res,
-                    rc0 + k0 if rc0 >= 0 else -1, p0, Wrow, Wq, OW, OH, act, alpha)  # fmt: skip
+                    rc0 + k0 if rc0 >= 0 else -1, p0, Wrow, Wq, OW, OH, act, alpha,
+                    beta)  # fmt: skip

@@ -37,7 +37,8 @@ import numpy as np
 
 from .conv import conv2d
 from .dense import dense
-from .elementwise import activation, add, softmax
+from .depthwise import conv2d_depthwise
+from .elementwise import activation, combine, softmax
 from .fastconv import conv2d_packed
 from .jit import cache_directory_of, warm_key
 from .layout import copy_channels, pad2d
@@ -68,20 +69,21 @@ T, I, F = "tensor", "int", "float"  # noqa: E741 - one letter keeps each table r
 # that the helper process of runtime.Plan.warm_up compiles them while the main process
 # compiles the network's own kernels, starting with the conv.
 SIGNATURES = (
-    (add, (T, I, T, I, I, T, I, I, F)),
+    (combine, (T, I, T, I, I, T, I, I, I, F, F)),
     (copy_channels, (T, I, I, T, I)),
     (pad2d, (T, I, I, T, I, I, I, F)),
     (lrn, (T, I, I, T, I, I, F, F, F)),
     (batchnorm, (T, I, I, T, I, "vector", "vector")),
     (softmax, (T, I, I, T, I)),
-    (activation, (T, I, I, T, I, I, F)),
-    (dense, (T, I, I, "matrix", "vector", T, I, I, F)),
+    (activation, (T, I, I, T, I, I, F, F)),
+    (dense, (T, I, I, "matrix", "vector", T, I, I, F, F)),
     (global_avgpool, (T, I, I, T, I)),
     (global_maxpool, (T, I, I, T, I)),
-    (conv2d, (T, I, I, "tensor4", "vector", T, I, I, I, I, I, I, I, I, I, F)),
+    (conv2d, (T, I, I, "tensor4", "vector", T, I, I, I, I, I, I, I, I, I, F, F)),
+    (conv2d_depthwise, (T, I, I, "tensor4", "vector", T, I, I, I, I, I, I, I, I, F, F)),
     (pool2d, (T, I, I, T, I, I, I, I, I, I, I, I)),
     (conv2d_packed, (T, I, I, T, I, I, "vector", "vector", I, I, I, I, I, I, I, I, I, I, F,
-                     T, I)),
+                     F, T, I)),
 )
 OPCODES = {kernel: code for code, (kernel, _) in enumerate(SIGNATURES)}
 KINDS = dict(SIGNATURES)

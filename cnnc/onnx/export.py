@@ -21,8 +21,9 @@ MIN_OPSET = 13  # Softmax over axis 1 of an image means "per pixel" from opset 1
 
 
 class Ctx:
-    def __init__(self, graph: nx.DiGraph, params: dict[str, np.ndarray]):
+    def __init__(self, graph: nx.DiGraph, params: dict[str, np.ndarray], opset: int = 17):
         self.graph = graph
+        self.opset = opset
         self.params = params
         self.nodes: list = []
         self.initializers: list = []
@@ -112,6 +113,41 @@ def _add(ctx, nid, data):
     ctx.node("Add" if len(inputs) == 2 else "Sum", nid, inputs)
 
 
+def _mul(ctx, nid, data):
+    """ONNX's Mul takes two inputs: a chain `NAME/1`, `NAME/2`, ... ends in `NAME`. Its
+    broadcasting spreads a (N, C, 1, 1) operand over H x W as §11 does."""
+    inputs = _ins(ctx, data)
+    if len(inputs) == 1:
+        ctx.node("Identity", nid, inputs)
+        return
+    product = inputs[0]
+    for k, other in enumerate(inputs[1:], 1):
+        last = k == len(inputs) - 1
+        name = nid if last else f"{nid}/{k}"
+        product = ctx.node("Mul", nid, [product, other], name=name,
+                           output=None if last else name)
+
+
+def _clip(low: str, high: str):
+    """Clip with its bounds as initializers `NAME.min` and `NAME.max` (opset 11 on)."""
+    def export(ctx, nid, data):
+        bounds = [ctx.param(f"{nid}.{key}", np.array(data["attrs"].get(key, value), np.float32))
+                  for key, value in (("min", float(low)), ("max", float(high)))]
+        ctx.node("Clip", nid, _ins(ctx, data) + bounds)
+    return export
+
+
+def _hardswish(ctx, nid, data):
+    """HardSwish from opset 14; before it x * HardSigmoid(x) (PyTorch's 1/6 and 0.5)."""
+    if ctx.opset >= 14:
+        ctx.node("HardSwish", nid, _ins(ctx, data))
+        return
+    (x,) = _ins(ctx, data)
+    gate = ctx.node("HardSigmoid", nid, [x], name=f"{nid}/hardsigmoid",
+                    output=f"{nid}/hardsigmoid", alpha=1 / 6, beta=0.5)
+    ctx.node("Mul", nid, [x, gate])
+
+
 # cnnc op -> fn(ctx, node id, node data) adding ONNX nodes
 EXPORTERS = {
     "conv": _conv,
@@ -131,6 +167,13 @@ EXPORTERS = {
     "identity": _simple("Identity"),
     "concat": _simple("Concat", axis=1),
     "add": _add,
+    # §11
+    "dwconv": _conv,  # a Conv with group = input depth
+    "relu6": _clip("0", "6"),
+    "clip": _clip("-inf", "inf"),
+    "hardsigmoid": _simple("HardSigmoid", alpha=1 / 6, beta=0.5),
+    "hardswish": _hardswish,
+    "mul": _mul,
 }
 
 
@@ -141,7 +184,7 @@ def to_model(graph: nx.DiGraph, params: dict[str, np.ndarray], opset: int = 17):
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
         raise CnncError(f"cnnc exports ONNX opsets {MIN_OPSET} to {newest}, not {opset}")
-    ctx = Ctx(graph, params)
+    ctx = Ctx(graph, params, opset)
     for name, array in params.items():
         ctx.param(name, np.ascontiguousarray(array, dtype=np.float32))
     for nid in nx.topological_sort(graph):

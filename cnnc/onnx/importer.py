@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..ops import broadcasts
 from .fold import BATCH, FOLD, fold, reshape_target
 from .layer import EPS, Act, Layer
 from .model import Model, Node, OnnxError, graph_nodes, read_model
@@ -271,10 +272,13 @@ def conv(imp: Importer, node: Node) -> None:
         padding, pads = "valid", (0, 0, 0, 0)
     shape = (w.shape[0], *_spatial_out(x.shape, kernel, stride, dilation, pads))
     params = {"weight": w} | ({"bias": b.reshape(-1)} if b is not None else {})
-    imp.set_output(node, imp.emit(
-        node, "conv", x, shape, dict(depth=w.shape[0], kernel=kernel, stride=stride,
-                                     padding=padding, dilation=dilation, groups=groups,
-                                     bias=b is not None), params, node.inputs[1]))
+    attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+                 bias=b is not None)
+    if groups > 1 and groups == x.shape[0]:  # one input channel per group: §11's dwconv
+        kind, attrs["multiplier"] = "dwconv", w.shape[0] // groups
+    else:
+        kind, attrs["depth"], attrs["groups"] = "conv", w.shape[0], groups
+    imp.set_output(node, imp.emit(node, kind, x, shape, attrs, params, node.inputs[1]))
 
 
 def _pool(kind: str):
@@ -447,17 +451,19 @@ def concat(imp: Importer, node: Node) -> None:
 
 
 def add_like(imp: Importer, node: Node) -> None:
-    """Add and Sum of activations; Add/Sub/Mul/Div of an activation and a constant."""
+    """Add, Sum and Mul of activations (one of depth C and 1x1 may be broadcast over the
+    others' height and width, §11); Add/Sub/Mul/Div of an activation and a constant."""
     values = [imp.value(node, n) for n in node.inputs]
     acts = [v for v in values if isinstance(v, Act)]
     if len(acts) == len(values):
-        if node.op not in ("Add", "Sum"):
-            raise imp.not_yet(node, "mul") if node.op == "Mul" else imp.unsupported(node)
-        if len({a.shape for a in acts}) > 1:
+        if node.op not in ("Add", "Sum", "Mul"):
+            raise imp.unsupported(node)
+        full = max((a.shape for a in acts), key=lambda s: (len(s), math.prod(s[1:])))
+        if any(a.shape != full and not broadcasts(a.shape, full) for a in acts):
             raise imp.error(node, "inputs disagree in shape: "
                                   + ", ".join(str(a.shape) for a in acts))
-        imp.set_output(node, acts[0] if len(acts) == 1 else
-                       imp.emit(node, "add", acts, acts[0].shape))
+        kind = "mul" if node.op == "Mul" else "add"
+        imp.set_output(node, acts[0] if len(acts) == 1 else imp.emit(node, kind, acts, full))
         return
     if len(values) != 2 or len(acts) != 1:
         raise imp.unsupported(node, "of several constants")

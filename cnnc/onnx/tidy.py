@@ -57,7 +57,7 @@ def fold_affine(layers: dict[str, Layer], output: str) -> dict[str, Layer]:
         if layer.kind == "_affine":
             prev = kept.get(layer.inputs[0])
             if prev is not None and uses.get(prev.id) == 1 and \
-                    prev.kind in ("conv", "dense", "batchnorm", "_affine"):
+                    prev.kind in ("conv", "dwconv", "dense", "batchnorm", "_affine"):
                 if prev.kind == "_affine":
                     p = prev.params
                     p["shift"] = p["shift"] * layer.params["scale"] + layer.params["shift"]

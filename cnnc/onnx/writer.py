@@ -20,13 +20,14 @@ from ..errors import CnncError
 from .layer import EPS, Layer
 from .model import Model, OnnxError
 
-KEYWORDS = {"network", "block", "import", "concat", "add", "input", "same", "valid",
+KEYWORDS = {"network", "block", "import", "concat", "add", "mul", "input", "same", "valid",
             "global", "true", "false"}
 LAYER_KINDS = {"conv", "maxpool", "avgpool", "dense", "flatten", "relu", "sigmoid", "tanh",
                "leaky_relu", "softmax", "batchnorm", "lrn", "dropout", "pad", "identity",
                "dwconv", "relu6", "hardsigmoid", "hardswish", "clip", "shuffle", "slice", "mul"}
-MERGES = {"concat", "add"}
-PARAM_ORDER = {"conv": ("weight", "bias"), "dense": ("weight", "bias"),
+MERGES = {"concat", "add", "mul"}
+PARAM_ORDER = {"conv": ("weight", "bias"), "dwconv": ("weight", "bias"),
+               "dense": ("weight", "bias"),
                "batchnorm": ("weight", "bias", "running_mean", "running_var")}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -262,6 +263,13 @@ def call_text(layer: Layer) -> str:
         keyword("padding", a["padding"], "valid")
         keyword("dilation", a["dilation"], (1, 1))
         keyword("groups", a["groups"], 1)
+        keyword("bias", a["bias"], True)
+    elif kind == "dwconv":
+        args.append(_value(a["kernel"]))
+        keyword("stride", a["stride"], (1, 1))
+        keyword("padding", a["padding"], "valid")
+        keyword("dilation", a["dilation"], (1, 1))
+        keyword("multiplier", a["multiplier"], 1)
         keyword("bias", a["bias"], True)
     elif kind in ("maxpool", "avgpool"):
         if a.get("global"):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
+from ..ops import CONV_OPS
 from .rewrite import bypass, sole_consumer
 
 
 class FoldBatchnorm:
-    """Rewrite: `conv -> batchnorm` (or `dense -> batchnorm`) becomes one conv with
+    """Rewrite: `conv -> batchnorm` (or `dwconv`, `dense -> batchnorm`) becomes one conv with
 
         scale = gamma / sqrt(running_var + eps)
         weight' = weight * scale   (per output channel)
@@ -35,7 +36,7 @@ class FoldBatchnorm:
                 continue
             producer = graph.nodes[bn]["inputs"][0]
             data = graph.nodes[producer]
-            if (data["op"] not in ("conv", "dense") or data["attrs"]["activation"] != "none"
+            if (data["op"] not in (*CONV_OPS, "dense") or data["attrs"]["activation"] != "none"
                     or sole_consumer(graph, producer) != bn):
                 continue
             if "params" in data and "params" in graph.nodes[bn]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from ..ops import ALWAYS, IF_INPUTS, OPS, WINDOW_OPS
+from ..ops import ALWAYS, CONV_OPS, IF_INPUTS, OPS, WINDOW_OPS
 from .rewrite import bypass, set_inputs, sole_consumer
 
 
@@ -17,7 +17,7 @@ class FoldPadding:
     `same` is spelt out).
 
     Valid when the pad has no other reader (and is not the output), and:
-    - conv: always; conv padding is zero padding too;
+    - conv, dwconv: always; conv padding is zero padding too;
     - maxpool: its padded cells count as -inf rather than 0, so either the pad's
       input is known to be non-negative (`non_negative` in the op registry: after
       relu, relu6, sigmoid, hardsigmoid, softmax, a conv, dense or add with such
@@ -60,7 +60,7 @@ class FoldPadding:
         source = graph.nodes[pad]["inputs"][0]
         _, h, w = graph.nodes[source]["shape"]
         total = tuple(a + b for a, b in zip(attrs["pads"], pads, strict=True))
-        if op != "conv":
+        if op not in CONV_OPS:
             untouched = windows_avoid_pad(attrs, data["shape"], (h, w), attrs["pads"], pads)
             if op == "avgpool" and not untouched:
                 return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
+from ..ops import epilogue_of
 from .rewrite import set_inputs, sole_consumer
 
 
@@ -58,7 +59,7 @@ class Fuse1x1Chains:
             return False
         attrs = dict(first["attrs"])
         attrs.update(depth=c_out, bias=first["attrs"]["bias"] or second["attrs"]["bias"],
-                     activation=second["attrs"]["activation"], slope=second["attrs"]["slope"])
+                     **epilogue_of(second["attrs"]))
         if "params" in first and "params" in second:
             second["params"] = compose(first["params"], second["params"])
             if not attrs["bias"]:

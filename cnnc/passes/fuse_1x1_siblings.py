@@ -5,6 +5,7 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
+from ..ops import epilogue_of
 from .fuse_1x1_chains import is_pointwise
 from .rewrite import fresh_id, insert_node, set_inputs
 
@@ -40,7 +41,7 @@ class Fuse1x1Siblings:
             for user in graph.successors(x):
                 data = graph.nodes[user]
                 if data["op"] == "conv" and data["inputs"] == [x] and _fusable(data["attrs"]):
-                    key = (data["attrs"]["activation"], data["attrs"]["slope"])
+                    key = tuple(epilogue_of(data["attrs"]).items())
                     groups.setdefault(key, []).append(user)
             for members in groups.values():
                 if len(members) > 1:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import networkx as nx
 
-from ..ops import ACTIVATION_OPS, EPILOGUE_OPS
+from ..ops import ACTIVATION_OPS, EPILOGUE_OPS, epilogue_of
 from .rewrite import bypass, sole_consumer
 
 
 class FuseEpilogue:
     """Rewrite: `conv -> relu` (likewise every op the registry marks `activation`:
-    leaky_relu, sigmoid, tanh, relu6, ...; and after dense or add, the ops it marks
-    `epilogue`) becomes the conv with `attrs['activation']` set to the activation
-    (`attrs['slope']` to the leaky slope); the activation node is removed and its
+    leaky_relu, sigmoid, tanh, relu6, clip, ...; and after dwconv, dense, add or mul, the
+    ops it marks `epilogue`) becomes the conv with `attrs['activation']` set to the
+    activation (`attrs['slope']` to the leaky slope, 0 otherwise, and the activation's
+    other arguments, clip's `min` and `max`, copied); the activation node is removed and its
     readers read the conv. The kernel applies it to each output value as it
     stores it, after the bias.
 
@@ -37,6 +38,5 @@ class FuseEpilogue:
                     or attrs.get("activation", "none") != "none"
                     or sole_consumer(graph, producer) != node):
                 continue
-            attrs["activation"] = data["op"]
-            attrs["slope"] = float(data["attrs"].get("slope", 0.0))
+            attrs.update(epilogue_of({**data["attrs"], "activation": data["op"]}))
             bypass(graph, node)

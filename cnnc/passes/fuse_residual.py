@@ -5,13 +5,15 @@ from __future__ import annotations
 import networkx as nx
 
 from ..backend import conv_kernel
+from ..ops import CONV_OPS, epilogue_of
 from .rewrite import replace_uses, sole_consumer
 
 
 def runs_packed(graph: nx.DiGraph, conv: str) -> bool:
     """Whether the runtime gives `conv` the packed kernel (the one that adds a residual)."""
     data = graph.nodes[conv]
-    return conv_kernel(data["shape"][0], data["attrs"]["groups"]) == "packed"
+    in_channels = graph.nodes[data["inputs"][0]]["shape"][0]
+    return conv_kernel(data["shape"][0], data["attrs"]["groups"], in_channels) == "packed"
 
 
 class FuseResidual:
@@ -23,7 +25,8 @@ class FuseResidual:
     bias and before the activation -- a ResNet block's `add -> relu` costs no pass
     over memory of its own.
 
-    Valid when the add has exactly two operands; the conv's only reader is the
+    Valid when the add has exactly two operands of the same shape (a broadcast one,
+    §11's Cx1x1 over HxW, stays an add); the conv's only reader is the
     add, once, and it is not the output; the conv has no activation of its own
     (`act(conv) + skip` is not `conv + skip`) and no residual yet; and it runs on
     the packed kernel (at least 4 output channels per group).
@@ -40,6 +43,8 @@ class FuseResidual:
             data = graph.nodes[node]
             if data["op"] != "add" or len(data["inputs"]) != 2:
                 continue
+            if len({tuple(graph.nodes[i]["shape"]) for i in data["inputs"]}) != 1:
+                continue  # a broadcast operand: the conv's store adds same-shape residuals
             for i, conv in enumerate(data["inputs"]):
                 if self._fusable(graph, conv, node):
                     self._fuse(graph, node, conv, data["inputs"][1 - i])
@@ -48,7 +53,7 @@ class FuseResidual:
     @staticmethod
     def _fusable(graph: nx.DiGraph, conv: str, add: str) -> bool:
         data = graph.nodes[conv]
-        return (data["op"] == "conv"
+        return (data["op"] in CONV_OPS
                 and data["attrs"].get("activation", "none") == "none"
                 and not data["attrs"].get("residual")
                 and sole_consumer(graph, conv) == add
@@ -59,8 +64,7 @@ class FuseResidual:
         data = graph.nodes[conv]
         add_attrs = graph.nodes[add]["attrs"]
         data["attrs"]["residual"] = True
-        data["attrs"]["activation"] = add_attrs.get("activation", "none")
-        data["attrs"]["slope"] = float(add_attrs.get("slope", 0.0))
+        data["attrs"].update(epilogue_of(add_attrs))
         graph.remove_edge(conv, add)
         replace_uses(graph, add, conv)
         graph.remove_node(add)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import CnncError
 from ..layers import infer_shape, param_shapes, resolve_pads
-from ..ops import ACTIVATION_OPS, BRANCHING, OPS, WINDOW_OPS
+from ..ops import ACTIVATION_OPS, BRANCHING, CONV_OPS, OPS, WINDOW_OPS
 
 ACTIVATIONS = ("none", *ACTIVATION_OPS)  # what an epilogue may apply
 
@@ -55,7 +55,7 @@ def _check_node(graph: nx.DiGraph, node: str, data: dict) -> None:
         if inputs or tuple(data["shape"]) != tuple(graph.graph["input_shape"]):
             raise GraphCheckError("the input node has inputs or the wrong shape")
         return
-    arity = 2 if op == "conv" and attrs.get("residual") else 1  # a residual: [x, skip]
+    arity = 2 if op in CONV_OPS and attrs.get("residual") else 1  # a residual: [x, skip]
     if not inputs or (OPS[op].form != BRANCHING and len(inputs) != arity):
         raise GraphCheckError(f"{op} with {len(inputs)} inputs")
     shapes = [tuple(graph.nodes[src]["shape"]) for src in inputs]
@@ -70,6 +70,11 @@ def _check_node(graph: nx.DiGraph, node: str, data: dict) -> None:
                               f"{tuple(expected)}")
     if OPS[op].epilogue and attrs.get("activation", "none") not in ACTIVATIONS:
         raise GraphCheckError(f"unknown activation '{attrs.get('activation')}'")
+    if OPS[op].epilogue and attrs.get("activation", "none") != "none":
+        missing = [a.name for a in OPS[attrs["activation"]].args if a.name not in attrs]
+        if missing:
+            raise GraphCheckError(f"epilogue {attrs['activation']} without its "
+                                  f"{', '.join(missing)}")
     if op == "concat" and "inplace" in attrs:
         flags = attrs["inplace"]
         if len(flags) != len(inputs) or not all(isinstance(f, bool) for f in flags):
