@@ -42,7 +42,7 @@ def _totals(text: str) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("name", ["googlenet", "lenet5", "resnet18", "squeezenet",
-                                  "cifar_inception"])
+                                  "cifar_inception", "shufflenet_v2"])
 def test_summary_totals_equal_pytorch(capsys, name):
     import torch_twins
     code, out, _ = run_cli(capsys, "summary", ROOT / "examples" / f"{name}.cnn")

@@ -766,7 +766,8 @@ def example(name: str):
     return build_graph(load_program(os.path.join(EXAMPLES, f"{name}.cnn")))
 
 
-@pytest.mark.parametrize("name", ["lenet5", "cifar_inception", "resnet18", "squeezenet"])
+@pytest.mark.parametrize("name", ["lenet5", "cifar_inception", "resnet18", "squeezenet",
+                                  "shufflenet_v2"])
 def test_verify_passes_on_examples(name):
     graph = example(name)
     check = verify_passes(graph, random_weights(graph), batch=1)

@@ -40,7 +40,7 @@ from .dense import dense
 from .elementwise import activation, add, softmax
 from .fastconv import conv2d_packed
 from .jit import cache_directory_of, warm_key
-from .layout import copy_channels, pad2d
+from .layout import copy_channels, pad2d, shuffle_channels
 from .norm import batchnorm, lrn
 from .pool import global_avgpool, global_maxpool, pool2d
 
@@ -70,6 +70,7 @@ T, I, F = "tensor", "int", "float"
 SIGNATURES = (
     (add, (T, I, T, I, I, T, I, I, F)),
     (copy_channels, (T, I, I, T, I)),
+    (shuffle_channels, (T, I, I, T, I, I)),
     (pad2d, (T, I, I, T, I, I, I, F)),
     (lrn, (T, I, I, T, I, I, F, F, F)),
     (batchnorm, (T, I, I, T, I, "vector", "vector")),

@@ -69,6 +69,8 @@ def _pool(kind):
             ctx.node(f"Global{op}Pool", nid, _ins(ctx, data))
             return
         extra = {} if kind == "maxpool" else {"count_include_pad": 0}
+        if a["ceil_mode"]:
+            extra["ceil_mode"] = 1
         ctx.node(f"{op}Pool", nid, _ins(ctx, data), kernel_shape=list(a["kernel"]),
                  strides=list(a["stride"]), pads=_onnx_pads(a), **extra)
     return export
@@ -107,6 +109,27 @@ def _pad(ctx, nid, data):
     ctx.node("Pad", nid, _ins(ctx, data) + [pads], mode="constant")
 
 
+def _shuffle(ctx, nid, data):
+    """Reshape (N, C, H, W) -> (N, g, C/g, H, W), swap axes 1 and 2, Reshape back, as
+    torch exports a channel shuffle; a 0 in a Reshape target keeps the (symbolic) batch."""
+    c, h, w = data["shape"]
+    g = data["attrs"]["groups"]
+    grouped = ctx.param(f"{nid}.grouped_shape", np.array([0, g, c // g, h, w], np.int64))
+    flat = ctx.param(f"{nid}.shape", np.array([0, c, h, w], np.int64))
+    x = ctx.node("Reshape", nid, _ins(ctx, data) + [grouped], name=f"{nid}/group",
+                 output=f"{nid}/group")
+    x = ctx.node("Transpose", nid, [x], name=f"{nid}/transpose", output=f"{nid}/transpose",
+                 perm=[0, 2, 1, 3, 4])
+    ctx.node("Reshape", nid, [x, flat])
+
+
+def _slice(ctx, nid, data):
+    a = data["attrs"]
+    bounds = [ctx.param(f"{nid}.{k}", np.array([v], np.int64)) for k, v in
+              (("starts", a["start"]), ("ends", a["start"] + a["count"]), ("axes", 1))]
+    ctx.node("Slice", nid, _ins(ctx, data) + bounds)
+
+
 def _add(ctx, nid, data):
     inputs = _ins(ctx, data)
     ctx.node("Add" if len(inputs) == 2 else "Sum", nid, inputs)
@@ -131,6 +154,8 @@ EXPORTERS = {
     "identity": _simple("Identity"),
     "concat": _simple("Concat", axis=1),
     "add": _add,
+    "shuffle": _shuffle,
+    "slice": _slice,
 }
 
 

@@ -270,6 +270,7 @@ def call_text(layer: Layer) -> str:
             args.append(_value(a["kernel"]))
             keyword("stride", a["stride"], a["kernel"])
             keyword("padding", a["padding"], "valid")
+            keyword("ceil_mode", a.get("ceil_mode", False), False)
     elif kind == "dense":
         args.append(str(a["units"]))
         keyword("bias", a["bias"], True)
@@ -290,6 +291,10 @@ def call_text(layer: Layer) -> str:
         t, b, l, r = a["pads"]
         args += [str(t)] if t == b == l == r else [f"{t}x{l}"] if (t, l) == (b, r) else \
             [str(t), str(b), str(l), str(r)]
+    elif kind == "shuffle":
+        args.append(str(a["groups"]))
+    elif kind == "slice":
+        args += [str(a["start"]), str(a["count"])]
     elif kind == "clip":
         args += [_num(a["min"]), _num(a["max"])]
     return f"{kind}({', '.join(args)})" if args else kind
