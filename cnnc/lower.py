@@ -121,6 +121,8 @@ def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[
     if op == "pad":
         pt, _, pl, _ = attrs["pads"]
         return [step(K.pad2d, (x, x.c0, x.channels, out, out.c0, pt, pl, 0.0))]
+    if op == "shuffle":
+        return [step(K.shuffle_channels, (x, x.c0, x.channels, out, out.c0, attrs["groups"]))]
     if op == "concat":
         steps, offset = [], 0
         for src in ins:

@@ -25,7 +25,7 @@ REQUIRED = object()  # the default of an argument that must be given
 # How a spec's op appears in a program.
 LAYER = "layer"  # called with arguments: `conv(16, 3x3)`
 BRANCHING = "branching"  # `concat { ... | ... }`, `add { ... }`: one input per branch
-GRAPH_ONLY = "graph-only"  # made by cnnc, never written: the input, a pass's slices
+GRAPH_ONLY = "graph-only"  # made by cnnc, never written: the input
 
 # Whether the op's output is known to be >= 0 (fold-padding asks).
 NEVER, ALWAYS, IF_INPUTS = "never", "always", "if its inputs are"
@@ -74,7 +74,11 @@ def _pair(op: str, arg: str, value, minimum: int) -> tuple[int, int]:
         raise CnncValueError(f"{op}: {arg} must be an integer or HxW, got {describe(value)}")
     pair = (value, value) if isinstance(value, int) else value
     if len(pair) != 2:
-        raise CnncValueError(f"{op}: {arg} must be an integer or HxW, got {describe(value)}")
+        hint = "" if len(pair) != 4 else (
+            " (four sides are written pad(top, bottom, left, right))" if op == "pad"
+            else " (four sizes TxBxLxR are only for padding)")
+        raise CnncValueError(
+            f"{op}: {arg} must be an integer or HxW, got {describe(value)}{hint}")
     if min(pair) < minimum:
         what = "positive" if minimum == 1 else "non-negative"
         raise CnncValueError(f"{op}: {arg} must be {what}, got {describe(value)}")
@@ -116,11 +120,17 @@ def boolean(op: str, arg: str, value) -> bool:
 
 
 def padding(op: str, arg: str, value):
-    """`same`, `valid`, or an integer / HxW of zero cells or more."""
+    """`same`, `valid`, an integer / HxW of zero cells or more, or four amounts TxBxLxR
+    (top, bottom, left, right; LANGUAGE.md §11)."""
     if value in ("same", "valid"):
         return value
-    if isinstance(value, str):
-        raise CnncValueError(f"{op}: {arg} must be same, valid, an integer or HxW, got {value}")
+    if isinstance(value, tuple) and len(value) == 4:
+        if min(value) < 0:
+            raise CnncValueError(f"{op}: {arg} must be non-negative, got {describe(value)}")
+        return value
+    if isinstance(value, str) or (isinstance(value, tuple) and len(value) != 2):
+        raise CnncValueError(f"{op}: {arg} must be same, valid, an integer, HxW or TxBxLxR, "
+                             f"got {describe(value)}")
     return _pair(op, arg, value, 0)
 
 
@@ -210,7 +220,8 @@ class OpSpec:
 
 # ---------------------------------------------------------------- shape rules
 def resolve_pads(padding, size: int, kernel: int, stride: int, dilation: int, axis: int):
-    """(before, after) padding of one axis under the §5 rules."""
+    """(before, after) padding of one axis (0: rows, 1: columns) under the §5 rules; a
+    four-sided padding is (top, bottom, left, right)."""
     if padding == "valid":
         return 0, 0
     if padding == "same":
@@ -218,7 +229,26 @@ def resolve_pads(padding, size: int, kernel: int, stride: int, dilation: int, ax
         out = -(-size // stride)
         total = max((out - 1) * stride + k_eff - size, 0)
         return total // 2, total - total // 2
+    if len(padding) == 4:
+        return padding[2 * axis], padding[2 * axis + 1]
     return padding[axis], padding[axis]
+
+
+def window_count(size: int, k_eff: int, stride: int, before: int, after: int,
+                 ceil_mode: bool = False) -> int:
+    """Windows along one axis of an input of `size` padded by `before` and `after`.
+
+    The floor rule of §5, or with `ceil_mode` PyTorch's: one more window for a partial
+    one at the end, except where that window would start in the bottom/right padding
+    (it would see no input cell). The caller checks that one window fits.
+    """
+    span = size + before + after - k_eff
+    if not ceil_mode:
+        return span // stride + 1
+    count = -(-span // stride) + 1
+    if (count - 1) * stride >= size + before:
+        count -= 1
+    return count
 
 
 def _window(op: str, attrs: dict, shape: tuple) -> tuple[int, int]:
@@ -229,7 +259,8 @@ def _window(op: str, attrs: dict, shape: tuple) -> tuple[int, int]:
     pt, pb = resolve_pads(attrs["padding"], h, kernel[0], stride[0], dilation[0], 0)
     pl, pr = resolve_pads(attrs["padding"], w, kernel[1], stride[1], dilation[1], 1)
     if not OPS[op].convolution and isinstance(attrs["padding"], tuple):
-        if 2 * attrs["padding"][0] > kernel[0] or 2 * attrs["padding"][1] > kernel[1]:
+        # PyTorch's rule, so that no window lies wholly in padding
+        if 2 * max(pt, pb) > kernel[0] or 2 * max(pl, pr) > kernel[1]:
             raise CnncValueError(
                 f"{op}: padding {describe(attrs['padding'])} is more than half the kernel "
                 f"{describe(kernel)}")
@@ -242,8 +273,9 @@ def _window(op: str, attrs: dict, shape: tuple) -> tuple[int, int]:
             + (f" (dilated to {format_shape(k_eff)})" if k_eff != list(kernel) else "")
             + f" is larger than its {'padded ' if pt + pb + pl + pr else ''}input "
             f"{format_shape(padded)} (input shape {format_shape(shape)})")
-    oh = (padded[0] - k_eff[0]) // stride[0] + 1
-    ow = (padded[1] - k_eff[1]) // stride[1] + 1
+    ceil_mode = attrs.get("ceil_mode", False)
+    oh = window_count(h, k_eff[0], stride[0], pt, pb, ceil_mode)
+    ow = window_count(w, k_eff[1], stride[1], pl, pr, ceil_mode)
     return oh, ow
 
 
@@ -271,6 +303,22 @@ def _pool_shape(op: str, attrs: dict, shapes: list[tuple]) -> tuple:
     if attrs["global"]:
         return (shapes[0][0], 1, 1)
     return (shapes[0][0], *_window(op, attrs, shapes[0]))
+
+
+def _shuffle_shape(op: str, attrs: dict, shapes: list[tuple]) -> tuple:
+    c, groups = shapes[0][0], attrs["groups"]
+    if c % groups:
+        raise CnncShapeError(f"shuffle: groups={groups} does not divide the input depth {c}")
+    return shapes[0]
+
+
+def _slice_shape(op: str, attrs: dict, shapes: list[tuple]) -> tuple:
+    c, start, count = shapes[0][0], attrs["start"], attrs["count"]
+    if start + count > c:
+        raise CnncShapeError(
+            f"slice: channels {start}..{start + count - 1} are beyond the input depth {c} "
+            f"(its channels are 0..{c - 1})")
+    return (count, *shapes[0][1:])
 
 
 def _dense_shape(op: str, attrs: dict, shapes: list[tuple]) -> tuple:
@@ -387,11 +435,12 @@ def _four_amounts(positional: list, keywords: dict) -> dict | None:
 # ---------------------------------------------------------------- the registry
 _WINDOW_ARGS = (Arg("kernel", REQUIRED, positive_pair), Arg("stride", None, positive_pair),
                 Arg("padding", "valid", padding))
+_POOL_ARGS = (*_WINDOW_ARGS, Arg("ceil_mode", False, boolean))  # §11
 _WEIGHT_AND_BIAS = (Param("weight", HE_NORMAL), Param("bias", ZEROS))
 
 
 def _pool(name: str) -> OpSpec:
-    return OpSpec(name, args=_WINDOW_ARGS, normalise=_pool_defaults, spatial=True,
+    return OpSpec(name, args=_POOL_ARGS, normalise=_pool_defaults, spatial=True,
                   shape=_pool_shape, window=True, takes_global=True, non_negative=IF_INPUTS)
 
 
@@ -457,9 +506,14 @@ _SPECS = (
            non_negative=IF_INPUTS),
     OpSpec("mul", form=BRANCHING, shape=_elementwise_shape, epilogue=True,  # §11
            non_negative=IF_INPUTS),
-    # channels `start ..` of its input (fuse-1x1-siblings, inplace-concat); its shape is
-    # set by the pass that makes it
-    OpSpec("slice", form=GRAPH_ONLY, shape=None, alias=True, non_negative=IF_INPUTS),
+    # §11: ShuffleNet's channel shuffle, a permuting copy
+    OpSpec("shuffle", args=(Arg("groups", REQUIRED, positive_int),), spatial=True,
+           shape=_shuffle_shape, non_negative=IF_INPUTS),
+    # §11: channels `start .. start+count-1` of its input, a view of its buffer; passes
+    # make slices too (fuse-1x1-siblings, inplace-concat)
+    OpSpec("slice", args=(Arg("start", REQUIRED, non_negative_int),
+                          Arg("count", REQUIRED, positive_int)),
+           shape=_slice_shape, alias=True, non_negative=IF_INPUTS),
 )
 
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in _SPECS}

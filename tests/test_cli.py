@@ -42,7 +42,8 @@ def _totals(text: str) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("name", ["googlenet", "lenet5", "resnet18", "squeezenet",
-                                  "cifar_inception", "mobilenet_v2", "se_resnet"])
+                                  "cifar_inception", "mobilenet_v2", "se_resnet",
+                                  "shufflenet_v2"])
 def test_summary_totals_equal_pytorch(capsys, name):
     import torch_twins
     code, out, _ = run_cli(capsys, "summary", ROOT / "examples" / f"{name}.cnn")

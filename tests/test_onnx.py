@@ -488,8 +488,8 @@ def _tiny(path, nodes, inits=(), inputs=None, elem=TensorProto.FLOAT, shape=(1, 
 
 @pytest.mark.parametrize("case, message", [
     ("unsupported", "node 'my_elu' (Elu): operator Elu has no cnnc counterpart"),
-    ("not_yet", "node 'shuffle_t' (Transpose): needs the cnnc layer 'shuffle' (LANGUAGE.md "
-                "§11), which is not supported yet"),
+    ("transpose", "node 'shuffle_t' (Transpose): operator Transpose with perm [0, 1, 3, 2] "
+                  "(cnnc reads a Transpose only in a channel shuffle"),
     ("double", "input 'x' is double; cnnc imports float32 models only"),
     ("two_inputs", "the model has 2 inputs ('x', 'y'); cnnc imports networks with one image"),
     ("dynamic", "input 'x' has a dynamic size 3x?x?"),
@@ -499,7 +499,7 @@ def test_clean_errors(tmp_path, case, message):
     relu = helper.make_node("Relu", ["x"], ["r"], name="r")
     if case == "unsupported":
         _tiny(path, [relu, helper.make_node("Elu", ["r"], ["e"], name="my_elu")])
-    elif case == "not_yet":
+    elif case == "transpose":
         _tiny(path, [relu, helper.make_node("Transpose", ["r"], ["t"], name="shuffle_t",
                                             perm=[0, 1, 3, 2])])
     elif case == "double":
@@ -561,3 +561,158 @@ def test_cli_import_export_check_summary_dump(torch_files, tmp_path):
     cnnc_cli("export", "sq.cnn", "--weights", "sq.npz", "-o", "back.onnx", "--opset", "17")
     x = np.random.default_rng(2).standard_normal((3, 3, 64, 64)).astype(np.float32)
     assert rel_err(ort_run(str(tmp_path / "back.onnx"), x), ort_run(src, x)) <= TOL
+
+
+# ================================================================ §11 layers
+# shuffle, slice, ceil mode, four-sided padding
+def channel_shuffle(x, groups):
+    """torchvision's ShuffleNetV2 shuffle: view, transpose, view back."""
+    n, c, h, w = x.size()
+    x = x.view(n, groups, c // groups, h, w)
+    x = torch.transpose(x, 1, 2).contiguous()
+    return x.view(n, -1, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    """torchvision's ShuffleNetV2 InvertedResidual; `split` splits the channels with
+    torch.split (an ONNX Split) instead of chunk (two Slices)."""
+
+    def __init__(self, cin, cout, stride, split=False):
+        super().__init__()
+        self.stride, self.split = stride, split
+        c = cout // 2
+        if stride > 1:
+            self.branch1 = nn.Sequential(
+                nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
+                nn.Conv2d(cin, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(cin if stride > 1 else c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+            nn.Conv2d(c, c, 3, stride, 1, groups=c, bias=False), nn.BatchNorm2d(c),
+            nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
+
+    def forward(self, x):
+        if self.stride == 1:
+            halves = x.split(x.shape[1] // 2, dim=1) if self.split else x.chunk(2, dim=1)
+            out = torch.cat((halves[0], self.branch2(halves[1])), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return channel_shuffle(out, 2)
+
+
+def shufflenet_units():
+    """A ShuffleNetV2 stem, a stride-2 and two stride-1 units, then a slice, a ceil-mode
+    pool that no floor-rule padding can say, and the head."""
+    class Head(nn.Module):
+        def forward(self, x):
+            return x[:, 4:14]
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+        ShuffleUnit(8, 16, 2), ShuffleUnit(16, 16, 1), ShuffleUnit(16, 16, 1, split=True),
+        Head(), nn.MaxPool2d(3, 2, 1, ceil_mode=True),                  # 6x6 -> 4x4
+        nn.AvgPool2d(2, 2, ceil_mode=True), nn.Flatten(), nn.Linear(10 * 2 * 2, 5))
+
+
+def test_shufflenet_units_import_and_match_onnxruntime(tmp_path):
+    """Reshape -> Transpose -> Reshape becomes shuffle(2); chunk's two Slices and
+    split's Split become slices in a concat; ceil-mode pools say ceil_mode=true."""
+    torch.manual_seed(0)
+    path = torch_export(randomise_(shufflenet_units()), (3, 47, 45),
+                        str(tmp_path / "shufflenet.onnx"))
+    kinds = [n.op_type for n in onnx.load(path).graph.node]
+    assert {"Transpose", "Slice", "Split"} <= set(kinds)
+    text = check_import(path)
+    lines = [line.strip() for line in text.splitlines()]
+    assert lines.count("shuffle(2)") == 3
+    assert lines.count("slice(0, 8)") == 2 and lines.count("| slice(8, 8)") == 2
+    assert "slice(4, 10)" in lines
+    # on 6x6, 3/2 with padding 1 gives 4x4 with ceil mode, 3x3 without, and no floor-rule
+    # padding of at most half the kernel gives 4x4; the avgpool's ceil mode changes nothing
+    assert "maxpool(3x3, stride=2, padding=1, ceil_mode=true)" in lines
+    assert "avgpool(2x2)" in lines
+
+
+@pytest.mark.parametrize("ceil_mode, count_include_pad", [(True, False), (False, False)])
+def test_avgpool_ceil_mode_imports(tmp_path, ceil_mode, count_include_pad):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AvgPool2d(3, 2, 1, ceil_mode=ceil_mode,
+                                                           count_include_pad=count_include_pad))
+    path = torch_export(randomise_(model), (3, 12, 11), str(tmp_path / "avg.onnx"))
+    text = check_import(path)
+    assert ("ceil_mode=true" in text) == ceil_mode, text
+
+
+def _conv_and_pool(path, conv_pads, pool_pads):
+    """A Conv and a MaxPool with asymmetric ONNX pads [top, left, bottom, right]."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="c", kernel_shape=[3, 3],
+                              strides=[2, 1], pads=conv_pads),
+             helper.make_node("MaxPool", ["c"], ["p"], name="p", kernel_shape=[3, 3],
+                              strides=[2, 2], pads=pool_pads)]
+    return _tiny(path, nodes, inits, shape=(1, 3, 9, 8))
+
+
+def test_asymmetric_pads_become_four_sided_padding(tmp_path):
+    path = _conv_and_pool(str(tmp_path / "m.onnx"), [1, 2, 0, 1], [0, 1, 1, 0])
+    text = check_import(path)
+    assert text.splitlines()[2:4] == ["    c: conv(4, 3x3, stride=2x1, padding=1x0x2x1)",
+                                      "    p: maxpool(3x3, stride=2, padding=0x1x1x0)"], text
+    assert "pad(" not in text
+
+
+def test_export_of_the_new_layers_runs_in_onnxruntime_and_imports_back(tmp_path):
+    src = """network m(input: 6x11x9) {
+    conv(8, 3x3, stride=2, padding=1x2x0x1)
+    relu
+    concat {
+        slice(0, 4)
+      | slice(4, 4)
+        conv(4, 1x1)
+    }
+    shuffle(4)
+    maxpool(3x3, stride=2, padding=1, ceil_mode=true)
+    avgpool(3x3, stride=1, padding=0x1x1x0)
+    slice(2, 5)
+}
+"""
+    net = cnnc.compile_source(src)
+    out = str(tmp_path / "m.onnx")
+    export_network(net, out)
+    model = onnx.load(out)
+    onnx.checker.check_model(model, full_check=True)
+    kinds = [n.op_type for n in model.graph.node]
+    assert kinds.count("Slice") == 3 and kinds.count("Transpose") == 1
+    assert kinds.count("Reshape") == 2 and "Pad" not in kinds
+    pool = next(n for n in model.graph.node if n.op_type == "MaxPool")
+    assert helper.get_attribute_value(next(a for a in pool.attribute
+                                           if a.name == "ceil_mode")) == 1
+    rng = np.random.default_rng(4)
+    for n in (1, 3):
+        x = rng.standard_normal((n, *net.input_shape)).astype(np.float32)
+        assert rel_err(net(x), ort_run(out, x)) <= TOL
+    text, weights = import_onnx(out)
+    assert text.splitlines()[1:] == src.splitlines()
+    assert list(weights) == list(net.parameters())
+
+
+@pytest.mark.parametrize("nodes, message", [
+    ([helper.make_node("Slice", ["x", "s", "e", "a"], ["y"], name="cut")],
+     "node 'cut' (Slice): operator Slice on axis 2 with step 1 (cnnc slices channels only"),
+    ([helper.make_node("Split", ["x"], ["y", "z"], name="halves", axis=2)],
+     "node 'halves' (Split): operator Split on axis 2 (cnnc slices channels only)"),
+    ([helper.make_node("Reshape", ["x", "g"], ["y"], name="group"),
+      helper.make_node("Relu", ["y"], ["z"], name="act")],
+     "node 'act' (Relu): reads channels regrouped to 5-D (input 1); cnnc reads those only as "
+     "a channel shuffle"),
+    ([helper.make_node("Reshape", ["x", "g"], ["y"], name="group"),
+      helper.make_node("Transpose", ["y"], ["z"], name="swap", perm=[0, 1, 2, 4, 3])],
+     "node 'swap' (Transpose): operator Transpose with perm [0, 1, 2, 4, 3]"),
+])
+def test_slices_and_shuffles_cnnc_cannot_say(tmp_path, nodes, message):
+    inits = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in
+             (("s", [1]), ("e", [5]), ("a", [2]), ("g", [1, 3, 1, 8, 8]))]
+    path = _tiny(str(tmp_path / "m.onnx"), nodes, inits)
+    with pytest.raises(cnnc.CnncError) as err:
+        import_onnx(path)
+    assert message in str(err.value)

@@ -767,7 +767,8 @@ def example(name: str):
 
 
 @pytest.mark.parametrize("name", ["lenet5", "cifar_inception", "resnet18", "squeezenet",
-                                  "mobilenet_v2", "se_resnet"])
+                                  "mobilenet_v2", "se_resnet",
+                                  "shufflenet_v2"])
 def test_verify_passes_on_examples(name):
     graph = example(name)
     check = verify_passes(graph, random_weights(graph), batch=1)

@@ -159,7 +159,8 @@ def test_layer_matches_pytorch(case, shape, batch, opt_level):
 # ---------------------------------------------------------------- whole examples
 @pytest.mark.parametrize("name, batch", [("lenet5", 3), ("cifar_inception", 2), ("squeezenet", 1),
                                          ("resnet18", 2), ("googlenet", 2),
-                                         ("mobilenet_v2", 2)])
+                                         ("mobilenet_v2", 2),
+                                         ("shufflenet_v2", 2)])
 def test_example_matches_its_pytorch_twin(name, batch):
     import torch_twins
     builder, shape = torch_twins.TWINS[name]

@@ -608,6 +608,119 @@ def se_resnet50() -> nn.Module:
     return SEResNet50().eval()
 
 
+# shufflenet_v2.cnn
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's shuffle as torchvision writes it: view, transpose, flatten."""
+    n, c, h, w = x.shape
+    x = x.view(n, groups, c // groups, h, w).transpose(1, 2).contiguous()
+    return x.view(n, c, h, w)
+
+
+class ShuffleBranch(nn.Module):
+    """block branch(c, stride=1): 1x1 -> bn -> relu, depthwise 3x3 -> bn, 1x1 -> bn -> relu."""
+
+    def __init__(self, cin: int, c: int, stride: int = 1) -> None:
+        super().__init__()
+        self.pw1 = nn.Conv2d(cin, c, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.dw = nn.Conv2d(c, c, 3, stride, 1, groups=c, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.pw2 = nn.Conv2d(c, c, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.pw1(x)))
+        x = self.bn2(self.dw(x))
+        return F.relu(self.bn3(self.pw2(x)))
+
+    def cnnc_layers(self) -> list[tuple[str, nn.Module]]:
+        return [("conv1", self.pw1), ("batchnorm1", self.bn1), ("conv2", self.dw),
+                ("batchnorm2", self.bn2), ("conv3", self.pw2), ("batchnorm3", self.bn3)]
+
+
+class ShuffleShortcut(nn.Module):
+    """block shortcut(cin, c): depthwise 3x3 stride 2 -> bn, 1x1 -> bn -> relu."""
+
+    def __init__(self, cin: int, c: int) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(cin, cin, 3, 2, 1, groups=cin, bias=False)
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.pw = nn.Conv2d(cin, c, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn2(self.pw(self.bn1(self.dw(x)))))
+
+    def cnnc_layers(self) -> list[tuple[str, nn.Module]]:
+        return [("conv1", self.dw), ("batchnorm1", self.bn1), ("conv2", self.pw),
+                ("batchnorm2", self.bn2)]
+
+
+class ShuffleUnit(nn.Module):
+    """torchvision's InvertedResidual: stride 1 splits the channels in two halves
+    (`chunk`), stride 2 runs both branches on all of them; a shuffle of 2 groups last."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        c = cout // 2
+        self.shortcut = ShuffleShortcut(cin, c) if stride == 2 else None
+        self.branch = ShuffleBranch(cin if stride == 2 else c, c, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shortcut is None:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat([x1, self.branch(x2)], dim=1)
+        else:
+            out = torch.cat([self.shortcut(x), self.branch(x)], dim=1)
+        return channel_shuffle(out, 2)
+
+    def cnnc_layers(self) -> list[tuple[str, nn.Module]]:
+        own = [("shortcut1", self.shortcut)] if self.shortcut is not None else []
+        return [*own, ("branch1", self.branch)]
+
+
+class ShuffleNetV2(nn.Module):
+    """ShuffleNet V2 1.0x (Ma et al. 2018, Table 5) as torchvision's shufflenet_v2_x1_0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 24, 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(24)
+        self.stages = nn.ModuleList()
+        cin = 24
+        for stage, (repeats, cout) in enumerate(zip((4, 8, 4), (116, 232, 464), strict=True),
+                                                start=2):
+            units = [ShuffleUnit(cin, cout, 2)] + [ShuffleUnit(cout, cout, 1)
+                                                   for _ in range(repeats - 1)]
+            self.stages.append(nn.Sequential(*units))
+            for i, unit in enumerate(units):
+                unit.cnnc_name = f"stage{stage}_{i}"
+            cin = cout
+        self.conv5 = nn.Conv2d(464, 1024, 1, bias=False)
+        self.bn5 = nn.BatchNorm2d(1024)
+        self.fc = nn.Linear(1024, 1000)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.max_pool2d(x, 3, 2, 1)
+        for stage in self.stages:
+            x = stage(x)
+        x = F.relu(self.bn5(self.conv5(x)))
+        return self.fc(global_avgpool(x))
+
+    def cnnc_layers(self) -> list[tuple[str, nn.Module]]:
+        units = [(u.cnnc_name, u) for stage in self.stages for u in stage]
+        return [("conv1", self.conv1), ("batchnorm1", self.bn1), *units,
+                ("conv5", self.conv5), ("batchnorm2", self.bn5), ("fc", self.fc)]
+
+
+def shufflenet_v2() -> nn.Module:
+    return ShuffleNetV2().eval()
+
+
 # ---------------------------------------------------------------------------
 # Registry and helpers
 
@@ -619,6 +732,7 @@ TWINS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
     "squeezenet": (squeezenet, (3, 224, 224)),
     "mobilenet_v2": (mobilenet_v2, (3, 224, 224)),
     "se_resnet": (se_resnet50, (3, 224, 224)),
+    "shufflenet_v2": (shufflenet_v2, (3, 224, 224)),
 }
 
 _TENSORS = {

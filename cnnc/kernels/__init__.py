@@ -45,7 +45,7 @@ from .fastconv import (
     pack_conv_weights,
 )
 from .jit import sources_digest
-from .layout import copy_channels, pad2d
+from .layout import copy_channels, pad2d, shuffle_channels
 from .norm import batchnorm, batchnorm_coefficients, lrn
 from .pool import global_avgpool, global_maxpool, pool2d
 
@@ -95,6 +95,7 @@ __all__ = [
     "pool2d",
     "pack_conv_weights",
     "pad2d",
+    "shuffle_channels",
     "softmax",
     "tidy_cache",
 ]

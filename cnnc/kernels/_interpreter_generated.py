@@ -9,7 +9,7 @@ from .depthwise import conv2d_depthwise
 from .elementwise import activation, combine, softmax
 from .fastconv import conv2d_packed
 from .jit import cached_njit
-from .layout import copy_channels, pad2d
+from .layout import copy_channels, pad2d, shuffle_channels
 from .norm import batchnorm, lrn
 from .pool import global_avgpool, global_maxpool, pool2d
 
@@ -17,6 +17,7 @@ TABLE = (
     ('combine', ('tensor', 'int', 'tensor', 'int', 'int', 'tensor', 'int', 'int', 'int', 'float',
         'float')),
     ('copy_channels', ('tensor', 'int', 'int', 'tensor', 'int')),
+    ('shuffle_channels', ('tensor', 'int', 'int', 'tensor', 'int', 'int')),
     ('pad2d', ('tensor', 'int', 'int', 'tensor', 'int', 'int', 'int', 'float')),
     ('lrn', ('tensor', 'int', 'int', 'tensor', 'int', 'int', 'float', 'float', 'float')),
     ('batchnorm', ('tensor', 'int', 'int', 'tensor', 'int', 'vector', 'vector')),
@@ -53,46 +54,49 @@ def run_plan(n, arena, params, ops, ints, floats):
             # copy_channels(x, xc0, C, out, oc0)
             copy_channels(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10])
         elif op == 2:
+            # shuffle_channels(x, xc0, C, out, oc0, groups)
+            shuffle_channels(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11])
+        elif op == 3:
             # pad2d(x, xc0, C, out, oc0, pt, pl, value)
             pad2d(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11], r[12],
                   f[0])
-        elif op == 3:
+        elif op == 4:
             # lrn(x, xc0, C, out, oc0, size, alpha, beta, k)
             lrn(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11], f[0], f[1],
                 f[2])
-        elif op == 4:
+        elif op == 5:
             # batchnorm(x, xc0, C, out, oc0, scale, shift)
             batchnorm(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10],
                       vector(params, r, 11), vector(params, r, 13))
-        elif op == 5:
+        elif op == 6:
             # softmax(x, xc0, C, out, oc0)
             softmax(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10])
-        elif op == 6:
+        elif op == 7:
             # activation(x, xc0, C, out, oc0, act, alpha, beta)
             activation(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11], f[0],
                        f[1])
-        elif op == 7:
+        elif op == 8:
             # dense(x, xc0, cin, w, b, out, oc0, act, alpha, beta)
             dense(view(arena, n, r, 0), r[4], r[5], matrix(params, r, 6), vector(params, r, 9),
                   view(arena, n, r, 11), r[15], r[16], f[0], f[1])
-        elif op == 8:
+        elif op == 9:
             # global_avgpool(x, xc0, C, out, oc0)
             global_avgpool(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10])
-        elif op == 9:
+        elif op == 10:
             # global_maxpool(x, xc0, C, out, oc0)
             global_maxpool(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10])
-        elif op == 10:
+        elif op == 11:
             # conv2d(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, groups, act, alpha, beta)
             conv2d(view(arena, n, r, 0), r[4], r[5], tensor4(params, r, 6), vector(params, r, 11),
                    view(arena, n, r, 13), r[17], r[18], r[19], r[20], r[21], r[22], r[23], r[24],
                    r[25], f[0], f[1])
-        elif op == 11:
+        elif op == 12:
             # conv2d_depthwise(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, act, alpha,
             #                beta)
             conv2d_depthwise(view(arena, n, r, 0), r[4], r[5], tensor4(params, r, 6),
                              vector(params, r, 11), view(arena, n, r, 13), r[17], r[18], r[19],
                              r[20], r[21], r[22], r[23], r[24], f[0], f[1])
-        elif op == 12:
+        elif op == 13:
             # pool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max)
             pool2d(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11], r[12],
                    r[13], r[14], r[15], r[16], r[17])

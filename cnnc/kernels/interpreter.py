@@ -41,7 +41,7 @@ from .depthwise import conv2d_depthwise
 from .elementwise import activation, combine, softmax
 from .fastconv import conv2d_packed
 from .jit import cache_directory_of, warm_key
-from .layout import copy_channels, pad2d
+from .layout import copy_channels, pad2d, shuffle_channels
 from .norm import batchnorm, lrn
 from .pool import global_avgpool, global_maxpool, pool2d
 
@@ -71,6 +71,7 @@ T, I, F = "tensor", "int", "float"  # noqa: E741 - one letter keeps each table r
 SIGNATURES = (
     (combine, (T, I, T, I, I, T, I, I, I, F, F)),
     (copy_channels, (T, I, I, T, I)),
+    (shuffle_channels, (T, I, I, T, I, I)),
     (pad2d, (T, I, I, T, I, I, I, F)),
     (lrn, (T, I, I, T, I, I, F, F, F)),
     (batchnorm, (T, I, I, T, I, "vector", "vector")),

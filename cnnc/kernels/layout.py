@@ -34,3 +34,19 @@ def copy_channels(x, xc0, C, out, oc0):
     count = C * x.shape[2] * x.shape[3] // (out.shape[2] * out.shape[3])
     for n in range(x.shape[0]):
         channel_segment(out, n, oc0, count)[:] = channel_segment(x, n, xc0, C)
+
+
+@cached_njit(fastmath=True, error_model="numpy")
+def shuffle_channels(x, xc0, C, out, oc0, groups):
+    """ShuffleNet's channel shuffle of channels ``xc0 .. xc0+C-1`` of ``x`` into ``out``.
+
+    The channels, seen as ``groups x k`` (``k = C // groups``), are transposed to
+    ``k x groups``: ``out[n, oc0 + i*groups + g] = x[n, xc0 + g*k + i]``. Each channel is
+    one contiguous plane copy; ``out`` must not overlap ``x``'s channels.
+    """
+    k = C // groups
+    for n in range(x.shape[0]):
+        for g in range(groups):
+            for i in range(k):
+                channel_segment(out, n, oc0 + i * groups + g, 1)[:] = channel_segment(
+                    x, n, xc0 + g * k + i, 1)

@@ -70,6 +70,8 @@ def _pool(kind):
             ctx.node(f"Global{op}Pool", nid, _ins(ctx, data))
             return
         extra = {} if kind == "maxpool" else {"count_include_pad": 0}
+        if a["ceil_mode"]:
+            extra["ceil_mode"] = 1
         ctx.node(f"{op}Pool", nid, _ins(ctx, data), kernel_shape=list(a["kernel"]),
                  strides=list(a["stride"]), pads=_onnx_pads(a), **extra)
     return export
@@ -106,6 +108,27 @@ def _pad(ctx, nid, data):
     top, bottom, left, right = data["attrs"]["pads"]
     pads = ctx.param(f"{nid}.pads", np.array([0, 0, top, left, 0, 0, bottom, right], np.int64))
     ctx.node("Pad", nid, _ins(ctx, data) + [pads], mode="constant")
+
+
+def _shuffle(ctx, nid, data):
+    """Reshape (N, C, H, W) -> (N, g, C/g, H, W), swap axes 1 and 2, Reshape back, as
+    torch exports a channel shuffle; a 0 in a Reshape target keeps the (symbolic) batch."""
+    c, h, w = data["shape"]
+    g = data["attrs"]["groups"]
+    grouped = ctx.param(f"{nid}.grouped_shape", np.array([0, g, c // g, h, w], np.int64))
+    flat = ctx.param(f"{nid}.shape", np.array([0, c, h, w], np.int64))
+    x = ctx.node("Reshape", nid, _ins(ctx, data) + [grouped], name=f"{nid}/group",
+                 output=f"{nid}/group")
+    x = ctx.node("Transpose", nid, [x], name=f"{nid}/transpose", output=f"{nid}/transpose",
+                 perm=[0, 2, 1, 3, 4])
+    ctx.node("Reshape", nid, [x, flat])
+
+
+def _slice(ctx, nid, data):
+    a = data["attrs"]
+    bounds = [ctx.param(f"{nid}.{k}", np.array([v], np.int64)) for k, v in
+              (("starts", a["start"]), ("ends", a["start"] + a["count"]), ("axes", 1))]
+    ctx.node("Slice", nid, _ins(ctx, data) + bounds)
 
 
 def _add(ctx, nid, data):
@@ -174,6 +197,8 @@ EXPORTERS = {
     "hardsigmoid": _simple("HardSigmoid", alpha=1 / 6, beta=0.5),
     "hardswish": _hardswish,
     "mul": _mul,
+    "shuffle": _shuffle,
+    "slice": _slice,
 }
 
 

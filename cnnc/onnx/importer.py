@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ops import broadcasts
+from ..ops import broadcasts, window_count
 from .fold import BATCH, FOLD, fold, reshape_target
-from .layer import EPS, Act, Layer
+from .layer import EPS, Act, Grouped, Layer
 from .model import Model, Node, OnnxError, graph_nodes, read_model
 
 
@@ -57,6 +57,11 @@ class Importer:
 
     def act(self, node: Node, i: int = 0) -> Act:
         v = self.value(node, node.inputs[i])
+        if isinstance(v, Grouped):
+            raise self.error(node, f"reads channels regrouped to 5-D (input {i + 1}); cnnc "
+                                   f"reads those only as a channel shuffle: Reshape to "
+                                   f"(N, g, C/g, H, W), Transpose (0, 2, 1, 3, 4), Reshape "
+                                   f"back to (N, C, H, W)")
         if not isinstance(v, Act):
             raise self.error(node, "expects an activation as its input "
                                    f"{i + 1}, not a constant")
@@ -127,7 +132,7 @@ class Importer:
 
     def visit_node(self, node: Node) -> None:
         values = [self.value(node, name) for name in node.inputs]
-        acts = any(isinstance(v, Act) for v in values)
+        acts = any(isinstance(v, (Act, Grouped)) for v in values)
         if node.op == "Shape":
             self.set_output(node, _shape_of(node, values[0], self.model.opset))
         elif node.op == "If":
@@ -164,7 +169,7 @@ class Importer:
 
 
 def _shape_of(node: Node, value, opset: int) -> np.ndarray:
-    if isinstance(value, Act):
+    if isinstance(value, (Act, Grouped)):
         shape = np.array([BATCH, *value.shape], dtype=object)
     else:
         shape = np.array(value.shape, dtype=np.int64)
@@ -200,24 +205,29 @@ def same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def out_size(size: int, k: int, s: int, d: int, before: int, after: int) -> int:
-    return (size + before + after - (d * (k - 1) + 1)) // s + 1
+def out_size(size: int, k: int, s: int, d: int, before: int, after: int,
+             ceil_mode: bool = False) -> int:
+    return window_count(size, d * (k - 1) + 1, s, before, after, ceil_mode)
 
 
 def padding_form(hw, kernel, stride, dilation, pads, pool: bool):
-    """The §5 `padding` value for pads (top, bottom, left, right), or None if the
-    language cannot say it (it has no four-sided padding yet, §11)."""
+    """The §5/§11 `padding` value for pads (top, bottom, left, right) in its most
+    readable form (`valid`, `p`, `PHxPW`, `same`, else `TxBxLxR`), or None where a pool
+    may not have it (a side more than half the kernel)."""
     pt, pb, pl, pr = pads
     if not any(pads):
         return "valid"
-    half_ok = not pool or (2 * pt <= kernel[0] and 2 * pl <= kernel[1])
-    if pt == pb and pl == pr and half_ok:
+    if pool and (2 * max(pt, pb) > kernel[0] or 2 * max(pl, pr) > kernel[1]):
+        same = None  # `same` pads a pool by any amount, but ONNX's pads were explicit
+    else:
+        same = "same"
+    if pt == pb and pl == pr and same:
         return pt if pt == pl else (pt, pl)
-    same = same_pads(hw[0], kernel[0], stride[0], dilation[0]) + \
+    same_pads_ = same_pads(hw[0], kernel[0], stride[0], dilation[0]) + \
         same_pads(hw[1], kernel[1], stride[1], dilation[1])
-    if tuple(pads) == same:
+    if tuple(pads) == same_pads_:
         return "same"
-    return None
+    return None if same is None else tuple(pads)
 
 
 def onnx_pads(node: Node, hw, kernel, stride, dilation) -> tuple[int, int, int, int]:
@@ -243,9 +253,11 @@ def _window_attrs(node: Node, x: Act, kernel):
     return stride, dilation, pads
 
 
-def _spatial_out(x_shape, kernel, stride, dilation, pads):
-    return (out_size(x_shape[1], kernel[0], stride[0], dilation[0], pads[0], pads[1]),
-            out_size(x_shape[2], kernel[1], stride[1], dilation[1], pads[2], pads[3]))
+def _spatial_out(x_shape, kernel, stride, dilation, pads, ceil_mode: bool = False):
+    return (out_size(x_shape[1], kernel[0], stride[0], dilation[0], pads[0], pads[1],
+                     ceil_mode),
+            out_size(x_shape[2], kernel[1], stride[1], dilation[1], pads[2], pads[3],
+                     ceil_mode))
 
 
 def _pad_layer(imp: Importer, node: Node, x: Act, pads) -> Act:
@@ -267,9 +279,6 @@ def conv(imp: Importer, node: Node) -> None:
         raise imp.error(node, f"weight {w.shape} with group={groups} does not fit an input "
                               f"of depth {x.shape[0]}")
     padding = padding_form(x.shape[1:], kernel, stride, dilation, pads, pool=False)
-    if padding is None:  # zero padding: the same as a pad layer before a valid conv
-        x = _pad_layer(imp, node, x, pads)
-        padding, pads = "valid", (0, 0, 0, 0)
     shape = (w.shape[0], *_spatial_out(x.shape, kernel, stride, dilation, pads))
     params = {"weight": w} | ({"bias": b.reshape(-1)} if b is not None else {})
     attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation,
@@ -292,34 +301,34 @@ def _pool(kind: str):
             # padded zeros that count are real cells: pad first, then pool without padding
             x = _pad_layer(imp, node, x, pads)
             pads = (0, 0, 0, 0)
-        pads, padding = _pool_padding(x.shape[1:], kernel, stride, pads,
-                                      bool(node.attrs.get("ceil_mode")))
+        pads, padding, ceil_mode = _pool_padding(x.shape[1:], kernel, stride, pads,
+                                                 bool(node.attrs.get("ceil_mode")))
         if padding is None:
-            raise imp.not_yet(node, f"four-sided pool padding or ceil_mode (pads top, bottom, "
-                                    f"left, right = {pads})")
-        shape = (x.shape[0], *_spatial_out(x.shape, kernel, stride, (1, 1), pads))
-        imp.set_output(node, imp.emit(node, kind, x, shape,
-                                      dict(kernel=kernel, stride=stride, padding=padding)))
+            raise imp.unsupported(node, f"with more padding than half the kernel (pads top, "
+                                        f"bottom, left, right = {pads})")
+        shape = (x.shape[0], *_spatial_out(x.shape, kernel, stride, (1, 1), pads, ceil_mode))
+        attrs = dict(kernel=kernel, stride=stride, padding=padding)
+        if ceil_mode:
+            attrs["ceil_mode"] = True
+        imp.set_output(node, imp.emit(node, kind, x, shape, attrs))
     return handler
 
 
 def _pool_padding(hw, kernel, stride, pads, ceil_mode: bool):
-    """(pads, §5 padding form or None) giving a pool's windows with the floor rule.
+    """(pads, §5/§11 padding form or None, ceil mode) giving a pool's windows.
 
-    Ceil mode becomes extra bottom/right padding, and bottom/right padding may grow or
-    shrink as long as the windows stay the same: no window counts padded cells (max
-    pools, and average pools that exclude padding). Within that freedom the padding is
-    made symmetric or `same` if it can be; Caffe's ceil-mode pools often come out `same`.
+    No window counts a padded cell (max pools, and average pools that exclude padding),
+    so ceil mode may become extra bottom/right padding, and bottom/right padding may grow
+    or shrink as long as the windows stay the same. The first of these that the language
+    can say is taken: a floor-rule padding `valid`, `p`, `PHxPW` or `same` (Caffe's
+    ceil-mode pools often come out `same`); the pads as given with `ceil_mode=true`;
+    floor-rule four-sided padding.
     """
     choices = []  # per axis: (before, the range of `after` giving the same windows)
     for axis in (0, 1):
         size, k, s = hw[axis], kernel[axis], stride[axis]
         before, after = pads[2 * axis], pads[2 * axis + 1]
-        n = (size + before + after - k) // s + 1
-        if ceil_mode:
-            n = -(-(size + before + after - k) // s) + 1
-            if (n - 1) * s >= size + before:  # PyTorch: no window starts in the padding
-                n -= 1
+        n = window_count(size, k, s, before, after, ceil_mode)
         lower = (n - 1) * s + k - size - before  # the floor rule gives n for after in
         choices.append((before, range(max(lower, 0), lower + s)))  # [lower, lower + s)
     (bh, rh), (bw, rw) = choices
@@ -331,9 +340,14 @@ def _pool_padding(hw, kernel, stride, pads, ceil_mode: bool):
     for ah, aw in options:
         new = (bh, ah, bw, aw)
         form = padding_form(hw, kernel, stride, (1, 1), new, pool=True)
+        if form is not None and not (isinstance(form, tuple) and len(form) == 4):
+            return new, form, False
+    if ceil_mode:
+        form = padding_form(hw, kernel, stride, (1, 1), pads, pool=True)
         if form is not None:
-            return new, form
-    return (bh, rh[0], bw, rw[0]), None
+            return tuple(pads), form, True
+    new = (bh, rh[0], bw, rw[0])
+    return new, padding_form(hw, kernel, stride, (1, 1), new, pool=True), False
 
 
 def _global_pool(kind: str):
@@ -404,7 +418,8 @@ def flatten(imp: Importer, node: Node) -> None:
 
 
 def reshape(imp: Importer, node: Node) -> None:
-    x = imp.act(node)
+    value = imp.value(node, node.inputs[0])
+    x = value if isinstance(value, Grouped) else imp.act(node)
     if imp.model.opset < 5:
         target = node.attrs["shape"]
     else:
@@ -417,13 +432,109 @@ def reshape(imp: Importer, node: Node) -> None:
     if out[0] is not BATCH:
         raise imp.unsupported(node, f"that moves the batch axis (to {out})")
     out = tuple(out[1:])
-    if out == x.shape:
+    if isinstance(x, Grouped):
+        imp.set_output(node, _ungrouped(imp, node, x, out))
+    elif out == x.shape:
         imp.set_output(node, x)
     elif len(out) == 1:
         imp.set_output(node, x if len(x.shape) == 1 else imp.emit(node, "flatten", x, out))
+    elif len(x.shape) == 3 and len(out) == 4 and out[2:] == x.shape[1:]:
+        imp.set_output(node, Grouped(x, out[0]))  # (C, H, W) -> (g, C/g, H, W)
     else:
         raise imp.unsupported(node, f"from {x.shape} to {out} (cnnc reshapes only to "
                                     f"features)")
+
+
+def _ungrouped(imp: Importer, node: Node, grouped: Grouped, out: tuple) -> Act:
+    """The end of a channel shuffle: regrouped channels flattened back to (C, H, W)."""
+    x = grouped.x
+    if out != x.shape:
+        raise imp.unsupported(node, f"from {grouped.shape} to {out} (cnnc reads a 5-D "
+                                    f"reshape only as part of a channel shuffle)")
+    if not grouped.transposed:  # regrouped and back: nothing moved
+        return x
+    return imp.emit(node, "shuffle", x, x.shape, {"groups": grouped.groups})
+
+
+def transpose(imp: Importer, node: Node) -> None:
+    """The middle of a channel shuffle: (N, g, C/g, H, W) -> (N, C/g, g, H, W)."""
+    value = imp.value(node, node.inputs[0])
+    perm = list(node.attrs.get("perm", []))
+    if not isinstance(value, Grouped) or perm != [0, 2, 1, 3, 4]:
+        raise imp.unsupported(node, f"with perm {perm} (cnnc reads a Transpose only in a "
+                                    f"channel shuffle: Reshape to (N, g, C/g, H, W), "
+                                    f"Transpose (0, 2, 1, 3, 4), Reshape back)")
+    imp.set_output(node, Grouped(value.x, value.groups, not value.transposed))
+
+
+def _channel_axis(imp: Importer, node: Node, x: Act, axis: int) -> None:
+    rank = len(x.shape) + 1
+    if not -rank <= axis < rank or axis % rank != 1:
+        raise imp.unsupported(node, f"on axis {axis} (cnnc slices channels only)")
+
+
+def _slice_layer(imp: Importer, node: Node, x: Act, start: int, count: int) -> Act:
+    """Channels start .. start+count-1 of x; all of them is x itself."""
+    if count <= 0:
+        raise imp.error(node, f"takes no channels (start {start}, count {count})")
+    if (start, count) == (0, x.shape[0]):
+        return x
+    return imp.emit(node, "slice", x, (count, *x.shape[1:]), {"start": start, "count": count})
+
+
+def slice_(imp: Importer, node: Node) -> None:
+    """Slice along the channels, step 1 (torch's `chunk` and `x[:, a:b]`)."""
+    x = imp.act(node)
+    if imp.model.opset < 10:
+        starts, ends = node.attrs["starts"], node.attrs["ends"]
+        axes, steps = node.attrs.get("axes"), None
+    else:
+        starts, ends = (_int_list(imp, node, i) for i in (1, 2))
+        axes, steps = _int_list(imp, node, 3), _int_list(imp, node, 4)
+    axes = list(range(len(starts))) if axes is None else list(axes)
+    steps = [1] * len(starts) if steps is None else list(steps)
+    channels = None
+    for s, e, a, st in zip(starts, ends, axes, steps, strict=True):
+        axis = range(len(x.shape) + 1)[int(a)]  # IndexError: no such axis
+        if axis == 0:  # the batch, of unknown size: only all of it
+            whole = int(s) == 0 and int(e) >= 2**31 - 1 and int(st) == 1
+        else:
+            size = x.shape[axis - 1]
+            lo, hi, step = slice(int(s), int(e), int(st)).indices(size)
+            whole = (lo, hi, step) == (0, size, 1)
+            if axis == 1 and step == 1:
+                channels, whole = (lo, hi - lo), True
+        if not whole:
+            raise imp.unsupported(node, f"on axis {a} with step {st} (cnnc slices channels "
+                                        f"only, step 1)")
+    imp.set_output(node, x if channels is None else _slice_layer(imp, node, x, *channels))
+
+
+def _int_list(imp: Importer, node: Node, i: int) -> list[int] | None:
+    value = imp.const(node, i)
+    return None if value is None else [int(v) for v in np.asarray(value).ravel()]
+
+
+def split(imp: Importer, node: Node) -> None:
+    """Split along the channels: one slice per output."""
+    x = imp.act(node)
+    _channel_axis(imp, node, x, int(node.attrs.get("axis", 0)))
+    c = x.shape[0]
+    if imp.model.opset >= 13:
+        sizes = _int_list(imp, node, 1)
+    else:
+        sizes = node.attrs.get("split")
+    parts = len(node.outputs)
+    if sizes is None:  # equal parts (opset 18's num_outputs: the last may be smaller)
+        size = -(-c // parts)
+        sizes = [min(size, c - i * size) for i in range(parts)]
+    if len(sizes) != parts or sum(sizes) != c or min(sizes) < 0:
+        raise imp.error(node, f"splits {c} channels into {list(sizes)}")
+    start = 0
+    for name, size in zip(node.outputs, sizes, strict=True):
+        if name in imp.needed:
+            imp.values[name] = _slice_layer(imp, node, x, start, size)
+        start += size
 
 
 def squeeze(imp: Importer, node: Node) -> None:
@@ -617,12 +728,6 @@ def hardsigmoid(imp: Importer, node: Node) -> None:
     return _future("hardsigmoid")(imp, node)
 
 
-def _not_yet(kind: str):
-    def handler(imp: Importer, node: Node) -> None:
-        raise imp.not_yet(node, kind)
-    return handler
-
-
 # ONNX op type -> how it becomes cnnc layers (a node of constants is folded instead)
 HANDLERS: dict[str, Rule] = {
     "Conv": Rule(conv),
@@ -656,9 +761,9 @@ HANDLERS: dict[str, Rule] = {
     "Clip": Rule(clip),
     "HardSigmoid": Rule(hardsigmoid),
     "HardSwish": Rule(_future("hardswish"), since=14),
-    "Transpose": Rule(_not_yet("shuffle")),
-    "Split": Rule(_not_yet("slice")),
-    "Slice": Rule(_not_yet("slice")),
+    "Transpose": Rule(transpose),
+    "Split": Rule(split),
+    "Slice": Rule(slice_),
 }
 
 

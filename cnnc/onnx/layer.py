@@ -26,3 +26,21 @@ class Layer:
     params: dict = field(default_factory=dict)
     node: Node | None = None  # the ONNX node it came from: its name may become a label
     weight_name: str = ""  # the ONNX name of its weight, another label candidate
+
+
+@dataclass
+class Grouped:
+    """The channels of activation `x` viewed as (groups, C/groups) by a 5-D Reshape, and
+    `transposed` once a Transpose swapped those two axes: the middle of the channel
+    shuffle torch exports (Reshape -> Transpose -> Reshape), which becomes one `shuffle`
+    when the last Reshape flattens it back. Nothing else may read it."""
+    x: Act
+    groups: int
+    transposed: bool = False
+
+    @property
+    def shape(self) -> tuple:
+        """The 5-D shape without the batch: (groups, C/groups, H, W), or swapped."""
+        c, h, w = self.x.shape
+        pair = (self.groups, c // self.groups)
+        return (*(pair[::-1] if self.transposed else pair), h, w)

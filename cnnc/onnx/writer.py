@@ -278,6 +278,7 @@ def call_text(layer: Layer) -> str:
             args.append(_value(a["kernel"]))
             keyword("stride", a["stride"], a["kernel"])
             keyword("padding", a["padding"], "valid")
+            keyword("ceil_mode", a.get("ceil_mode", False), False)
     elif kind == "dense":
         args.append(str(a["units"]))
         keyword("bias", a["bias"], True)
@@ -302,6 +303,10 @@ def call_text(layer: Layer) -> str:
             args.append(f"{top}x{left}")
         else:
             args += [str(top), str(bottom), str(left), str(right)]
+    elif kind == "shuffle":
+        args.append(str(a["groups"]))
+    elif kind == "slice":
+        args += [str(a["start"]), str(a["count"])]
     elif kind == "clip":
         args += [_num(a["min"]), _num(a["max"])]
     return f"{kind}({', '.join(args)})" if args else kind

@@ -63,7 +63,7 @@ class Fuse1x1Siblings:
         start = 0
         for member in members:
             d = graph.nodes[member]  # insert_node made new node dicts
-            d.update(op="slice", attrs={"start": start})
+            d.update(op="slice", attrs={"start": start, "count": d["shape"][0]})
             d.pop("params", None)
             set_inputs(graph, member, [wide])
             start += d["shape"][0]

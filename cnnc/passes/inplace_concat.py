@@ -85,7 +85,8 @@ class InplaceConcat:
         insert_node(graph, outer, {"op": "concat", "name": outer, "inputs": inputs,
                                    "shape": shape, "pos": data["pos"], "attrs": {}},
                     before=concat)
-        graph.nodes[concat].update(op="slice", attrs={"start": lead})
+        graph.nodes[concat].update(op="slice",
+                                  attrs={"start": lead, "count": data["shape"][0]})
         set_inputs(graph, concat, [outer])
         return outer
 

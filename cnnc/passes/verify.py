@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import CnncError
 from ..layers import infer_shape, param_shapes, resolve_pads
-from ..ops import ACTIVATION_OPS, BRANCHING, CONV_OPS, OPS, WINDOW_OPS
+from ..ops import ACTIVATION_OPS, BRANCHING, CONV_OPS, OPS, WINDOW_OPS, window_count
 
 ACTIVATIONS = ("none", *ACTIVATION_OPS)  # what an epilogue may apply
 
@@ -92,11 +92,12 @@ def _check_node(graph: nx.DiGraph, node: str, data: dict) -> None:
 
 def _expected_shape(op: str, attrs: dict, shapes: list[tuple], own: tuple) -> tuple:
     if op == "slice":
-        start = attrs.get("start")
-        if not isinstance(start, int) or start < 0 or start + own[0] > shapes[0][0]:
-            raise GraphCheckError(f"slice of channels {start!r}..+{own[0]} of an input of "
+        start, count = attrs.get("start"), attrs.get("count")
+        if (not isinstance(start, int) or not isinstance(count, int) or start < 0
+                or count < 1 or start + count > shapes[0][0]):
+            raise GraphCheckError(f"slice of channels {start!r}..+{count!r} of an input of "
                                   f"{shapes[0][0]}")
-        return (own[0], *shapes[0][1:])
+        return (count, *shapes[0][1:])
     if op in WINDOW_OPS and not attrs.get("global"):
         pads = tuple(attrs["pads"])
         if len(pads) != 4 or min(pads) < 0:
@@ -104,26 +105,38 @@ def _expected_shape(op: str, attrs: dict, shapes: list[tuple], own: tuple) -> tu
         _check_padding(op, attrs, shapes[0])
         c, h, w = shapes[0]
         padded = (c, h + pads[0] + pads[1], w + pads[2] + pads[3])
-        try:
-            return infer_shape(op, dict(attrs, padding="valid"), [padded])
+        try:  # the depth and its checks (a conv's groups)
+            depth = infer_shape(op, dict(attrs, padding="valid"), [padded])[0]
         except CnncError as err:
             raise GraphCheckError(err.message) from None
+        return (depth, *_window_counts(attrs, shapes[0], pads))
     try:
         return infer_shape(op, dict(attrs), shapes)
     except CnncError as err:
         raise GraphCheckError(err.message) from None
 
 
+def _window_counts(attrs: dict, shape_in: tuple, pads: tuple) -> tuple[int, int]:
+    """Output (H, W) of a conv or pool with explicit `pads` (after fold-padding they may
+    exceed what the source allows a pool, so not through `infer_shape`; a ceil-mode pool
+    needs them split, not summed into the input)."""
+    dilation = attrs.get("dilation", (1, 1))
+    counts = []
+    for axis in range(2):
+        k_eff = dilation[axis] * (attrs["kernel"][axis] - 1) + 1
+        counts.append(window_count(shape_in[1 + axis], k_eff, attrs["stride"][axis],
+                                   pads[2 * axis], pads[2 * axis + 1],
+                                   attrs.get("ceil_mode", False)))
+    return tuple(counts)
+
+
 def _check_padding(op: str, attrs: dict, shape_in: tuple) -> None:
     """The padding attribute (source form or explicit four amounts) agrees with `pads`."""
     padding, pads = attrs["padding"], tuple(attrs["pads"])
-    if isinstance(padding, tuple) and len(padding) == 4:
-        resolved = padding
-    else:
-        dilation = attrs.get("dilation", (1, 1))
-        resolved = ()
-        for axis in range(2):
-            resolved += resolve_pads(padding, shape_in[1 + axis], attrs["kernel"][axis],
-                                     attrs["stride"][axis], dilation[axis], axis)
+    dilation = attrs.get("dilation", (1, 1))
+    resolved = ()
+    for axis in range(2):
+        resolved += resolve_pads(padding, shape_in[1 + axis], attrs["kernel"][axis],
+                                 attrs["stride"][axis], dilation[axis], axis)
     if tuple(resolved) != pads:
         raise GraphCheckError(f"padding {padding} means {tuple(resolved)}, but pads are {pads}")
