@@ -66,11 +66,17 @@ def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[
     if op == "conv":
         w, b = _weight_and_bias(data)
         pt, _, pl, _ = attrs["pads"]
+        # a residual (fuse-residual) is the second input, added in the packed and the
+        # Winograd kernels' store
+        res, rc0 = (ins[1], ins[1].c0) if attrs.get("residual") else (out, -1)
+        if attrs.get("winograd"):  # the winograd pass chose it; weights transformed here
+            m = attrs["winograd"]
+            args = (x, x.c0, x.channels, out, out.c0, w.shape[0], K.pack_winograd_weights(w, m),
+                    b, m, pt, pl, act, slope, res, rc0)
+            return [step(K.conv2d_winograd, args, reads=ins)]
         if conv_kernel(data["shape"][0], attrs["groups"]) == "packed":
-            # register-blocked direct convolution, weights packed once here; a residual
-            # (fuse-residual) is the second input, added in the store
+            # register-blocked direct convolution, weights packed once here
             kh, kw = attrs["kernel"]
-            res, rc0 = (ins[1], ins[1].c0) if attrs.get("residual") else (out, -1)
             args = (x, x.c0, x.channels, out, out.c0, w.shape[0],
                     K.pack_conv_weights(w, attrs["groups"]), b, kh, kw, pt, pl,
                     *attrs["stride"], *attrs["dilation"], attrs["groups"], act, slope, res, rc0)

@@ -46,6 +46,7 @@ from .jit import sources_digest
 from .layout import copy_channels, pad2d
 from .norm import batchnorm, batchnorm_coefficients, lrn
 from .pool import global_avgpool, global_maxpool, pool2d
+from .winograd import conv2d_winograd, pack_winograd_weights
 
 _CACHE = Path(__file__).resolve().parent / "__pycache__"
 
@@ -83,6 +84,7 @@ __all__ = [
     "batchnorm_coefficients",
     "conv2d",
     "conv2d_packed",
+    "conv2d_winograd",
     "copy_channels",
     "dense",
     "global_avgpool",
@@ -90,6 +92,7 @@ __all__ = [
     "lrn",
     "pool2d",
     "pack_conv_weights",
+    "pack_winograd_weights",
     "pad2d",
     "softmax",
     "tidy_cache",

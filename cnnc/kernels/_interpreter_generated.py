@@ -11,6 +11,7 @@ from .jit import cached_njit
 from .layout import copy_channels, pad2d
 from .norm import batchnorm, lrn
 from .pool import global_avgpool, global_maxpool, pool2d
+from .winograd import conv2d_winograd
 
 TABLE = (
     ('add', ('tensor', 'int', 'tensor', 'int', 'int', 'tensor', 'int', 'int', 'float')),
@@ -29,6 +30,8 @@ TABLE = (
         'int')),
     ('conv2d_packed', ('tensor', 'int', 'int', 'tensor', 'int', 'int', 'vector', 'vector', 'int',
         'int', 'int', 'int', 'int', 'int', 'int', 'int', 'int', 'int', 'float', 'tensor', 'int')),
+    ('conv2d_winograd', ('tensor', 'int', 'int', 'tensor', 'int', 'int', 'vector', 'vector', 'int',
+        'int', 'int', 'int', 'float', 'tensor', 'int')),
 )
 
 
@@ -83,10 +86,15 @@ def run_plan(n, arena, params, ops, ints, floats):
             # pool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max)
             pool2d(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11], r[12],
                    r[13], r[14], r[15], r[16], r[17])
-        else:
+        elif op == 12:
             # conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh, dw,
             #             groups, act, alpha, res, rc0)
             conv2d_packed(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11],
                           vector(params, r, 12), vector(params, r, 14), r[16], r[17], r[18], r[19],
                           r[20], r[21], r[22], r[23], r[24], r[25], f[0], view(arena, n, r, 26),
                           r[30])
+        else:
+            # conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, res, rc0)
+            conv2d_winograd(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11],
+                            vector(params, r, 12), vector(params, r, 14), r[16], r[17], r[18],
+                            r[19], f[0], view(arena, n, r, 20), r[24])
