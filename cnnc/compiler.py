@@ -182,10 +182,12 @@ def load(path: str, max_memory: int | None = None) -> Network:
 # ---------------------------------------------------------------- checking the passes
 class PassCheck(NamedTuple):
     """What `verify_passes` found: one (pass, difference) row per pass, in pipeline order,
-    and the name of the first pass whose difference exceeds the tolerance (None if none)."""
+    the name of the first pass whose difference exceeds the tolerance (None if none), and
+    one (conv, tile m, difference) row per conv the winograd pass gave the Winograd kernel."""
 
     rows: list[tuple[str, float]]
     first_failure: str | None
+    winograd_layers: list[tuple[str, int, float]] = []
 
 
 def relative_difference(got: np.ndarray, ref: np.ndarray) -> float:
@@ -229,4 +231,25 @@ def verify_passes(source_graph: nx.DiGraph, params: dict[str, np.ndarray], batch
         rows.append((name, diff))
         if first_failure is None and not diff <= tol:
             first_failure = name
-    return PassCheck(rows, first_failure)
+    return PassCheck(rows, first_failure, _winograd_errors(graph, x))
+
+
+def _winograd_errors(graph: nx.DiGraph, x: np.ndarray) -> list[tuple[str, int, float]]:
+    """(conv, m, difference) for each conv of the optimised `graph` that runs Winograd:
+    the network up to that conv, run with that conv on Winograd and every conv on the
+    direct kernels, against all of them on the direct kernels; the difference of the
+    conv's own output (`relative_difference`), so the error of that layer alone."""
+    rows = []
+    for node in [n for n in graph.nodes if graph.nodes[n]["attrs"].get("winograd")]:
+        m = graph.nodes[node]["attrs"]["winograd"]
+        outputs = []
+        for keep in (None, node):
+            sub = copy_graph(graph)
+            sub.remove_nodes_from(set(sub) - nx.ancestors(sub, node) - {node})
+            sub.graph["output"] = node
+            for other in sub:
+                if other != keep:
+                    sub.nodes[other]["attrs"].pop("winograd", None)
+            outputs.append(Plan(sub).run(x))
+        rows.append((node, m, relative_difference(outputs[1], outputs[0])))
+    return rows
