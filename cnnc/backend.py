@@ -120,3 +120,27 @@ def conv_kernel(out_channels: int, groups: int, in_channels: int) -> str:
     if groups > 1 and in_channels == groups:
         return "depthwise"
     return "packed" if out_channels // groups >= PACKED_MIN_CHANNELS_PER_GROUP else "generic"
+
+
+#: Winograd F(4x4, 3x3) pays where a conv has enough output tiles to amortise its input
+#: and output transforms and the weights' larger transformed form: at least 49 tiles of
+#: 4x4 per image (a 28x28 output) and 32 channels in and out. Measured on AVX2, 2 threads,
+#: against the packed kernel (docs/kernel-notes.md): 64 channels 56x56 1.25x (batch 1),
+#: 1.4x (batch 8); 128 at 28x28 1.0x and 1.7x; 256 at 14x14 0.8x and 2.0x; 512 at 7x7 0.3x
+#: and 1.0x. The plan serves every batch size, so the rule is batch 1's.
+WINOGRAD_MIN_TILES = 49
+WINOGRAD_MIN_CHANNELS = 32
+
+
+def winograd_tile(attrs: dict, in_channels: int, out_shape: tuple) -> int:
+    """The output tile m of the Winograd F(m x m, 3x3) kernel a conv should run, or 0 for
+    the direct kernels: only 3x3 convs of stride 1, dilation 1 and one group qualify.
+    F(2x2, 3x3) never beat F(4x4, 3x3) where Winograd beat the direct kernel, so the rule
+    picks 4 or 0."""
+    if (tuple(attrs["kernel"]) != (3, 3) or tuple(attrs["stride"]) != (1, 1)
+            or tuple(attrs["dilation"]) != (1, 1) or attrs["groups"] != 1):
+        return 0
+    k, oh, ow = out_shape
+    tiles = -(-oh // 4) * -(-ow // 4)
+    big = tiles >= WINOGRAD_MIN_TILES and min(in_channels, k) >= WINOGRAD_MIN_CHANNELS
+    return 4 if big else 0

@@ -94,6 +94,9 @@ def _opt_flags(p):
     p.set_defaults(opt_level=2)
     p.add_argument("--disable-pass", action="append", default=[], metavar="NAME",
                    help="switch one optimiser pass off (may be repeated)")
+    p.add_argument("--no-winograd", dest="disable_pass", action="append_const",
+                   const="winograd", help="run every conv on the direct kernels (the same "
+                                          "as --disable-pass winograd)")
 
 
 def _weight_flags(p):

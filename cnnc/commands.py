@@ -212,6 +212,13 @@ def cmd_verify(args) -> int:
     for name, diff in result.rows:
         mark = "ok" if diff <= args.tolerance else "CHANGED"
         print(f"  after {name:<{width}}  {diff:.3e}  {mark}")
+    if result.winograd_layers:
+        print("  Winograd layers, each alone against the direct kernel (max |a - b| / max |a| "
+              "of its output):")
+        width = max(len(node) for node, _, _ in result.winograd_layers)
+        for node, m, diff in result.winograd_layers:
+            mark = "ok" if diff <= args.tolerance else "CHANGED"
+            print(f"    {node:<{width}}  F({m}x{m}, 3x3)  {diff:.3e}  {mark}")
     if result.first_failure is not None:
         print(f"error: pass '{result.first_failure}' changes the result beyond the tolerance",
               file=sys.stderr)

@@ -130,7 +130,9 @@ class Network:
 
 
 def _make(program, network, weights, seed, opt_level, disabled_passes, text, progress,
-          dump_dir=None, strict=True, max_memory=None):
+          dump_dir=None, strict=True, max_memory=None, winograd=True):
+    if not winograd and "winograd" not in disabled_passes:
+        disabled_passes = (*disabled_passes, "winograd")
     graph = build_graph(program, network)
     check_parameter_memory(graph, parameter_shapes(graph), max_memory)
     params = init_parameters(graph, seed)
@@ -145,25 +147,27 @@ def _make(program, network, weights, seed, opt_level, disabled_passes, text, pro
 def compile_file(path: str, network: str | None = None, weights=None, seed: int = 0, *,
                  opt_level: int = 2, disabled_passes=(), progress: bool | None = None,
                  dump_dir: str | None = None, strict: bool = True,
-                 max_memory: int | None = None) -> Network:
+                 max_memory: int | None = None, winograd: bool = True) -> Network:
     """Compile the network of a .cnn file (§7). `dump_dir` receives the graph after each pass;
     `strict=False` lets `weights` leave parameters out (they keep their seeded values);
-    `max_memory` (bytes; default: what is available) bounds parameters and activations."""
+    `max_memory` (bytes; default: what is available) bounds parameters and activations;
+    `winograd=False` keeps every conv on the direct kernels (the same as disabling the
+    `winograd` pass)."""
     program = load_program(str(path))
     text = "".join(program.sources.values())
     return _make(program, network, weights, seed, opt_level, disabled_passes, text, progress,
-                 dump_dir, strict, max_memory)
+                 dump_dir, strict, max_memory, winograd)
 
 
 def compile_source(text: str, network: str | None = None, weights=None, seed: int = 0, *,
                    opt_level: int = 2, disabled_passes=(), progress: bool | None = None,
                    file: str = "<source>", strict: bool = True,
-                   max_memory: int | None = None) -> Network:
-    """Compile the network of .cnn source text (§7); `strict` and `max_memory` as for
-    compile_file."""
+                   max_memory: int | None = None, winograd: bool = True) -> Network:
+    """Compile the network of .cnn source text (§7); `strict`, `max_memory` and `winograd`
+    as for compile_file."""
     program = load_source(text, file)
     return _make(program, network, weights, seed, opt_level, disabled_passes, text, progress,
-                 strict=strict, max_memory=max_memory)
+                 strict=strict, max_memory=max_memory, winograd=winograd)
 
 
 def load(path: str, max_memory: int | None = None) -> Network:
@@ -178,10 +182,12 @@ def load(path: str, max_memory: int | None = None) -> Network:
 # ---------------------------------------------------------------- checking the passes
 class PassCheck(NamedTuple):
     """What `verify_passes` found: one (pass, difference) row per pass, in pipeline order,
-    and the name of the first pass whose difference exceeds the tolerance (None if none)."""
+    the name of the first pass whose difference exceeds the tolerance (None if none), and
+    one (conv, tile m, difference) row per conv the winograd pass gave the Winograd kernel."""
 
     rows: list[tuple[str, float]]
     first_failure: str | None
+    winograd_layers: list[tuple[str, int, float]] = []
 
 
 def relative_difference(got: np.ndarray, ref: np.ndarray) -> float:
@@ -225,4 +231,25 @@ def verify_passes(source_graph: nx.DiGraph, params: dict[str, np.ndarray], batch
         rows.append((name, diff))
         if first_failure is None and not diff <= tol:
             first_failure = name
-    return PassCheck(rows, first_failure)
+    return PassCheck(rows, first_failure, _winograd_errors(graph, x))
+
+
+def _winograd_errors(graph: nx.DiGraph, x: np.ndarray) -> list[tuple[str, int, float]]:
+    """(conv, m, difference) for each conv of the optimised `graph` that runs Winograd:
+    the network up to that conv, run with that conv on Winograd and every conv on the
+    direct kernels, against all of them on the direct kernels; the difference of the
+    conv's own output (`relative_difference`), so the error of that layer alone."""
+    rows = []
+    for node in [n for n in graph.nodes if graph.nodes[n]["attrs"].get("winograd")]:
+        m = graph.nodes[node]["attrs"]["winograd"]
+        outputs = []
+        for keep in (None, node):
+            sub = copy_graph(graph)
+            sub.remove_nodes_from(set(sub) - nx.ancestors(sub, node) - {node})
+            sub.graph["output"] = node
+            for other in sub:
+                if other != keep:
+                    sub.nodes[other]["attrs"].pop("winograd", None)
+            outputs.append(Plan(sub).run(x))
+        rows.append((node, m, relative_difference(outputs[1], outputs[0])))
+    return rows

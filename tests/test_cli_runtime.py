@@ -67,8 +67,8 @@ def test_verify_names_every_pass(capsys):
     code, out, _ = run_cli(capsys, "verify", ROOT / "examples" / "cifar_inception.cnn")
     assert code == 0
     for name in ("drop-identity", "fold-padding", "fold-batchnorm", "fuse-epilogue",
-                 "fuse-1x1-chains", "fuse-1x1-siblings", "fuse-residual", "inplace-concat",
-                 "plan-memory"):
+                 "fuse-1x1-chains", "fuse-1x1-siblings", "fuse-residual", "winograd",
+                 "inplace-concat", "plan-memory"):
         assert f"after {name}" in out
     assert "every pass keeps the result" in out
 

@@ -48,6 +48,7 @@ from .jit import sources_digest
 from .layout import copy_channels, pad2d, shuffle_channels
 from .norm import batchnorm, batchnorm_coefficients, lrn
 from .pool import global_avgpool, global_maxpool, pool2d
+from .winograd import conv2d_winograd, pack_winograd_weights
 
 _CACHE = Path(__file__).resolve().parent / "__pycache__"
 
@@ -87,6 +88,7 @@ __all__ = [
     "conv2d",
     "conv2d_depthwise",
     "conv2d_packed",
+    "conv2d_winograd",
     "copy_channels",
     "dense",
     "global_avgpool",
@@ -94,6 +96,7 @@ __all__ = [
     "lrn",
     "pool2d",
     "pack_conv_weights",
+    "pack_winograd_weights",
     "pad2d",
     "shuffle_channels",
     "softmax",

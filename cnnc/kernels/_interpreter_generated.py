@@ -12,6 +12,7 @@ from .jit import cached_njit
 from .layout import copy_channels, pad2d, shuffle_channels
 from .norm import batchnorm, lrn
 from .pool import global_avgpool, global_maxpool, pool2d
+from .winograd import conv2d_winograd
 
 TABLE = (
     ('combine', ('tensor', 'int', 'tensor', 'int', 'int', 'tensor', 'int', 'int', 'int', 'float',
@@ -36,6 +37,8 @@ TABLE = (
     ('conv2d_packed', ('tensor', 'int', 'int', 'tensor', 'int', 'int', 'vector', 'vector', 'int',
         'int', 'int', 'int', 'int', 'int', 'int', 'int', 'int', 'int', 'float', 'float', 'tensor',
         'int')),
+    ('conv2d_winograd', ('tensor', 'int', 'int', 'tensor', 'int', 'int', 'vector', 'vector', 'int',
+        'int', 'int', 'int', 'float', 'float', 'tensor', 'int')),
 )
 
 
@@ -100,10 +103,16 @@ def run_plan(n, arena, params, ops, ints, floats):
             # pool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max)
             pool2d(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11], r[12],
                    r[13], r[14], r[15], r[16], r[17])
-        else:
+        elif op == 14:
             # conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh, dw,
             #             groups, act, alpha, beta, res, rc0)
             conv2d_packed(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11],
                           vector(params, r, 12), vector(params, r, 14), r[16], r[17], r[18], r[19],
                           r[20], r[21], r[22], r[23], r[24], r[25], f[0], f[1],
                           view(arena, n, r, 26), r[30])
+        else:
+            # conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, beta,
+            #               res, rc0)
+            conv2d_winograd(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11],
+                            vector(params, r, 12), vector(params, r, 14), r[16], r[17], r[18],
+                            r[19], f[0], f[1], view(arena, n, r, 20), r[24])

@@ -44,6 +44,7 @@ from .jit import cache_directory_of, warm_key
 from .layout import copy_channels, pad2d, shuffle_channels
 from .norm import batchnorm, lrn
 from .pool import global_avgpool, global_maxpool, pool2d
+from .winograd import conv2d_winograd
 
 
 class Kind(NamedTuple):
@@ -85,6 +86,7 @@ SIGNATURES = (
     (pool2d, (T, I, I, T, I, I, I, I, I, I, I, I)),
     (conv2d_packed, (T, I, I, T, I, I, "vector", "vector", I, I, I, I, I, I, I, I, I, I, F,
                      F, T, I)),
+    (conv2d_winograd, (T, I, I, T, I, I, "vector", "vector", I, I, I, I, F, F, T, I)),
 )
 OPCODES = {kernel: code for code, (kernel, _) in enumerate(SIGNATURES)}
 KINDS = dict(SIGNATURES)

@@ -26,10 +26,11 @@ from .inplace_concat import InplaceConcat
 from .plan_memory import PlanMemory
 from .rewrite import copy_graph
 from .verify import GraphCheckError, verify_graph
+from .winograd import Winograd
 
 PASSES = {p.name: p for p in (DropIdentity(), FoldPadding(), FoldBatchnorm(), FuseEpilogue(),
                               Fuse1x1Chains(), Fuse1x1Siblings(), FuseResidual(),
-                              InplaceConcat(), PlanMemory())}
+                              Winograd(), InplaceConcat(), PlanMemory())}
 
 PIPELINE = [
     # first: dropout/identity between two layers would hide every pattern below
@@ -53,6 +54,9 @@ PIPELINE = [
     # after fuse-epilogue, which puts a block's `add -> relu` on the add; after the 1x1
     # fusions, which take plain one-input convs only
     "fuse-residual",
+    # after every pass that creates or changes convs (the 1x1 fusions, fold-padding's
+    # padding, fold-batchnorm's weights): it picks the kernel of each conv as it ends up
+    "winograd",
     # after every pass that creates, removes or renames producers: the in-place
     # flags name the concat's producers; it also places the siblings' wide conv
     "inplace-concat",

@@ -15,6 +15,7 @@ from ..layers import infer_shape, param_shapes, resolve_pads
 from ..ops import ACTIVATION_OPS, BRANCHING, CONV_OPS, OPS, WINDOW_OPS, window_count
 
 ACTIVATIONS = ("none", *ACTIVATION_OPS)  # what an epilogue may apply
+WINOGRAD_TILES = (2, 4)  # the F(m x m, 3x3) tiles the runtime runs
 
 
 class GraphCheckError(CnncError):
@@ -68,6 +69,8 @@ def _check_node(graph: nx.DiGraph, node: str, data: dict) -> None:
     if tuple(data["shape"]) != tuple(expected):
         raise GraphCheckError(f"shape {tuple(data['shape'])}, but its inputs give "
                               f"{tuple(expected)}")
+    if "winograd" in attrs:
+        _check_winograd(attrs)
     if OPS[op].epilogue and attrs.get("activation", "none") not in ACTIVATIONS:
         raise GraphCheckError(f"unknown activation '{attrs.get('activation')}'")
     if OPS[op].epilogue and attrs.get("activation", "none") != "none":
@@ -88,6 +91,17 @@ def _check_node(graph: nx.DiGraph, node: str, data: dict) -> None:
         for key, value in data["params"].items():
             if np.asarray(value).dtype != np.float32:
                 raise GraphCheckError(f"param '{key}' is {np.asarray(value).dtype}, not float32")
+
+
+def _check_winograd(attrs: dict) -> None:
+    """A conv marked for the Winograd kernel is one it computes: F(2x2) or F(4x4) of a
+    3x3 kernel, stride 1, dilation 1, one group."""
+    if (attrs["winograd"] not in WINOGRAD_TILES or tuple(attrs["kernel"]) != (3, 3)
+            or tuple(attrs["stride"]) != (1, 1) or tuple(attrs["dilation"]) != (1, 1)
+            or attrs["groups"] != 1):
+        raise GraphCheckError(f"winograd {attrs['winograd']!r} on a {attrs['kernel']} conv of "
+                              f"stride {attrs['stride']}, dilation {attrs['dilation']}, "
+                              f"{attrs['groups']} groups")
 
 
 def _expected_shape(op: str, attrs: dict, shapes: list[tuple], own: tuple) -> tuple:

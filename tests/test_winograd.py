@@ -1,0 +1,193 @@
+"""Winograd convolution (cnnc/kernels/winograd.py, the `winograd` pass) against PyTorch.
+
+The kernel is checked directly on small random shapes (odd sizes, valid/same/explicit
+padding, batches 1 and 3, channel counts that are not multiples of the micro-kernel's
+tile, channel offsets, the residual and activation epilogue) for both tiles, F(2x2, 3x3)
+and F(4x4, 3x3); then a ResNet basic block compiled whole, whose convs the pass picks,
+against a float64 PyTorch twin; then the choice rule and the switches that turn it off.
+"""
+
+import zlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import graph_of, resolve_pads
+
+import cnnc
+from cnnc import kernels as K
+from cnnc.backend import winograd_tile
+from cnnc.cli import main
+from cnnc.compiler import verify_passes
+from cnnc.passes import GraphCheckError, optimize, verify_graph
+
+SENTINEL = 7.0
+TOL = 1e-4  # max |got - ref| / max |ref|
+ALPHA = 0.1
+
+
+def rng_for(*key) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def torch_act(t: torch.Tensor, act: int) -> torch.Tensor:
+    if act == K.ACT_RELU:
+        return F.relu(t)
+    if act == K.ACT_LEAKY:
+        return F.leaky_relu(t, ALPHA)
+    if act == K.ACT_SIGMOID:
+        return torch.sigmoid(t)
+    return t
+
+
+def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(got - ref).max() / np.abs(ref).max())
+
+
+# (N, cin, H, W, K, padding): 3x3, stride 1
+CASES = [
+    (1, 3, 9, 7, 5, (1, 1)),  # odd sizes, partial tiles on both edges
+    (3, 17, 11, 6, 9, "valid"),  # batch 3, K not a multiple of the tile's channels
+    (1, 8, 3, 3, 4, "valid"),  # one output cell
+    (3, 8, 10, 13, 33, (2, 1, 0, 2)),  # explicit asymmetric padding
+    (1, 5, 8, 8, 6, "same"),
+    (3, 5, 30, 29, 9, "same"),  # many tiles: several blocks, the last one partial
+    (1, 64, 12, 12, 70, (1, 1)),  # few tiles, many k blocks: a block split over k
+]
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("act,residual", [(K.ACT_RELU, True), (K.ACT_LEAKY, False),
+                                          (K.ACT_NONE, True), (K.ACT_SIGMOID, False)])
+def test_kernel_matches_torch(case, m, act, residual):
+    n, cin, h, w, k, padding = case
+    rng = rng_for(case, m, act, residual)
+    xc0, oc0, rc0 = 1, 2, 3  # operands inside bigger buffers
+    x = rng.standard_normal((n, xc0 + cin + 2, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((k, cin, 3, 3)) / np.sqrt(9 * cin)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    pt, pb, pl, pr = resolve_pads(padding, h, w, 3, 3, 1, 1)
+    xt = F.pad(torch.from_numpy(x[:, xc0 : xc0 + cin]).double(), (pl, pr, pt, pb))
+    ref = F.conv2d(xt, torch.from_numpy(wt).double(), torch.from_numpy(b).double())
+    oh, ow = ref.shape[2:]
+    out = np.full((n, oc0 + k + 3, oh, ow), SENTINEL, np.float32)
+    res = rng.standard_normal((n, rc0 + k + 1, oh, ow)).astype(np.float32)
+    if residual:
+        ref = ref + torch.from_numpy(res[:, rc0 : rc0 + k]).double()
+    ref = torch_act(ref, act).numpy()
+    K.conv2d_winograd(x, xc0, cin, out, oc0, k, K.pack_winograd_weights(wt, m), b, m, pt, pl,
+                      act, ALPHA, res if residual else out, rc0 if residual else -1)
+    assert relative_error(out[:, oc0 : oc0 + k], ref) <= TOL
+    assert (out[:, :oc0] == SENTINEL).all() and (out[:, oc0 + k :] == SENTINEL).all()
+
+
+BLOCK = """network resblock(input: 32x28x28) {
+    add {
+        conv(32, 3x3, padding=1, bias=false) -> batchnorm -> relu
+        -> conv(32, 3x3, padding=same) -> batchnorm
+      | identity
+    }
+    relu
+}
+"""
+
+
+def torch_block(x: torch.Tensor, p: dict) -> torch.Tensor:
+    def bn(t, name):
+        return F.batch_norm(t, p[f"{name}.running_mean"], p[f"{name}.running_var"],
+                            p[f"{name}.weight"], p[f"{name}.bias"], False, 0.0, 1e-5)
+    y = F.relu(bn(F.conv2d(x, p["conv1.weight"], padding=1), "batchnorm1"))
+    y = bn(F.conv2d(y, p["conv2.weight"], p["conv2.bias"], padding=1), "batchnorm2")
+    return F.relu(y + x)
+
+
+@pytest.fixture(scope="module")
+def block_nets():
+    return (cnnc.compile_source(BLOCK, seed=1, progress=False),
+            cnnc.compile_source(BLOCK, seed=1, progress=False, winograd=False))
+
+
+def conv_tiles(net) -> dict:
+    return {node: d["attrs"].get("winograd") for node, d in net.graph.nodes(data=True)
+            if d["op"] == "conv"}
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_network_block_matches_torch(block_nets, batch):
+    net, direct = block_nets
+    # both convs run Winograd F(4x4, 3x3), the second with the block's residual and relu
+    assert conv_tiles(net) == {"conv1": 4, "conv2": 4}
+    assert net.graph.nodes["conv2"]["attrs"]["residual"]
+    assert net.graph.nodes["conv2"]["attrs"]["activation"] == "relu"
+    assert conv_tiles(direct) == {"conv1": None, "conv2": None}
+    rng = np.random.default_rng(batch)
+    x = rng.standard_normal((batch, 32, 28, 28)).astype(np.float32)
+    params = {k: torch.from_numpy(v).double() for k, v in net.parameters().items()}
+    # non-trivial batchnorm statistics, so the folded weights are not the raw ones
+    for name in ("batchnorm1", "batchnorm2"):
+        params[f"{name}.running_mean"] = torch.from_numpy(rng.standard_normal(32)) * 0.1
+        params[f"{name}.running_var"] = torch.from_numpy(rng.uniform(0.5, 2.0, 32))
+    weights = {k: v.numpy().astype(np.float32) for k, v in params.items()}
+    net.load_weights(weights)
+    direct.load_weights(weights)
+    ref = torch_block(torch.from_numpy(x).double(), params).numpy()
+    assert relative_error(net(x), ref) <= TOL
+    assert relative_error(direct(x), ref) <= TOL
+
+
+def test_verify_shows_the_winograd_layers(block_nets):
+    net, _ = block_nets
+    check = verify_passes(net._source_graph, net.parameters())
+    assert check.first_failure is None
+    assert "winograd" in [name for name, _ in check.rows]
+    assert [node for node, _, _ in check.winograd_layers] == ["conv1", "conv2"]
+    assert all(m == 4 and 0 < err <= TOL for _, m, err in check.winograd_layers)
+
+
+def conv_attrs(kernel=(3, 3), stride=(1, 1), dilation=(1, 1), groups=1) -> dict:
+    return {"kernel": kernel, "stride": stride, "dilation": dilation, "groups": groups}
+
+
+def test_choice_rule():
+    assert winograd_tile(conv_attrs(), 32, (32, 28, 28)) == 4
+    assert winograd_tile(conv_attrs(), 64, (64, 56, 56)) == 4
+    assert winograd_tile(conv_attrs(), 256, (256, 14, 14)) == 0  # too few tiles
+    assert winograd_tile(conv_attrs(), 31, (32, 28, 28)) == 0  # too few channels
+    assert winograd_tile(conv_attrs(), 32, (31, 28, 28)) == 0
+    assert winograd_tile(conv_attrs(stride=(2, 2)), 64, (64, 56, 56)) == 0
+    assert winograd_tile(conv_attrs(dilation=(2, 2)), 64, (64, 56, 56)) == 0
+    assert winograd_tile(conv_attrs(groups=2), 64, (64, 56, 56)) == 0
+    assert winograd_tile(conv_attrs(kernel=(5, 5)), 64, (64, 56, 56)) == 0
+    assert winograd_tile(conv_attrs(kernel=(1, 3)), 64, (64, 56, 56)) == 0
+
+
+def test_levels_and_switches_turn_it_off():
+    graph = graph_of(BLOCK)
+    assert "winograd" in optimize(graph).nodes["conv1"]["attrs"]
+    assert "winograd" not in optimize(graph, level=1).nodes["conv1"]["attrs"]
+    assert "winograd" not in optimize(graph, disabled=["winograd"]).nodes["conv1"]["attrs"]
+
+
+def test_cli_no_winograd(capsys, tmp_path):
+    model = tmp_path / "block.cnn"
+    model.write_text(BLOCK)
+    assert main(["dump", str(model), "--stage", "optimized"]) == 0
+    assert "winograd=4" in capsys.readouterr().out
+    assert main(["dump", str(model), "--stage", "optimized", "--no-winograd"]) == 0
+    assert "winograd" not in capsys.readouterr().out
+
+
+def test_graph_check_refuses_winograd_where_the_kernel_cannot_run():
+    graph = optimize(graph_of(BLOCK))
+    verify_graph(graph)
+    graph.nodes["conv1"]["attrs"]["winograd"] = 3  # no such kernel
+    with pytest.raises(GraphCheckError, match="winograd 3 on a"):
+        verify_graph(graph)
+    strided = optimize(graph_of(BLOCK.replace("padding=1, bias", "stride=2, padding=1, bias")
+                                .replace("| identity", "| conv(32, 1x1, stride=2)")))
+    verify_graph(strided)
+    strided.nodes["conv1"]["attrs"]["winograd"] = 4
+    with pytest.raises(GraphCheckError, match="winograd 4 on a"):
+        verify_graph(strided)
