@@ -400,11 +400,10 @@ def test_artifact_round_trip(tmp_path):
 
 
 # ---------------------------------------------------------------- the examples
-@pytest.mark.parametrize("opt_level", [0, 2])
-def test_se_resnet_matches_its_pytorch_twin(opt_level):
-    """examples/se_resnet.cnn at 64x64 (its global pool takes any size) against the twin.
-    Each block's last batch norm scale is cut to a fifth: with He weights the residual sum
-    grows block by block until float32 PyTorch itself is 4e-4 from float64."""
+def _se_resnet_at_64():
+    """examples/se_resnet.cnn at 64x64 (its global pool takes any size) and its twin with
+    random weights, each block's last batch norm scale cut to a fifth: with He weights the
+    residual sum grows block by block until float32 PyTorch itself is 4e-4 from float64."""
     import torch_twins
     model = torch_twins.init_weights_(torch_twins.se_resnet50(), seed=3)
     with torch.no_grad():
@@ -412,8 +411,23 @@ def test_se_resnet_matches_its_pytorch_twin(opt_level):
             block.bn3.weight.mul_(0.2)
     with open("examples/se_resnet.cnn", encoding="utf-8") as fh:
         text = fh.read().replace("input: 3x224x224", "input: 3x64x64")
-    net = cnnc.compile_source(text, weights=torch_twins.to_cnnc_weights(model),
-                              opt_level=opt_level, progress=False)
+    return text, model, torch_twins.to_cnnc_weights(model)
+
+
+def test_se_resnet_keeps_its_numbers_through_every_pass():
+    """What `cnnc verify` checks, with the conditioned weights."""
+    from cnnc.compiler import verify_passes
+    from cnnc.passes import PIPELINE
+    text, _, weights = _se_resnet_at_64()
+    check = verify_passes(graph_of(text), weights, batch=2, tol=1e-5)
+    assert [n for n, _ in check.rows] == PIPELINE
+    assert check.first_failure is None, check.rows
+
+
+@pytest.mark.parametrize("opt_level", [0, 2])
+def test_se_resnet_matches_its_pytorch_twin(opt_level):
+    text, model, weights = _se_resnet_at_64()
+    net = cnnc.compile_source(text, weights=weights, opt_level=opt_level, progress=False)
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x))

@@ -78,7 +78,7 @@ def test_kernel_matches_torch(case, m, act, residual):
         ref = ref + torch.from_numpy(res[:, rc0 : rc0 + k]).double()
     ref = torch_act(ref, act).numpy()
     K.conv2d_winograd(x, xc0, cin, out, oc0, k, K.pack_winograd_weights(wt, m), b, m, pt, pl,
-                      act, ALPHA, res if residual else out, rc0 if residual else -1)
+                      act, ALPHA, 0.0, res if residual else out, rc0 if residual else -1)
     assert relative_error(out[:, oc0 : oc0 + k], ref) <= TOL
     assert (out[:, :oc0] == SENTINEL).all() and (out[:, oc0 + k :] == SENTINEL).all()
 
