@@ -132,13 +132,20 @@ WINOGRAD_MIN_TILES = 49
 WINOGRAD_MIN_CHANNELS = 32
 
 
+def winograd_runs(attrs: dict) -> bool:
+    """Whether the Winograd kernel computes a conv of these attributes: 3x3, stride 1,
+    dilation 1, one group, and no activation or relu (the only epilogues it compiles)."""
+    return (tuple(attrs["kernel"]) == (3, 3) and tuple(attrs["stride"]) == (1, 1)
+            and tuple(attrs["dilation"]) == (1, 1) and attrs["groups"] == 1
+            and attrs.get("activation", "none") in ("none", "relu"))
+
+
 def winograd_tile(attrs: dict, in_channels: int, out_shape: tuple) -> int:
     """The output tile m of the Winograd F(m x m, 3x3) kernel a conv should run, or 0 for
-    the direct kernels: only 3x3 convs of stride 1, dilation 1 and one group qualify.
+    the direct kernels: only convs it computes (`winograd_runs`) qualify.
     F(2x2, 3x3) never beat F(4x4, 3x3) where Winograd beat the direct kernel, so the rule
     picks 4 or 0."""
-    if (tuple(attrs["kernel"]) != (3, 3) or tuple(attrs["stride"]) != (1, 1)
-            or tuple(attrs["dilation"]) != (1, 1) or attrs["groups"] != 1):
+    if not winograd_runs(attrs):
         return 0
     k, oh, ow = out_shape
     tiles = -(-oh // 4) * -(-ow // 4)

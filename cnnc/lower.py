@@ -56,7 +56,7 @@ def _conv_step(data, attrs, x: View, ins: list[View], out: View, act: int, alpha
         res, rc0 = (ins[1], ins[1].c0) if attrs.get("residual") else (out, -1)
         m = attrs["winograd"]
         args = (x, x.c0, x.channels, out, out.c0, w.shape[0], K.pack_winograd_weights(w, m),
-                b, m, pt, pl, act, alpha, beta, res, rc0)
+                b, m, pt, pl, act, alpha, res, rc0)
         return step(K.conv2d_winograd, args, reads=ins)
     if kernel == "packed":
         # register-blocked direct convolution, weights packed once here; a residual

@@ -38,7 +38,7 @@ TABLE = (
         'int', 'int', 'int', 'int', 'int', 'int', 'int', 'int', 'int', 'float', 'float', 'tensor',
         'int')),
     ('conv2d_winograd', ('tensor', 'int', 'int', 'tensor', 'int', 'int', 'vector', 'vector', 'int',
-        'int', 'int', 'int', 'float', 'float', 'tensor', 'int')),
+        'int', 'int', 'int', 'float', 'tensor', 'int')),
 )
 
 
@@ -111,8 +111,7 @@ def run_plan(n, arena, params, ops, ints, floats):
                           r[20], r[21], r[22], r[23], r[24], r[25], f[0], f[1],
                           view(arena, n, r, 26), r[30])
         else:
-            # conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, beta,
-            #               res, rc0)
+            # conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, res, rc0)
             conv2d_winograd(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11],
                             vector(params, r, 12), vector(params, r, 14), r[16], r[17], r[18],
-                            r[19], f[0], f[1], view(arena, n, r, 20), r[24])
+                            r[19], f[0], view(arena, n, r, 20), r[24])

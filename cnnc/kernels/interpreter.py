@@ -86,7 +86,7 @@ SIGNATURES = (
     (pool2d, (T, I, I, T, I, I, I, I, I, I, I, I)),
     (conv2d_packed, (T, I, I, T, I, I, "vector", "vector", I, I, I, I, I, I, I, I, I, I, F,
                      F, T, I)),
-    (conv2d_winograd, (T, I, I, T, I, I, "vector", "vector", I, I, I, I, F, F, T, I)),
+    (conv2d_winograd, (T, I, I, T, I, I, "vector", "vector", I, I, I, I, F, T, I)),
 )
 OPCODES = {kernel: code for code, (kernel, _) in enumerate(SIGNATURES)}
 KINDS = dict(SIGNATURES)

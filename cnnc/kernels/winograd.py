@@ -25,8 +25,11 @@ summed over the input channels is a GEMM, so a conv is ``(m+2)^2`` independent G
 3. ``M[a][k][tile] = sum_c U[a][k][c] V[a][c][tile]``: per ``a`` and k block, one
    micro-kernel call with the channels as its taps.
 4. Output transform per output channel, then the store: bias, the residual (fuse-residual)
-   and the activation (``bias_activate_inplace``) in the order conv2d_packed applies them,
-   and the tile's cells inside the output written to ``out``.
+   and relu in the order conv2d_packed applies them, and the tile's cells inside the
+   output written to ``out``. Only no activation and relu: every activation of
+   ``bias_activate_inplace`` inlined here cost a third of the kernel's compile time (38 ->
+   27 s CPU, cold); the winograd pass leaves convs with other activations on the packed
+   kernel.
 
 F(4x4, 3x3)'s transforms have entries up to 8 (A) and 1/24 (G): its float32 error is a few
 times that of a direct conv (~4e-6 relative on a 64-channel layer here, against ~1e-7);
@@ -39,8 +42,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .elementwise import bias_activate_inplace
-from .fastconv import _I64, _VEC, KT, TW, VL, _microkernel, _splat
+from .elementwise import ACT_RELU
+from .fastconv import _I64, _VEC, KT, TW, VL, _splat, _uk_full
 from .jit import cached_njit
 
 # Lavin & Gray's matrices: B^T (input), G (weights), A^T (output), for m = 4 and m = 2
@@ -193,14 +196,14 @@ def _gather(xf, cbase, d, ntl, tn, tr, tc, inner, al, H, W, CHW):
 
 
 @cached_njit(parallel=True, error_model="numpy")
-def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, beta, res,
-                    rc0):
+def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, res, rc0):
     """``out[:, oc0:oc0+K] = act(conv3x3(x[:, xc0:xc0+cin], w) + bias [+ res[:, rc0:rc0+K]])``
     by Winograd F(m x m, 3 x 3), stride 1.
 
     As :func:`cnnc.kernels.fastconv.conv2d_packed` (arguments, padding ``pt, pl`` with the
-    bottom/right padding what ``out``'s shape implies, ``act``/``alpha``, the residual when
-    ``rc0 >= 0``), with ``upk = pack_winograd_weights(w, m)``, ``m`` 2 or 4.
+    bottom/right padding what ``out``'s shape implies, the residual when ``rc0 >= 0``), with
+    ``upk = pack_winograd_weights(w, m)``, ``m`` 2 or 4, and ``act`` ``ACT_NONE`` or
+    ``ACT_RELU`` only (``alpha`` unused).
     See the module docstring for the algorithm.
     """
     N, Cx, H, W = x.shape
@@ -222,21 +225,34 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     # there are few chunks, allocated once per call (numba.get_num_threads() would make
     # the kernel uncacheable: a ctypes pointer)
     nchunks = min(nitems, NCHUNK)
-    offs = np.arange(cin) * TW  # the micro-kernel's taps: the input channels of V[a]
+    offs = np.empty(cin, np.int64)  # the micro-kernel's taps: the input channels of V[a]
+    for c in range(cin):
+        offs[c] = c * TW
     HW = H * W
     xf = x.reshape(x.size)
+    # every scratch array is allocated here, none in the parallel loop: array expressions
+    # there become nested parallel loops, which doubled the kernel's compile time
     vbuf = np.empty((nchunks, a2 * cin * TW), np.float32)
     mbuf = np.empty((nchunks, a2 * kpad * TW), np.float32)
+    gbuf = np.empty((nchunks, 2, a2, TW), np.float32)  # gathered input cells, two channels
+    ebuf = np.empty((nchunks, a2 * TW), np.float32)
+    ybuf = np.empty((nchunks, m * m * TW), np.float32)
+    tbuf = np.empty((nchunks, 3, TW), np.int64)  # each tile's image, top row, left column
+    ibuf = np.empty((nchunks, TW), np.bool_)  # whether the tile lies inside the image
     for chunk in numba.prange(nchunks):
         V = vbuf[chunk]
         M = mbuf[chunk]
-        gathered = np.zeros((2, a2, TW), np.float32)  # lanes past a block's tiles stay 0
-        e = np.empty(a2 * TW, np.float32)
-        y = np.empty(m * m * TW, np.float32)
-        tn = np.empty(TW, np.int64)  # each tile's image, top row and left column
-        tr = np.empty(TW, np.int64)
-        tc = np.empty(TW, np.int64)
-        inner = np.empty(TW, np.bool_)
+        gathered = gbuf[chunk]
+        e = ebuf[chunk]
+        y = ybuf[chunk]
+        tn = tbuf[chunk, 0]
+        tr = tbuf[chunk, 1]
+        tc = tbuf[chunk, 2]
+        inner = ibuf[chunk]
+        for q in range(TW):  # lanes past a block's tiles must hold zeros (finite junk)
+            for a in range(a2):
+                gathered[0, a, q] = 0.0
+                gathered[1, a, q] = 0.0
         for item in range(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks):
             blk = item // nks
             share = item - blk * nks
@@ -253,8 +269,10 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
                 tr[p] = ty * m - pt
                 tc[p] = (t - n * per_image - ty * tw) * m - pl
                 inner[p] = tr[p] >= 0 and tc[p] >= 0 and tr[p] + al <= H and tc[p] + al <= W
-            if ntl < TW:
-                gathered[:, :, :] = 0.0
+            for p in range(ntl, TW):  # a partial block: the lanes past it
+                for a in range(a2):
+                    gathered[0, a, p] = 0.0
+                    gathered[1, a, p] = 0.0
             # input transform: V[a, c, p]
             _gather(xf, xc0 * HW, gathered[0], ntl, tn, tr, tc, inner, al, H, W, Cx * HW)
             for c in range(cin):
@@ -270,8 +288,8 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
             # the GEMMs: M[a, k, p] = sum_c U[a, k, c] V[a, c, p]
             for a in range(a2):
                 for kb in range(kb0, kb1):
-                    _microkernel(ntl, V, a * cin * TW, offs, cin, upk, (a * nkb + kb) * cin * KT,
-                                 M[(a * kpad + kb * KT) * TW :])  # fmt: skip
+                    _uk_full(V, a * cin * TW, offs, cin, upk, (a * nkb + kb) * cin * KT,
+                             M[(a * kpad + kb * KT) * TW :])
             # output transform, epilogue and store, channel by channel
             for k in range(kb0 * KT, min(kb1 * KT, K)):
                 for i in range(al):  # e[i*m + j] = sum_l AT[j, l] M[i*al + l, k]
@@ -290,7 +308,12 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
                                     q = (i * m + j) * TW + p
                                     y[q] = (y[q] + b) + res[tn[p], rc0 + k, oh, ow]
                     b = np.float32(0.0)
-                bias_activate_inplace(y, b, act, alpha, beta)
+                if act == ACT_RELU:  # as bias_activate_inplace, for the two it may get
+                    for q in range(y.size):
+                        y[q] = max(y[q] + b, np.float32(0.0))
+                else:
+                    for q in range(y.size):
+                        y[q] += b
                 for p in range(ntl):
                     for i in range(m):
                         oh = tr[p] + pt + i

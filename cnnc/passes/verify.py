@@ -10,6 +10,7 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
+from ..backend import winograd_runs
 from ..errors import CnncError
 from ..layers import infer_shape, param_shapes, resolve_pads
 from ..ops import ACTIVATION_OPS, BRANCHING, CONV_OPS, OPS, WINDOW_OPS, window_count
@@ -94,14 +95,13 @@ def _check_node(graph: nx.DiGraph, node: str, data: dict) -> None:
 
 
 def _check_winograd(attrs: dict) -> None:
-    """A conv marked for the Winograd kernel is one it computes: F(2x2) or F(4x4) of a
-    3x3 kernel, stride 1, dilation 1, one group."""
-    if (attrs["winograd"] not in WINOGRAD_TILES or tuple(attrs["kernel"]) != (3, 3)
-            or tuple(attrs["stride"]) != (1, 1) or tuple(attrs["dilation"]) != (1, 1)
-            or attrs["groups"] != 1):
+    """A conv marked for the Winograd kernel is one it computes (`backend.winograd_runs`)
+    with a tile it has: F(2x2) or F(4x4)."""
+    if attrs["winograd"] not in WINOGRAD_TILES or not winograd_runs(attrs):
         raise GraphCheckError(f"winograd {attrs['winograd']!r} on a {attrs['kernel']} conv of "
                               f"stride {attrs['stride']}, dilation {attrs['dilation']}, "
-                              f"{attrs['groups']} groups")
+                              f"{attrs['groups']} groups, activation "
+                              f"{attrs.get('activation', 'none')}")
 
 
 def _expected_shape(op: str, attrs: dict, shapes: list[tuple], own: tuple) -> tuple:
