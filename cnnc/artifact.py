@@ -1,6 +1,6 @@
 """The .cnnc artifact: a zip of `manifest.json` and one `.npy` member per parameter. No pickle.
 
-Layout (VERSION 2):
+Layout (VERSION 3; 2 deflated the parameters and had no pool `ceil_mode`):
   manifest.json        format, version, source hash, optimisation settings, and the parsed
                        and optimised graphs as networkx node-link data (no weights)
   params/NAME.npy      each source-level parameter (§6 names), little-endian float32,
@@ -43,7 +43,7 @@ from .report import graph_to_json_data
 from .weights import bind_parameters
 
 FORMAT = "cnnc-artifact"
-VERSION = 2
+VERSION = 3
 MANIFEST = "manifest.json"
 # GoogLeNet's manifest is 87 KB; 16 MiB is ~200 times that, and the worst JSON of that
 # size (`[[],[],...]`) still parses into a few hundred MB of Python objects, not GBs.
