@@ -83,7 +83,7 @@ def test_dump_optimized_and_dump_dir(capsys, tmp_path):
     assert code == 0
     names = sorted(p.name for p in (tmp_path / "passes").iterdir())
     assert names[:3] == ["00-parsed.dot", "00-parsed.json", "00-parsed.txt"]
-    assert "09-plan-memory.txt" in names
+    assert "10-plan-memory.txt" in names
 
 
 def test_opt_levels_and_disabled_passes(capsys, tmp_path):
