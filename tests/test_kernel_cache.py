@@ -68,6 +68,53 @@ def test_concurrent_writers_of_overloads_keep_each_one(tmp_path):
     assert reader.stdout.split() == ["3", "0"], reader.stdout
 
 
+PARALLEL = '''
+import numba
+from cnnc.kernels.jit import cached_njit
+
+@cached_njit(parallel=True)
+def doubled(x):
+    out = x.copy()
+    for i in numba.prange(x.size):
+        out[i] = x[i] * 2.0
+    return out
+
+@cached_njit()
+def caller(x):
+    return doubled(x) + 1.0
+'''
+
+PARALLEL_STEP = '''
+import sys
+import numpy as np, par_kernel as k
+x = np.arange(4.0)
+f = k.doubled if sys.argv[1] == "callee" else k.caller
+print(f(x).tolist(), k.doubled.stats.cache_hits.total(), k.caller.stats.cache_hits.total())
+'''
+
+
+def test_a_caller_compiled_over_a_cached_parallel_kernel_runs_in_a_fresh_process(tmp_path):
+    """A plan interpreter compiled while its parallel kernels came from the disk cache was
+    saved without the hook that starts Numba's thread pool; the next process that loaded
+    it first crashed on a null pointer (SIGSEGV): the run of these three processes."""
+    (tmp_path / "par_kernel.py").write_text(PARALLEL)
+    env = _env(tmp_path / "cache", tmp_path)
+
+    def step(which):
+        return subprocess.run([sys.executable, "-c", PARALLEL_STEP, which], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    first = step("callee")  # compiles and saves the parallel kernel
+    assert first.returncode == 0, first.stderr
+    second = step("caller")  # the kernel from the cache, the caller compiled and saved
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split()[-2:] == ["1", "0"], second.stdout  # kernel hit, caller new
+    third = step("caller")  # both from the cache: the caller is the first parallel code
+    assert third.returncode == 0, f"return code {third.returncode}: {third.stderr[-2000:]}"
+    assert third.stdout.split("]")[0] + "]" == "[1.0, 3.0, 5.0, 7.0]", third.stdout
+    assert third.stdout.split()[-1] == "1", third.stdout  # the caller came from the cache
+
+
 def test_cache_key_holds_every_kernel_source():
     """An entry compiled from other kernel sources (run_plan inlines every kernel) never
     matches, wherever the cache lives."""

@@ -18,6 +18,10 @@ Numba keys an entry on the function's own bytecode, its file's time stamp and th
 kernel): the key here also holds a digest of every kernel source, so an entry compiled
 from other sources is never loaded, wherever the cache lives (`NUMBA_CACHE_DIR` too), and
 the CPU target whose tile the kernels compile in (cnnc/backend.py).
+
+A kernel loaded from the cache hands its start-up hooks (a parallel kernel's: start
+Numba's thread pool) on to the callers compiled against it, which Numba does not
+(`_SharedFunctionCache.load_overload`).
 """
 
 from __future__ import annotations
@@ -81,6 +85,18 @@ class _SharedFunctionCache(FunctionCache):
         super().__init__(py_func)
         self._cache_file = _KeyedCacheFile(self._cache_path, self._impl.filename_base,
                                            self._impl.locator.get_source_stamp())
+
+    def load_overload(self, sig, target_context):
+        cres = super().load_overload(sig, target_context)
+        if cres is not None:
+            # Numba runs a loaded entry's reload_init (a parallel kernel's: start the
+            # thread pool) but does not keep it on the entry's library, so a caller
+            # compiled against this loaded callee (a plan interpreter over cached kernels,
+            # every cold compile's helper) was saved without it, and crashed on a null
+            # function pointer in a process where it was the first parallel code to run
+            # (numba#8578, #9938)
+            cres.library._reload_init.update(cres.reload_init)
+        return cres
 
     def _index_key(self, sig, codegen):
         # the whole target, tile included: kernels compile its constants in (CNNC_TARGET may
