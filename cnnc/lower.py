@@ -51,18 +51,16 @@ def _conv_step(data, attrs, x: View, ins: list[View], out: View, act: int, alpha
     w, b = _weight_and_bias(data)
     pt, _, pl, _ = attrs["pads"]
     kernel = conv_kernel(data["shape"][0], attrs["groups"], x.channels)
+    # a residual (fuse-residual) is the second input, added in the Winograd or packed store
+    res, rc0 = (ins[1], ins[1].c0) if attrs.get("residual") else (out, -1)
     if attrs.get("winograd"):  # the winograd pass chose it; weights transformed here
-        # a residual (fuse-residual) is the second input, added in the store
-        res, rc0 = (ins[1], ins[1].c0) if attrs.get("residual") else (out, -1)
         m = attrs["winograd"]
         args = (x, x.c0, x.channels, out, out.c0, w.shape[0], K.pack_winograd_weights(w, m),
                 b, m, pt, pl, act, alpha, res, rc0)
         return step(K.conv2d_winograd, args, reads=ins)
     if kernel == "packed":
-        # register-blocked direct convolution, weights packed once here; a residual
-        # (fuse-residual) is the second input, added in the store
+        # register-blocked direct convolution, weights packed once here
         kh, kw = attrs["kernel"]
-        res, rc0 = (ins[1], ins[1].c0) if attrs.get("residual") else (out, -1)
         args = (x, x.c0, x.channels, out, out.c0, w.shape[0],
                 K.pack_conv_weights(w, attrs["groups"]), b, kh, kw, pt, pl, *attrs["stride"],
                 *attrs["dilation"], attrs["groups"], act, alpha, beta, res, rc0)
