@@ -478,3 +478,43 @@ def test_a_worker_that_dies_mid_run_costs_a_retry_only(tmp_path, model, net, sch
     assert summary.failures == [] and summary.images == 200
     got = np.concatenate([np.load(out / f"x.{i}.npy") for i in range(200)])
     np.testing.assert_array_equal(got, net(x))
+
+
+_FAULTS = """
+import resource, sys
+import numpy as np
+import cnnc
+from cnnc.predict import worker
+net = cnnc.compile_source("network f(input: 16x32x32) { conv(64, 3x3, padding=same) }")
+if sys.argv[1] == "keep":
+    assert worker.keep_heap()
+x = np.ones((4, 16, 32, 32), np.float32)
+net(x)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    net(x)  # a 1 MiB output copy per call, and the conv's scratch
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
+def test_a_worker_keeps_its_heap_despite_the_nannys_malloc_setting(tmp_path):
+    """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc
+    map every large buffer afresh: each call faults its pages in again. keep_heap (run
+    when a worker loads its first model) sets the thresholds back to glibc's own."""
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536", "NUMBA_NUM_THREADS": "1"}
+
+    def faults(mode):
+        run = subprocess.run([sys.executable, "-c", _FAULTS, mode], env=env, check=True,
+                             capture_output=True, text=True, timeout=600)
+        return int(run.stdout.split()[-1])
+
+    nannys, kept = faults("nanny"), faults("keep")
+    # 20 calls that each fault in >= 1 MiB afresh: >= 5,000 faults; kept: a few
+    assert nannys > 20 * 256 and kept < nannys / 4, (nannys, kept)
+
+
+def test_keep_heap_leaves_a_plain_process_alone(monkeypatch):
+    from cnnc.predict import worker
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    assert worker.keep_heap() is False
