@@ -1,6 +1,6 @@
 """Throughput of `cnnc predict` on Dask: 1 and 2 local workers against a plain loop.
 
-    python benchmarks/bench_predict.py [--images 2048] [--shard 256] [--repeat 3] [--out F]
+    python benchmarks/bench_predict.py [--images 8192] [--shard 256] [--repeat 3] [--out F]
 
 A model whose per-image work dominates (a small VGG-like net on 3x32x32) predicts
 IMAGES images in shards of SHARD, three ways, each timed from the first shard read to
@@ -108,7 +108,7 @@ def on_dask(client, model, data: str, outdir: str, shard: int, batch: int):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=2048)
+    ap.add_argument("--images", type=int, default=8192)
     ap.add_argument("--shard", type=int, default=256)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)

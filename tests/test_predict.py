@@ -518,3 +518,20 @@ def test_keep_heap_leaves_a_plain_process_alone(monkeypatch):
     from cnnc.predict import worker
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     assert worker.keep_heap() is False
+
+
+def test_the_local_cluster_slows_dasks_housekeeping_in_its_workers():
+    """The workers of cnnc's LocalCluster run with LOCAL_CONFIG (no task profiler, no
+    GIL polling, ...): the nanny hands the client's configuration on to them."""
+    import dask.config
+    from distributed import Client
+
+    from cnnc.predict.run import LOCAL_CONFIG, local_cluster
+
+    def seen():
+        return {k: dask.config.get(k) for k in LOCAL_CONFIG}
+
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        (got,) = client.run(seen).values()
+    assert got == LOCAL_CONFIG
+    assert seen() != LOCAL_CONFIG  # and only there: this process keeps its own

@@ -24,6 +24,18 @@ from .worker import Job, Result, predict_shard
 INSTALL_HINT = "pip install 'cnnc[predict]'"
 # Set in each local worker before anything there starts Numba's or OpenMP's threads.
 WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+# Dask's housekeeping, slowed down for a local cluster (its scheduler runs in this process,
+# its workers on the same cores as the work): by default an idle 2-worker cluster takes
+# ~22% of a core (each worker samples its task thread's stack every 10 ms for the
+# dashboard's profile, polls the GIL every 1 ms, ticks its event loop every 20 ms,
+# measures its memory every 100 ms); with these ~4% (docs/PREDICT.md has the numbers).
+LOCAL_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.gil.enabled": False,
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.admin.tick.interval": "200ms",
+    "distributed.worker.memory.monitor-interval": "1s",
+}
 
 
 def require(*modules: str) -> None:
@@ -49,14 +61,17 @@ def default_workers() -> int:
 # ------------------------------------------------------------------ the cluster
 def local_cluster(workers: int):
     """`workers` processes of one thread each, all on 127.0.0.1 only."""
+    import dask.config
     from distributed import LocalCluster
     # The scheduler's HTTP server (the dashboard, if bokeh is installed) takes any free
     # port of 127.0.0.1, not 8787, which another cluster may hold. The workers run
-    # cnnc.predict.worker's dask_setup when they start (Dask's preload).
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                        host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                        silence_logs=logging.ERROR, env=dict(WORKER_ENV),
-                        preload=["cnnc.predict.worker"])
+    # cnnc.predict.worker's dask_setup when they start (Dask's preload). The nanny hands
+    # the configuration in force here on to the workers it starts.
+    with dask.config.set(LOCAL_CONFIG):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                            host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                            silence_logs=logging.ERROR, env=dict(WORKER_ENV),
+                            preload=["cnnc.predict.worker"])
 
 
 def connect(scheduler: str, timeout: float = 30.0):
