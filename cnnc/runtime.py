@@ -16,20 +16,22 @@ import threading
 import time
 
 import networkx as nx
-import numba
 import numpy as np
 
 from . import kernels as K
 from .errors import CnncError, CnncInputError
 from .graph import schedule
 from .kernels.interpreter import (
+    INTERPRETER,
+    SIGNATURES,
+    compile_kernel,
     encode_steps,
-    interpreter_for,
-    interpreter_is_cached,
     interpreter_types,
-    mark_interpreter_cached,
+    kernel_addresses,
+    kernel_types,
+    run_plan,
 )
-from .kernels.jit import cache_directory_of
+from .kernels.jit import cache_directory_of, is_cached
 from .lower import Step, lower
 from .memory import View, check_activation_memory, plan_buffers
 
@@ -127,9 +129,9 @@ class Plan:
         self.slot_starts = np.concatenate(([0], np.cumsum(self.buffers.slot_sizes))).astype(int)
         check_plan(self)
         self.encoded = encode_plan(self)
-        # the interpreter of just the kernels this plan calls: compiling it compiles no other
-        self.codes = sorted({int(op) for op in self.encoded[1]})
-        self.interpreter = interpreter_for(self.codes)
+        self.codes = sorted({int(op) for op in self.encoded[1]})  # the kernels it calls
+        self.interpreter = run_plan
+        self._fns: np.ndarray | None = None  # their addresses, once compiled (warm_up)
         self._arenas: dict[int, np.ndarray] = {}
         self._io: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._output_shape = graph.nodes[graph.graph["output"]]["shape"]
@@ -178,67 +180,92 @@ class Plan:
         arena = self.arena(n)
         inp, out = self._io_arrays(n)
         inp[...] = x
-        self.interpreter(n, arena, *self.encoded)
+        if self._fns is None:
+            self.warm_up()
+        self.interpreter(n, arena, *self.encoded, self._fns)
         return out.copy().reshape(n, *self._output_shape)
 
     def warm_up(self, progress: bool = False):
-        """Compile (or load from Numba's disk cache) every kernel, showing progress.
+        """Compile (or load from Numba's disk cache) the plan's kernels and the
+        interpreter, showing progress, and take the kernels' addresses for ``run``.
 
-        Kernels are compiled for the argument types of their first call, without
-        running the network. The first (cold) compile on a machine is shared with a
-        helper process (``_start_compile_helper``).
+        Each kernel is compiled for its one signature (``kernel_types``). When two or more
+        of them and the interpreter are not in the disk cache yet, a helper process
+        compiles a share at the same time (``_start_compile_helper``), and this one loads
+        them when it is done.
         """
-        _, _, calls = self.bind(1)
-        first_args: dict = {}
-        for kernel, args in calls:
-            if hasattr(kernel, "signatures") and not kernel.signatures:
-                first_args.setdefault(kernel, args)
         start = time.perf_counter()
-        cold = not self.interpreter.signatures and not interpreter_is_cached(self.interpreter)
-        helper = _start_compile_helper(self.codes, self.interpreter) if cold else None
+        todo = [c for c in self.codes if not is_cached(SIGNATURES[c][0], kernel_types(c))]
+        if not is_cached(run_plan, interpreter_types()):
+            todo.append(INTERPRETER)
+        ours, theirs = _share_out(todo)
+        helper = _start_compile_helper(theirs) if len(todo) > 1 else None
+        if helper is None:
+            ours, theirs = todo, []
 
         def show(what: str) -> None:
             if progress:
-                first = " (the first compile on this machine; later ones load it)" if cold else ""
-                sys.stderr.write(f"\r\033[Kcnnc: compiling {what}{first} ... "
+                sys.stderr.write(f"\r\033[Kcnnc: compiling {what} (the first compile on "
+                                 f"this machine; later ones load it) ... "
                                  f"{time.perf_counter() - start:.0f} s")
                 sys.stderr.flush()
 
         try:
-            for i, (kernel, args) in enumerate(first_args.items(), 1):
-                show(f"kernel {i}/{len(first_args)} ({kernel.__name__})")
-                kernel.compile(tuple(numba.typeof(a) for a in args))
-            if not self.interpreter.signatures:
-                show("the plan interpreter" + (", with a second process" if helper else ""))
-                if helper is not None:
-                    helper.wait()  # it leaves the interpreter in the disk cache (or failed)
-                self.interpreter.compile(interpreter_types())
-                mark_interpreter_cached(self.interpreter)
+            for i, code in enumerate(ours, 1):
+                name = "the plan interpreter" if code == INTERPRETER else SIGNATURES[code][
+                    0].__name__
+                show(f"{i}/{len(todo)}: {name}"
+                     + (f", {len(theirs)} more in a second process" if theirs else ""))
+                compile_kernel(code)
+            if helper is not None:
+                show(f"{len(ours) + 1}-{len(todo)} of {len(todo)} in a second process")
+                helper.wait()  # it leaves them in the disk cache (or failed: compiled here)
+            self.interpreter.compile(interpreter_types())
+            self._fns = kernel_addresses(self.codes)  # loads or compiles the rest
         finally:  # interrupted or failed: the helper does not outlive us
             if helper is not None and helper.poll() is None:
                 helper.kill()
                 helper.wait()
-        if progress and first_args:
-            sys.stderr.write(f"\r\033[Kcnnc: {len(first_args)} kernels ready in "
+        if progress and todo:
+            sys.stderr.write(f"\r\033[Kcnnc: {len(todo)} kernels compiled in "
                              f"{time.perf_counter() - start:.1f} s\n")
             sys.stderr.flush()
 
 
-def _start_compile_helper(codes: list[int], interpreter):
-    """On a cold cache, a process that compiles the plan's interpreter (`codes`: its
-    kernels) while this one compiles the network's kernels; None when there is one kernel
-    only or the cache cannot be written.
+# What a kernel's cold compile costs, in CPU seconds on the development machine
+# (`python benchmarks/compile_time.py examples/googlenet.cnn`), 1 for the small ones: only
+# the ratios matter, to share the work out evenly.
+COMPILE_COST = {"conv2d_packed": 25, "conv2d_winograd": 26, "pool2d": 14, "dense": 5,
+                "run_plan": 8}
 
-    The interpreter compiles the small kernels first and the conv and pool kernels last
-    (the order of its branches), this process the network's own kernels, the conv first,
-    so each kernel is compiled once and the other process loads it from the disk cache.
-    Nothing but the cache passes between the two, so a helper that fails only costs this
-    process the compile it would have done anyway.
+
+def _share_out(codes: list[int]) -> tuple[list[int], list[int]]:
+    """(this process's, the helper's) kernels of ``codes``, the costliest first, each
+    kernel to the share with less work so far; the helper also pays for starting."""
+    def cost(code: int) -> float:
+        name = "run_plan" if code == INTERPRETER else SIGNATURES[code][0].__name__
+        return COMPILE_COST.get(name, 1)
+
+    ours: list[int] = []
+    theirs: list[int] = []
+    load = [0.0, 2.0]  # starting Python and importing cnnc
+    for code in sorted(codes, key=cost, reverse=True):
+        k = 0 if load[0] <= load[1] else 1
+        (ours, theirs)[k].append(code)
+        load[k] += cost(code)
+    return ours, theirs
+
+
+def _start_compile_helper(codes: list[int]):
+    """A process that compiles kernels ``codes`` into the disk cache while this one
+    compiles the others; None when the cache cannot be written.
+
+    Nothing but the disk cache passes between the two, so a helper that fails only costs
+    this process the compile it would have done anyway.
     """
-    # the helper hands its work over through the interpreter's cache directory (the
-    # package's own, NUMBA_CACHE_DIR's or the user's), which must take it
-    if (len(codes) < 2 or not os.access(cache_directory_of(interpreter), os.W_OK)
-            or not sys.executable):
+    # the helper hands its work over through the kernels' cache directory (the package's
+    # own, NUMBA_CACHE_DIR's or the user's), which must take it
+    if not os.access(cache_directory_of(run_plan), os.W_OK) or not sys.executable:
         return None
     # the helper loads this very package by its path, and nothing from the current
     # directory (which `python -c` would put first on sys.path)
@@ -251,8 +278,9 @@ def _start_compile_helper(codes: list[int], interpreter):
         f"submodule_search_locations=[{package!r}])\n"
         "module = importlib.util.module_from_spec(spec); sys.modules['cnnc'] = module\n"
         "spec.loader.exec_module(module)\n"
-        "from cnnc.kernels.interpreter import compile_interpreter\n"
-        f"compile_interpreter({list(codes)!r})\n"
+        "from cnnc.kernels.interpreter import compile_kernel\n"
+        f"for code in {list(codes)!r}:\n"
+        "    compile_kernel(code)\n"
     )
     try:
         return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,

@@ -382,20 +382,21 @@ def test_save_keeps_the_umask_and_an_old_file_on_failure(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["m.cnnc"]  # no temporary file left
 
 
-def test_the_compile_helper_compiles_what_a_plan_runs():
-    """A plan runs the interpreter of its own kernels only, with the types the helper
-    compiles it for; once it is compiled it is marked as cached."""
+def test_a_plan_compiles_its_own_kernels_for_the_interpreters_types():
+    """A plan compiles the kernels it calls, each for the one signature the interpreter
+    calls it with (kernel_types: also the types of the arrays `bind` gives, so profiling
+    compiles nothing more), and runs them through their addresses."""
     import numba
 
-    from cnnc.kernels.interpreter import OPCODES, interpreter_is_cached, interpreter_types
+    from cnnc.kernels.interpreter import OPCODES, SIGNATURES, interpreter_types, kernel_types
 
     plan = cnnc.compile_source(SMALL, progress=False)._plan
-    assert interpreter_types() == tuple(numba.typeof(a)
-                                        for a in (1, plan.arena(1), *plan.encoded))
     used = {step.kernel for step in plan.steps}
     assert plan.codes == sorted(OPCODES[kernel] for kernel in used)
-    assert interpreter_is_cached(plan.interpreter)
-    with open(plan.interpreter.py_func.__code__.co_filename) as fh:
-        source = fh.read()
-    called = {k for k in OPCODES if f"            {k.__name__}(" in source}
-    assert called == used  # no other kernel is compiled for this network
+    for kernel, args in plan.bind(2)[2]:
+        assert tuple(numba.typeof(a) for a in args) == kernel_types(OPCODES[kernel])
+    for code in plan.codes:
+        assert kernel_types(code) in SIGNATURES[code][0].overloads
+    assert [code for code in range(len(SIGNATURES)) if plan._fns[code]] == plan.codes
+    assert interpreter_types() == tuple(numba.typeof(a) for a in (
+        1, plan.arena(1), *plan.encoded, plan._fns))

@@ -16,13 +16,13 @@ helpers of other files (``elementwise.activate_into``, and an interpreter the ke
 its plan): ``jit.cached_njit`` keys every entry on a digest of all kernel sources, so an
 entry of other sources is never loaded. ``tidy_cache`` only deletes such dead entries; it
 runs once per process in the runtime's set-up on first compile (``runtime.prepare``), not
-on import, which changes nothing on disk. Each plan runs an interpreter of its own kernels
-only (``interpreter.interpreter_for``); a marker beside its cache entries tells
-``runtime.Plan.warm_up`` whether a compile is the cold one, which it shares with a helper
-process.
+on import, which changes nothing on disk. Every plan runs the one interpreter, which
+calls its kernels through their addresses (``interpreter``), so a network compiles only
+the kernels it uses, each once per machine.
 """
 
 import functools
+import shutil
 from pathlib import Path
 
 from .conv import conv2d
@@ -68,6 +68,8 @@ def tidy_cache() -> None:
         _CACHE.mkdir(exist_ok=True)
         for entry in [*_CACHE.glob("*.nbi"), *_CACHE.glob("*.nbc")]:
             entry.unlink(missing_ok=True)
+        # the per-network interpreters of cnnc 0.x before 2026-12-02, no longer used
+        shutil.rmtree(_CACHE / "cnnc_plans", ignore_errors=True)
         stamp.write_text(digest)
     except OSError:  # a read-only install: Numba then caches elsewhere, as it does
         pass

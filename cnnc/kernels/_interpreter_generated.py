@@ -2,17 +2,8 @@
 do not edit (see cnnc/kernels/interpreter.py).
 """
 
-from .conv import conv2d
-from .decode import matrix, tensor4, vector, view
-from .dense import dense
-from .depthwise import conv2d_depthwise
-from .elementwise import activation, combine, softmax
-from .fastconv import conv2d_packed
+from .decode import call_compiled, matrix, tensor4, vector, view
 from .jit import cached_njit
-from .layout import copy_channels, pad2d, shuffle_channels
-from .norm import batchnorm, lrn
-from .pool import global_avgpool, global_maxpool, pool2d
-from .winograd import conv2d_winograd
 
 TABLE = (
     ('combine', ('tensor', 'int', 'tensor', 'int', 'int', 'tensor', 'int', 'int', 'int', 'float',
@@ -43,75 +34,82 @@ TABLE = (
 
 
 @cached_njit(error_model="numpy")
-def run_plan(n, arena, params, ops, ints, floats):
-    """Run every encoded kernel call in order on batch size ``n``."""
+def run_plan(n, arena, params, ops, ints, floats, fns):
+    """Run every encoded kernel call in order on batch size ``n``; ``fns[op]`` is the
+    address of kernel ``op``."""
     for s in range(ops.size):
         op = ops[s]
         r = ints[s]
         f = floats[s]
         if op == 0:
             # combine(a, ac0, b, bc0, C, out, oc0, product, act, alpha, beta)
-            combine(view(arena, n, r, 0), r[4], view(arena, n, r, 5), r[9], r[10],
-                    view(arena, n, r, 11), r[15], r[16], r[17], f[0], f[1])
+            call_compiled(fns[0], 'TITIITIIIFF', (view(arena, n, r, 0), r[4], view(arena, n, r, 5),
+                r[9], r[10], view(arena, n, r, 11), r[15], r[16], r[17], f[0], f[1]))
         elif op == 1:
             # copy_channels(x, xc0, C, out, oc0)
-            copy_channels(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10])
+            call_compiled(fns[1], 'TIITI', (view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6),
+                r[10]))
         elif op == 2:
             # shuffle_channels(x, xc0, C, out, oc0, groups)
-            shuffle_channels(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11])
+            call_compiled(fns[2], 'TIITII', (view(arena, n, r, 0), r[4], r[5],
+                view(arena, n, r, 6), r[10], r[11]))
         elif op == 3:
             # pad2d(x, xc0, C, out, oc0, pt, pl, value)
-            pad2d(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11], r[12],
-                  f[0])
+            call_compiled(fns[3], 'TIITIIIF', (view(arena, n, r, 0), r[4], r[5],
+                view(arena, n, r, 6), r[10], r[11], r[12], f[0]))
         elif op == 4:
             # lrn(x, xc0, C, out, oc0, size, alpha, beta, k)
-            lrn(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11], f[0], f[1],
-                f[2])
+            call_compiled(fns[4], 'TIITIIFFF', (view(arena, n, r, 0), r[4], r[5],
+                view(arena, n, r, 6), r[10], r[11], f[0], f[1], f[2]))
         elif op == 5:
             # batchnorm(x, xc0, C, out, oc0, scale, shift)
-            batchnorm(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10],
-                      vector(params, r, 11), vector(params, r, 13))
+            call_compiled(fns[5], 'TIITIVV', (view(arena, n, r, 0), r[4], r[5],
+                view(arena, n, r, 6), r[10], vector(params, r, 11), vector(params, r, 13)))
         elif op == 6:
             # softmax(x, xc0, C, out, oc0)
-            softmax(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10])
+            call_compiled(fns[6], 'TIITI', (view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6),
+                r[10]))
         elif op == 7:
             # activation(x, xc0, C, out, oc0, act, alpha, beta)
-            activation(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11], f[0],
-                       f[1])
+            call_compiled(fns[7], 'TIITIIFF', (view(arena, n, r, 0), r[4], r[5],
+                view(arena, n, r, 6), r[10], r[11], f[0], f[1]))
         elif op == 8:
             # dense(x, xc0, cin, w, b, out, oc0, act, alpha, beta)
-            dense(view(arena, n, r, 0), r[4], r[5], matrix(params, r, 6), vector(params, r, 9),
-                  view(arena, n, r, 11), r[15], r[16], f[0], f[1])
+            call_compiled(fns[8], 'TIIMVTIIFF', (view(arena, n, r, 0), r[4], r[5],
+                matrix(params, r, 6), vector(params, r, 9), view(arena, n, r, 11), r[15], r[16],
+                f[0], f[1]))
         elif op == 9:
             # global_avgpool(x, xc0, C, out, oc0)
-            global_avgpool(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10])
+            call_compiled(fns[9], 'TIITI', (view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6),
+                r[10]))
         elif op == 10:
             # global_maxpool(x, xc0, C, out, oc0)
-            global_maxpool(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10])
+            call_compiled(fns[10], 'TIITI', (view(arena, n, r, 0), r[4], r[5],
+                view(arena, n, r, 6), r[10]))
         elif op == 11:
             # conv2d(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, groups, act, alpha, beta)
-            conv2d(view(arena, n, r, 0), r[4], r[5], tensor4(params, r, 6), vector(params, r, 11),
-                   view(arena, n, r, 13), r[17], r[18], r[19], r[20], r[21], r[22], r[23], r[24],
-                   r[25], f[0], f[1])
+            call_compiled(fns[11], 'TIIPVTIIIIIIIIIFF', (view(arena, n, r, 0), r[4], r[5],
+                tensor4(params, r, 6), vector(params, r, 11), view(arena, n, r, 13), r[17], r[18],
+                r[19], r[20], r[21], r[22], r[23], r[24], r[25], f[0], f[1]))
         elif op == 12:
             # conv2d_depthwise(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, act, alpha,
             #                beta)
-            conv2d_depthwise(view(arena, n, r, 0), r[4], r[5], tensor4(params, r, 6),
-                             vector(params, r, 11), view(arena, n, r, 13), r[17], r[18], r[19],
-                             r[20], r[21], r[22], r[23], r[24], f[0], f[1])
+            call_compiled(fns[12], 'TIIPVTIIIIIIIIFF', (view(arena, n, r, 0), r[4], r[5],
+                tensor4(params, r, 6), vector(params, r, 11), view(arena, n, r, 13), r[17], r[18],
+                r[19], r[20], r[21], r[22], r[23], r[24], f[0], f[1]))
         elif op == 13:
             # pool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max)
-            pool2d(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11], r[12],
-                   r[13], r[14], r[15], r[16], r[17])
+            call_compiled(fns[13], 'TIITIIIIIIII', (view(arena, n, r, 0), r[4], r[5],
+                view(arena, n, r, 6), r[10], r[11], r[12], r[13], r[14], r[15], r[16], r[17]))
         elif op == 14:
             # conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh, dw,
             #             groups, act, alpha, beta, res, rc0)
-            conv2d_packed(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11],
-                          vector(params, r, 12), vector(params, r, 14), r[16], r[17], r[18], r[19],
-                          r[20], r[21], r[22], r[23], r[24], r[25], f[0], f[1],
-                          view(arena, n, r, 26), r[30])
+            call_compiled(fns[14], 'TIITIIVVIIIIIIIIIIFFTI', (view(arena, n, r, 0), r[4], r[5],
+                view(arena, n, r, 6), r[10], r[11], vector(params, r, 12), vector(params, r, 14),
+                r[16], r[17], r[18], r[19], r[20], r[21], r[22], r[23], r[24], r[25], f[0], f[1],
+                view(arena, n, r, 26), r[30]))
         else:
             # conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, res, rc0)
-            conv2d_winograd(view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6), r[10], r[11],
-                            vector(params, r, 12), vector(params, r, 14), r[16], r[17], r[18],
-                            r[19], f[0], view(arena, n, r, 20), r[24])
+            call_compiled(fns[15], 'TIITIIVVIIIIFTI', (view(arena, n, r, 0), r[4], r[5],
+                view(arena, n, r, 6), r[10], r[11], vector(params, r, 12), vector(params, r, 14),
+                r[16], r[17], r[18], r[19], f[0], view(arena, n, r, 20), r[24]))

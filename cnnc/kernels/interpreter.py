@@ -1,34 +1,35 @@
 """One jitted loop that runs a whole lowered network, so no Python runs between kernels.
 
 The runtime encodes each kernel call of a plan as an opcode, a row of integers and a row
-of floats (``encode_steps``); ``run_plan`` walks the rows and calls the kernels with the
-same argument types as the Python path, so every kernel keeps its one compiled
-signature. ``run_plan`` itself has one signature for every network: it is compiled once,
-cached on disk, and compile time does not grow with the network. It removes the ~1-1.5 us
-that each Python-to-Numba dispatch of a ~16-argument kernel costs, which is most of the
-run time of small networks (LeNet-5 has 8 kernel calls in ~50 us).
+of floats (``encode_steps``); ``run_plan`` walks the rows and calls the kernels. It removes
+the ~1-1.5 us that each Python-to-Numba dispatch of a ~16-argument kernel costs, which is
+most of the run time of small networks (LeNet-5 has 8 kernel calls in ~50 us).
+
+``run_plan`` calls each kernel through its address (``decode.call_compiled``), given in
+the table ``fns`` (``kernel_addresses``), not as a dispatcher: a jitted caller of a
+dispatcher is linked with the callee's code and generates its machine code again, which
+made compiling an interpreter cost as much as compiling all its kernels once more (14 s
+of GoogLeNet's cold compile). So ``run_plan`` has one signature and one small compiled
+body for every network, compiled once per machine (~2 s) and cached on disk; a network
+compiles only its own kernels, each for the one signature ``kernel_types`` gives it.
 
 ``SIGNATURES`` declares, once, every kernel the interpreter calls and the kinds of its
-arguments in order (``ARG_KINDS``: how each kind is laid out in the rows and read back).
-Everything else comes from it: a kernel's opcode is its index in the table,
+arguments in order (``ARG_KINDS``: how each kind is laid out in the rows, read back and
+typed). Everything else comes from it: a kernel's opcode is its index in the table,
 ``encode_steps`` lays out the rows, and ``generate_source`` writes the body of
-``run_plan``. Numba cannot loop over calls of different kernels, so that body is Python
-source, one branch per kernel; it is checked in as ``_interpreter_generated.py`` because
-Numba's disk cache only keeps functions defined in real files, and a module of the
-package is one wherever the package is installed. After changing the table, regenerate
-it with ``python -m cnnc.kernels.interpreter``: until then importing this module refuses
-the stale file, and tests/test_interpreter_table.py fails.
+``run_plan``. Numba cannot loop over calls of different signatures, so that body is
+Python source, one branch per kernel; it is checked in as ``_interpreter_generated.py``
+because Numba's disk cache only keeps functions defined in real files. After changing the
+table, regenerate it with ``python -m cnnc.kernels.interpreter``: until then importing
+this module refuses the stale file, and tests/test_interpreter_table.py fails.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
+import functools
 import inspect
 import operator
-import os
 import sys
-import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,11 +37,11 @@ import numba
 import numpy as np
 
 from .conv import conv2d
+from .decode import TYPES
 from .dense import dense
 from .depthwise import conv2d_depthwise
 from .elementwise import activation, combine, softmax
 from .fastconv import conv2d_packed
-from .jit import cache_directory_of, warm_key
 from .layout import copy_channels, pad2d, shuffle_channels
 from .norm import batchnorm, lrn
 from .pool import global_avgpool, global_maxpool, pool2d
@@ -48,27 +49,25 @@ from .winograd import conv2d_winograd
 
 
 class Kind(NamedTuple):
-    """How one kind of argument is encoded and decoded."""
+    """How one kind of argument is encoded, decoded and typed."""
 
     ints: int  # positions it takes in the step's int row
     floats: int  # positions it takes in the step's float row
     decode: str  # run_plan's expression for it; {i}: its first int, {f}: its float position
+    letter: str  # its letter in decode.TYPES: the Numba type of that expression
 
 
 ARG_KINDS = {
-    "tensor": Kind(4, 0, "view(arena, n, r, {i})"),  # (start, channels, h, w) in the arena
-    "int": Kind(1, 0, "r[{i}]"),
-    "float": Kind(0, 1, "f[{f}]"),
-    "vector": Kind(2, 0, "vector(params, r, {i})"),  # (offset, size) in params
-    "matrix": Kind(3, 0, "matrix(params, r, {i})"),  # (offset, rows, columns)
-    "tensor4": Kind(5, 0, "tensor4(params, r, {i})"),  # (offset, d0, d1, d2, d3)
+    "tensor": Kind(4, 0, "view(arena, n, r, {i})", "T"),  # (start, channels, h, w) in arena
+    "int": Kind(1, 0, "r[{i}]", "I"),
+    "float": Kind(0, 1, "f[{f}]", "F"),
+    "vector": Kind(2, 0, "vector(params, r, {i})", "V"),  # (offset, size) in params
+    "matrix": Kind(3, 0, "matrix(params, r, {i})", "M"),  # (offset, rows, columns)
+    "tensor4": Kind(5, 0, "tensor4(params, r, {i})", "P"),  # (offset, d0, d1, d2, d3)
 }
 T, I, F = "tensor", "int", "float"  # noqa: E741 - one letter keeps each table row short
 
-# In the order run_plan tests the opcodes, which is the order a cold compile of run_plan
-# compiles the kernels: the small and rare ones first, the conv and pool kernels last, so
-# that the helper process of runtime.Plan.warm_up compiles them while the main process
-# compiles the network's own kernels, starting with the conv.
+# An opcode is a kernel's index here.
 SIGNATURES = (
     (combine, (T, I, T, I, I, T, I, I, I, F, F)),
     (copy_channels, (T, I, I, T, I)),
@@ -153,27 +152,15 @@ def table() -> tuple:
     return tuple((kernel.__name__, kinds) for kernel, kinds in SIGNATURES)
 
 
-def generate_source(codes=None) -> str:
-    """The text of ``_interpreter_generated.py``: ``run_plan`` with one branch per kernel.
-
-    With ``codes`` (opcodes), the ``run_plan`` of a module outside the package
-    (``interpreter_for``) with branches for those kernels only."""
-    selected = range(len(SIGNATURES)) if codes is None else sorted(codes)
-    package = "." if codes is None else "cnnc.kernels."
-    modules: dict[str, list[str]] = {}
-    for code in selected:
-        kernel = SIGNATURES[code][0]
-        modules.setdefault(kernel.py_func.__module__.rsplit(".", 1)[1], []).append(
-            kernel.__name__)
-    imports = [f"from {package}{m} import {', '.join(sorted(names))}" for m, names in sorted(
-        modules.items())]
+def generate_source() -> str:
+    """The text of ``_interpreter_generated.py``: ``run_plan`` with one branch per kernel."""
     lines = [
         '"""Generated by ``python -m cnnc.kernels.interpreter`` from its SIGNATURES table:',
         "do not edit (see cnnc/kernels/interpreter.py).",
         '"""',
         "",
-        *sorted(imports + [f"from {package}decode import matrix, tensor4, vector, view",
-                           f"from {package}jit import cached_njit"]),
+        "from .decode import call_compiled, matrix, tensor4, vector, view",
+        "from .jit import cached_njit",
         "",
         "TABLE = (",
         *[line for name, kinds in table() for line in _wrap(
@@ -182,25 +169,26 @@ def generate_source(codes=None) -> str:
         "",
         "",
         '@cached_njit(error_model="numpy")',
-        "def run_plan(n, arena, params, ops, ints, floats):",
-        '    """Run every encoded kernel call in order on batch size ``n``."""',
+        "def run_plan(n, arena, params, ops, ints, floats, fns):",
+        '    """Run every encoded kernel call in order on batch size ``n``; ``fns[op]`` is the',
+        '    address of kernel ``op``."""',
         "    for s in range(ops.size):",
         "        op = ops[s]",
         "        r = ints[s]",
         "        f = floats[s]",
     ]
-    for index, code in enumerate(selected):
-        kernel, kinds = SIGNATURES[code]
+    for code, (kernel, kinds) in enumerate(SIGNATURES):
         names = list(inspect.signature(kernel.py_func).parameters)
         if len(names) != len(kinds):
             raise TypeError(f"the table gives {kernel.__name__} {len(kinds)} arguments, "
                             f"but it takes {len(names)}")
-        test = ("else:" if 0 < index == len(selected) - 1 else
-                f"{'if' if index == 0 else 'elif'} op == {code}:")
+        test = ("else:" if 0 < code == len(SIGNATURES) - 1 else
+                f"{'if' if code == 0 else 'elif'} op == {code}:")
         name = kernel.__name__
         lines.append(f"        {test}")
         lines += _wrap(f"            # {name}(", names, "            #" + " " * len(name), ")")
-        lines += _wrap(f"            {name}(", _decoded(kinds), " " * (13 + len(name)), ")")
+        head = f"            call_compiled(fns[{code}], {layout(code)!r}, ("
+        lines += _wrap(head, _decoded(kinds), " " * 16, "))")
     return "\n".join(lines) + "\n"
 
 
@@ -232,85 +220,62 @@ def interpreter_types() -> tuple:
     """The argument types of ``run_plan``: the same for every network."""
     return tuple(numba.typeof(a) for a in (
         1, np.zeros(1, np.float32), np.zeros(1, np.float32), np.zeros(1, np.int64),
-        np.zeros((1, INTS_PER_STEP), np.int64), np.zeros((1, FLOATS_PER_STEP), np.float64)))
+        np.zeros((1, INTS_PER_STEP), np.int64), np.zeros((1, FLOATS_PER_STEP), np.float64),
+        np.zeros(len(SIGNATURES), np.int64)))
 
 
-def compile_interpreter(codes=None) -> None:
-    """Compile (or load from the disk cache) the interpreter of ``codes`` (all kernels:
-    None) and every kernel it calls."""
-    interpreter = run_plan if codes is None else interpreter_for(codes)
-    interpreter.compile(interpreter_types())
+def layout(code: int) -> str:
+    """Kernel ``code``'s argument kinds, a letter each (``decode.TYPES``)."""
+    return "".join(ARG_KINDS[kind].letter for kind in SIGNATURES[code][1])
 
 
-# ---------------------------------------------------------------- per-network interpreters
-# ``run_plan`` calls every kernel, so compiling it compiles them all (a cold compile of a
-# network of one relu took 80 s). A plan instead runs the interpreter of just the kernels
-# it uses: a module generated for that set of opcodes, written once into the kernels'
-# disk-cache directory (Numba caches only functions of real files) and named by a hash of
-# its text, so each set is compiled once per machine and target. Where that directory
-# cannot be written, plans share the package's full ``run_plan``.
-_INTERPRETERS: dict[frozenset, object] = {}
+@functools.cache
+def kernel_types(code: int) -> tuple:
+    """The one signature kernel ``code`` is compiled for: the types ``run_plan`` calls it
+    with (``ARG_KINDS``), which are also those of the arrays and numbers a plan binds."""
+    return tuple(TYPES[letter] for letter in layout(code))
 
 
-def interpreter_for(codes):
-    """The ``run_plan`` dispatcher whose branches are the kernels of ``codes``."""
-    key = frozenset(int(c) for c in codes)
-    if key not in _INTERPRETERS:
-        _INTERPRETERS[key] = _generated_interpreter(key) if key else run_plan
-    return _INTERPRETERS[key]
+INTERPRETER = -1  # compile_kernel's code for run_plan
 
 
-def _generated_interpreter(codes: frozenset):
-    if codes == frozenset(range(len(SIGNATURES))):
-        return run_plan
-    source = generate_source(codes)
-    name = "cnnc_plan_" + hashlib.sha256(source.encode()).hexdigest()[:20]
-    directory = Path(cache_directory_of(run_plan)) / "cnnc_plans"
-    path = directory / f"{name}.py"
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            # write a temporary file, then link it into place: the module appears whole,
-            # and once only (a second writer would change its time stamp, which Numba's
-            # cache entries hold)
-            tmp = directory / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
-            tmp.write_text(source, encoding="utf-8")
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink(missing_ok=True)
-        if path.read_text(encoding="utf-8") != source:  # never run a file we did not write
-            return run_plan
-    except OSError:  # a read-only cache directory
-        return run_plan
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # Numba's cache finds a function's globals by module name
-    spec.loader.exec_module(module)
-    return module.run_plan
+def compile_kernel(code: int) -> None:
+    """Compile kernel ``code`` for its signature (``INTERPRETER``: run_plan), or load it
+    from the disk cache."""
+    if code == INTERPRETER:
+        run_plan.compile(interpreter_types())
+    else:
+        SIGNATURES[code][0].compile(kernel_types(code))
 
 
-def interpreter_is_cached(interpreter) -> bool:
-    """Whether ``interpreter`` has been compiled into the disk cache here (a marker beside
-    its cache entries, written by ``mark_interpreter_cached``)."""
-    try:
-        return _marker(interpreter).read_text() == warm_key()
-    except OSError:
-        return False
+def kernel_address(code: int) -> int:
+    """The address of kernel ``code``'s compiled code (compiled or loaded first), which
+    stays valid while the process runs (its dispatcher keeps the code)."""
+    kernel, _ = SIGNATURES[code]
+    argtypes = kernel_types(code)
+    kernel.compile(argtypes)
+    compiled = kernel.overloads[argtypes]
+    if compiled.signature.return_type != numba.types.none:
+        raise TypeError(f"{kernel.__name__} returns {compiled.signature.return_type}; "
+                        "run_plan calls kernels that return nothing")
+    address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
+    if not address:
+        raise RuntimeError(f"no compiled code of {kernel.__name__} found")
+    return address
 
 
-def mark_interpreter_cached(interpreter) -> None:
-    try:
-        _marker(interpreter).write_text(warm_key())
-    except OSError:
-        pass
+def kernel_addresses(codes) -> np.ndarray:
+    """``run_plan``'s ``fns``: the address of each kernel of ``codes``, 0 for the others
+    (a plan never calls them)."""
+    fns = np.zeros(len(SIGNATURES), np.int64)
+    for code in codes:
+        fns[code] = kernel_address(code)
+    return fns
 
 
-def _marker(interpreter) -> Path:
-    module = Path(interpreter.py_func.__code__.co_filename).stem
-    return Path(cache_directory_of(interpreter)) / f"{module}.cnnc-warm"
+def compile_interpreter() -> None:
+    """Compile ``run_plan`` (or load it from the disk cache); it needs no kernel."""
+    run_plan.compile(interpreter_types())
 
 
 if __name__ == "__main__":  # regenerate: the stale module is not imported

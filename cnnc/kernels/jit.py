@@ -14,10 +14,11 @@ before the index points at it, and the index update (read, add, write) holds an
 exclusive lock so no writer drops another's entry.
 
 Numba keys an entry on the function's own bytecode, its file's time stamp and the CPU
-(name and features), but kernels inline helpers of other files (`run_plan` holds every
-kernel): the key here also holds a digest of every kernel source, so an entry compiled
-from other sources is never loaded, wherever the cache lives (`NUMBA_CACHE_DIR` too), and
-the CPU target whose tile the kernels compile in (cnnc/backend.py).
+(name and features), but kernels inline helpers of other files (and `run_plan` calls
+kernels by the argument layouts of `interpreter.kernel_types`): the key here also holds a
+digest of every kernel source, so an entry compiled from other sources is never loaded,
+wherever the cache lives (`NUMBA_CACHE_DIR` too), and the CPU target whose tile the
+kernels compile in (cnnc/backend.py).
 
 A kernel loaded from the cache hands its start-up hooks (a parallel kernel's: start
 Numba's thread pool) on to the callers compiled against it, which Numba does not
@@ -114,6 +115,18 @@ def cached_njit(**options):
         return dispatcher
 
     return wrap
+
+
+def is_cached(dispatcher, argtypes: tuple) -> bool:
+    """Whether the disk cache holds ``dispatcher``'s code for ``argtypes`` for this
+    machine and these sources (its index has the key; nothing is loaded)."""
+    cache = dispatcher._cache
+    try:
+        # the key of Dispatcher.compile(argtypes), which is how kernels are compiled
+        key = cache._index_key(tuple(argtypes), dispatcher.targetctx.codegen())
+        return key in cache._cache_file._load_index()
+    except Exception:  # noqa: BLE001 - an unreadable index: as good as none
+        return False
 
 
 def warm_key() -> str:

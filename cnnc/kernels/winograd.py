@@ -146,7 +146,7 @@ _at4 = _make_lincomb(AT4)
 _at2 = _make_lincomb(AT2)
 
 
-@numba.njit(inline="always", error_model="numpy")
+@numba.njit(error_model="numpy")
 def _input_transform(m, src, soff, sstride, dst, doff, dstride, lanes):
     """``dst_i = sum_k B^T[i, k] src_k`` (rows ``soff + k*sstride``, ``doff + i*dstride``)
     over ``lanes`` lanes (a multiple of VL)."""
@@ -157,7 +157,7 @@ def _input_transform(m, src, soff, sstride, dst, doff, dstride, lanes):
             _bt2(src, soff + q, sstride, dst, doff + q, dstride)
 
 
-@numba.njit(inline="always", error_model="numpy")
+@numba.njit(error_model="numpy")
 def _output_transform(m, src, soff, sstride, dst, doff, dstride, lanes):
     """``dst_i = sum_k A^T[i, k] src_k``, as ``_input_transform``."""
     for q in range(0, lanes, VL):
@@ -167,7 +167,7 @@ def _output_transform(m, src, soff, sstride, dst, doff, dstride, lanes):
             _at2(src, soff + q, sstride, dst, doff + q, dstride)
 
 
-@numba.njit(inline="always", error_model="numpy")
+@numba.njit(error_model="numpy")
 def _gather(xf, cbase, d, ntl, tn, tr, tc, inner, al, H, W, CHW):
     """``d[i*al + j, p] = x[tn[p], c, tr[p] + i, tc[p] + j]`` (0 outside the image) for the
     ``ntl`` tiles of a block; ``xf`` is ``x`` flat, ``cbase`` channel ``c``'s offset in an
@@ -228,7 +228,6 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     offs = np.empty(cin, np.int64)  # the micro-kernel's taps: the input channels of V[a]
     for c in range(cin):
         offs[c] = c * TW
-    HW = H * W
     xf = x.reshape(x.size)
     # every scratch array is allocated here, none in the parallel loop: array expressions
     # there become nested parallel loops, which doubled the kernel's compile time
@@ -240,86 +239,97 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     tbuf = np.empty((nchunks, 3, TW), np.int64)  # each tile's image, top row, left column
     ibuf = np.empty((nchunks, TW), np.bool_)  # whether the tile lies inside the image
     for chunk in numba.prange(nchunks):
-        V = vbuf[chunk]
-        M = mbuf[chunk]
-        gathered = gbuf[chunk]
-        e = ebuf[chunk]
-        y = ybuf[chunk]
-        tn = tbuf[chunk, 0]
-        tr = tbuf[chunk, 1]
-        tc = tbuf[chunk, 2]
-        inner = ibuf[chunk]
-        for q in range(TW):  # lanes past a block's tiles must hold zeros (finite junk)
+        _winograd_chunk(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks,
+                        vbuf[chunk], mbuf[chunk], gbuf[chunk], ebuf[chunk], ybuf[chunk],
+                        tbuf[chunk], ibuf[chunk], xf, xc0, cin, Cx, H, W, out, oc0, K, upk,
+                        bias, m, pt, pl, act, res, rc0, offs, per_image, tw, ntiles, nks,
+                        nkb, kpad, OH, OW)
+
+
+# Not inlined: the prange loop above only calls this, so Numba's parallel passes (which
+# copy and analyse the loop body several times) see one call (as fastconv._conv_chunk).
+@numba.njit(error_model="numpy")
+def _winograd_chunk(first, last, V, M, gathered, e, y, tiles, inner, xf, xc0, cin, Cx, H, W,
+                    out, oc0, K, upk, bias, m, pt, pl, act, res, rc0, offs, per_image, tw,
+                    ntiles, nks, nkb, kpad, OH, OW):  # fmt: skip
+    """Work items ``[first, last)`` of conv2d_winograd (one chunk)."""
+    al = m + 2
+    a2 = al * al
+    HW = H * W
+    tn = tiles[0]
+    tr = tiles[1]
+    tc = tiles[2]
+    for q in range(TW):  # lanes past a block's tiles must hold zeros (finite junk)
+        for a in range(a2):
+            gathered[0, a, q] = 0.0
+            gathered[1, a, q] = 0.0
+    for item in range(first, last):
+        blk = item // nks
+        share = item - blk * nks
+        kb0 = nkb * share // nks
+        kb1 = nkb * (share + 1) // nks
+        p0 = blk * TW
+        ntl = min(TW, ntiles - p0)
+        lanes = (ntl + VL - 1) // VL * VL
+        for p in range(ntl):
+            t = p0 + p
+            n = t // per_image
+            ty = (t - n * per_image) // tw
+            tn[p] = n
+            tr[p] = ty * m - pt
+            tc[p] = (t - n * per_image - ty * tw) * m - pl
+            inner[p] = tr[p] >= 0 and tc[p] >= 0 and tr[p] + al <= H and tc[p] + al <= W
+        for p in range(ntl, TW):  # a partial block: the lanes past it
             for a in range(a2):
-                gathered[0, a, q] = 0.0
-                gathered[1, a, q] = 0.0
-        for item in range(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks):
-            blk = item // nks
-            share = item - blk * nks
-            kb0 = nkb * share // nks
-            kb1 = nkb * (share + 1) // nks
-            p0 = blk * TW
-            ntl = min(TW, ntiles - p0)
-            lanes = (ntl + VL - 1) // VL * VL
-            for p in range(ntl):
-                t = p0 + p
-                n = t // per_image
-                ty = (t - n * per_image) // tw
-                tn[p] = n
-                tr[p] = ty * m - pt
-                tc[p] = (t - n * per_image - ty * tw) * m - pl
-                inner[p] = tr[p] >= 0 and tc[p] >= 0 and tr[p] + al <= H and tc[p] + al <= W
-            for p in range(ntl, TW):  # a partial block: the lanes past it
-                for a in range(a2):
-                    gathered[0, a, p] = 0.0
-                    gathered[1, a, p] = 0.0
-            # input transform: V[a, c, p]
-            _gather(xf, xc0 * HW, gathered[0], ntl, tn, tr, tc, inner, al, H, W, Cx * HW)
-            for c in range(cin):
-                if c + 1 < cin:
-                    _gather(xf, (xc0 + c + 1) * HW, gathered[(c + 1) & 1], ntl, tn, tr, tc,
-                            inner, al, H, W, Cx * HW)  # fmt: skip
-                d = gathered[c & 1].reshape(a2 * TW)
-                for j in range(al):  # columns: e[i*al + j] = sum_k BT[i, k] d[k*al + j]
-                    _input_transform(m, d, j * TW, al * TW, e, j * TW, al * TW, lanes)
-                for i in range(al):  # rows: V[i*al + l, c] = sum_j BT[l, j] e[i*al + j]
-                    _input_transform(m, e, i * al * TW, TW, V, (i * al * cin + c) * TW,
-                                     cin * TW, lanes)  # fmt: skip
-            # the GEMMs: M[a, k, p] = sum_c U[a, k, c] V[a, c, p]
-            for a in range(a2):
-                for kb in range(kb0, kb1):
-                    _uk_full(V, a * cin * TW, offs, cin, upk, (a * nkb + kb) * cin * KT,
-                             M[(a * kpad + kb * KT) * TW :])
-            # output transform, epilogue and store, channel by channel
-            for k in range(kb0 * KT, min(kb1 * KT, K)):
-                for i in range(al):  # e[i*m + j] = sum_l AT[j, l] M[i*al + l, k]
-                    _output_transform(m, M, (i * al * kpad + k) * TW, kpad * TW, e, i * m * TW,
-                                      TW, lanes)  # fmt: skip
-                for j in range(m):  # y[i*m + j] = sum_l AT[i, l] e[l*m + j]
-                    _output_transform(m, e, j * TW, m * TW, y, j * TW, m * TW, lanes)
-                b = bias[k]
-                if rc0 >= 0:  # (conv + bias) + skip, then the activation (below)
-                    for p in range(ntl):
-                        for i in range(m):
-                            oh = tr[p] + pt + i
-                            for j in range(m):
-                                ow = tc[p] + pl + j
-                                if oh < OH and ow < OW:
-                                    q = (i * m + j) * TW + p
-                                    y[q] = (y[q] + b) + res[tn[p], rc0 + k, oh, ow]
-                    b = np.float32(0.0)
-                if act == ACT_RELU:  # as bias_activate_inplace, for the two it may get
-                    for q in range(y.size):
-                        y[q] = max(y[q] + b, np.float32(0.0))
-                else:
-                    for q in range(y.size):
-                        y[q] += b
+                gathered[0, a, p] = 0.0
+                gathered[1, a, p] = 0.0
+        # input transform: V[a, c, p]
+        _gather(xf, xc0 * HW, gathered[0], ntl, tn, tr, tc, inner, al, H, W, Cx * HW)
+        for c in range(cin):
+            if c + 1 < cin:
+                _gather(xf, (xc0 + c + 1) * HW, gathered[(c + 1) & 1], ntl, tn, tr, tc,
+                        inner, al, H, W, Cx * HW)  # fmt: skip
+            d = gathered[c & 1].reshape(a2 * TW)
+            for j in range(al):  # columns: e[i*al + j] = sum_k BT[i, k] d[k*al + j]
+                _input_transform(m, d, j * TW, al * TW, e, j * TW, al * TW, lanes)
+            for i in range(al):  # rows: V[i*al + l, c] = sum_j BT[l, j] e[i*al + j]
+                _input_transform(m, e, i * al * TW, TW, V, (i * al * cin + c) * TW,
+                                 cin * TW, lanes)  # fmt: skip
+        # the GEMMs: M[a, k, p] = sum_c U[a, k, c] V[a, c, p]
+        for a in range(a2):
+            for kb in range(kb0, kb1):
+                _uk_full(V, a * cin * TW, offs, cin, upk, (a * nkb + kb) * cin * KT,
+                         M[(a * kpad + kb * KT) * TW :])
+        # output transform, epilogue and store, channel by channel
+        for k in range(kb0 * KT, min(kb1 * KT, K)):
+            for i in range(al):  # e[i*m + j] = sum_l AT[j, l] M[i*al + l, k]
+                _output_transform(m, M, (i * al * kpad + k) * TW, kpad * TW, e, i * m * TW,
+                                  TW, lanes)  # fmt: skip
+            for j in range(m):  # y[i*m + j] = sum_l AT[i, l] e[l*m + j]
+                _output_transform(m, e, j * TW, m * TW, y, j * TW, m * TW, lanes)
+            b = bias[k]
+            if rc0 >= 0:  # (conv + bias) + skip, then the activation (below)
                 for p in range(ntl):
                     for i in range(m):
                         oh = tr[p] + pt + i
-                        if oh < OH:
-                            row = out[tn[p], oc0 + k, oh]
-                            for j in range(m):
-                                ow = tc[p] + pl + j
-                                if ow < OW:
-                                    row[ow] = y[(i * m + j) * TW + p]
+                        for j in range(m):
+                            ow = tc[p] + pl + j
+                            if oh < OH and ow < OW:
+                                q = (i * m + j) * TW + p
+                                y[q] = (y[q] + b) + res[tn[p], rc0 + k, oh, ow]
+                b = np.float32(0.0)
+            if act == ACT_RELU:  # as bias_activate_inplace, for the two it may get
+                for q in range(y.size):
+                    y[q] = max(y[q] + b, np.float32(0.0))
+            else:
+                for q in range(y.size):
+                    y[q] += b
+            for p in range(ntl):
+                for i in range(m):
+                    oh = tr[p] + pt + i
+                    if oh < OH:
+                        row = out[tn[p], oc0 + k, oh]
+                        for j in range(m):
+                            ow = tc[p] + pl + j
+                            if ow < OW:
+                                row[ow] = y[(i * m + j) * TW + p]
