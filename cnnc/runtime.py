@@ -199,7 +199,7 @@ class Plan:
         if not is_cached(run_plan, interpreter_types()):
             todo.append(INTERPRETER)
         ours, theirs = _share_out(todo)
-        helper = _start_compile_helper(theirs) if len(todo) > 1 else None
+        helper = _start_compile_helper(theirs) if theirs else None
         if helper is None:
             ours, theirs = todo, []
 
@@ -235,8 +235,8 @@ class Plan:
 # What a kernel's cold compile costs, in CPU seconds on the development machine
 # (`python benchmarks/compile_time.py examples/googlenet.cnn`), 1 for the small ones: only
 # the ratios matter, to share the work out evenly.
-COMPILE_COST = {"conv2d_packed": 25, "conv2d_winograd": 26, "pool2d": 14, "dense": 5,
-                "run_plan": 8}
+COMPILE_COST = {"conv2d_packed": 25, "conv2d_winograd": 20, "pool2d": 14, "run_plan": 7,
+                "dense": 5}
 
 
 def _share_out(codes: list[int]) -> tuple[list[int], list[int]]:
