@@ -10,8 +10,10 @@ first plan of a process; importing this module changes nothing.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -190,42 +192,40 @@ class Plan:
         interpreter, showing progress, and take the kernels' addresses for ``run``.
 
         Each kernel is compiled for its one signature (``kernel_types``). When two or more
-        of them and the interpreter are not in the disk cache yet, a helper process
-        compiles a share at the same time (``_start_compile_helper``), and this one loads
-        them when it is done.
+        of them (or the interpreter) are not in the disk cache yet, a helper process
+        compiles with this one (``_start_compile_helper``): each takes the costliest kernel
+        left as it comes free (``compile_claimed``), and this one loads the helper's from
+        the disk cache when it is done.
         """
         start = time.perf_counter()
         todo = [c for c in self.codes if not is_cached(SIGNATURES[c][0], kernel_types(c))]
         if not is_cached(run_plan, interpreter_types()):
             todo.append(INTERPRETER)
-        ours, theirs = _share_out(todo)
-        helper = _start_compile_helper(theirs) if theirs else None
-        if helper is None:
-            ours, theirs = todo, []
+        todo.sort(key=_compile_cost, reverse=True)
+        claims = _claims_directory() if len(todo) > 1 else None
+        helper = _start_compile_helper(todo, claims) if claims else None
 
-        def show(what: str) -> None:
+        def show(name: str) -> None:
             if progress:
-                sys.stderr.write(f"\r\033[Kcnnc: compiling {what} (the first compile on "
-                                 f"this machine; later ones load it) ... "
-                                 f"{time.perf_counter() - start:.0f} s")
+                second = ", with a second process" if helper is not None else ""
+                sys.stderr.write(f"\r\033[Kcnnc: compiling {name} ({len(todo)} to compile"
+                                 f"{second}; the first compile on this machine, later ones "
+                                 f"load it) ... {time.perf_counter() - start:.0f} s")
                 sys.stderr.flush()
 
         try:
-            for i, code in enumerate(ours, 1):
-                name = "the plan interpreter" if code == INTERPRETER else SIGNATURES[code][
-                    0].__name__
-                show(f"{i}/{len(todo)}: {name}"
-                     + (f", {len(theirs)} more in a second process" if theirs else ""))
-                compile_kernel(code)
+            compile_claimed(todo, claims, show)
             if helper is not None:
-                show(f"{len(ours) + 1}-{len(todo)} of {len(todo)} in a second process")
-                helper.wait()  # it leaves them in the disk cache (or failed: compiled here)
+                show("(waiting for the second process)")
+                helper.wait()  # it leaves its kernels in the disk cache (or failed)
             self.interpreter.compile(interpreter_types())
-            self._fns = kernel_addresses(self.codes)  # loads or compiles the rest
+            self._fns = kernel_addresses(self.codes)  # loads (or compiles) the helper's
         finally:  # interrupted or failed: the helper does not outlive us
             if helper is not None and helper.poll() is None:
                 helper.kill()
                 helper.wait()
+            if claims:
+                shutil.rmtree(claims, ignore_errors=True)
         if progress and todo:
             sys.stderr.write(f"\r\033[Kcnnc: {len(todo)} kernels compiled in "
                              f"{time.perf_counter() - start:.1f} s\n")
@@ -233,40 +233,54 @@ class Plan:
 
 
 # What a kernel's cold compile costs, in CPU seconds on the development machine
-# (`python benchmarks/compile_time.py examples/googlenet.cnn`), 1 for the small ones: only
-# the ratios matter, to share the work out evenly.
-COMPILE_COST = {"conv2d_packed": 25, "conv2d_winograd": 20, "pool2d": 14, "run_plan": 7,
+# (`python benchmarks/compile_time.py examples/googlenet.cnn`), 1 for the small ones: the
+# costliest are compiled first, so the two processes of a cold compile end together.
+COMPILE_COST = {"conv2d_packed": 25, "conv2d_winograd": 13, "pool2d": 14, "run_plan": 7,
                 "dense": 5}
 
 
-def _share_out(codes: list[int]) -> tuple[list[int], list[int]]:
-    """(this process's, the helper's) kernels of ``codes``, the costliest first, each
-    kernel to the share with less work so far; the helper also pays for starting."""
-    def cost(code: int) -> float:
-        name = "run_plan" if code == INTERPRETER else SIGNATURES[code][0].__name__
-        return COMPILE_COST.get(name, 1)
-
-    ours: list[int] = []
-    theirs: list[int] = []
-    load = [0.0, 2.0]  # starting Python and importing cnnc
-    for code in sorted(codes, key=cost, reverse=True):
-        k = 0 if load[0] <= load[1] else 1
-        (ours, theirs)[k].append(code)
-        load[k] += cost(code)
-    return ours, theirs
+def _compile_cost(code: int) -> float:
+    name = "run_plan" if code == INTERPRETER else SIGNATURES[code][0].__name__
+    return COMPILE_COST.get(name, 1)
 
 
-def _start_compile_helper(codes: list[int]):
-    """A process that compiles kernels ``codes`` into the disk cache while this one
-    compiles the others; None when the cache cannot be written.
-
-    Nothing but the disk cache passes between the two, so a helper that fails only costs
-    this process the compile it would have done anyway.
-    """
-    # the helper hands its work over through the kernels' cache directory (the package's
-    # own, NUMBA_CACHE_DIR's or the user's), which must take it
+def _claims_directory() -> str | None:
+    """A new directory where the two processes of a cold compile claim kernels; None
+    when the kernels' disk cache, through which the helper hands its work over, cannot be
+    written."""
     if not os.access(cache_directory_of(run_plan), os.W_OK) or not sys.executable:
         return None
+    try:
+        return tempfile.mkdtemp(prefix="cnnc-compile-")
+    except OSError:
+        return None
+
+
+def compile_claimed(codes: list[int], claims: str | None, show=lambda name: None) -> None:
+    """Compile the kernels of ``codes`` (``compile_kernel``'s codes) in order, each one
+    that no other process has claimed in the directory ``claims`` (None: all): the two
+    processes of a cold compile take the next kernel as they come free."""
+    for code in codes:
+        if claims is not None:
+            try:
+                os.close(os.open(os.path.join(claims, str(code)),
+                                 os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue  # the other process has it
+            except OSError:
+                pass  # cannot claim: compile it anyway
+        show("the plan interpreter" if code == INTERPRETER else SIGNATURES[code][0].__name__)
+        compile_kernel(code)
+
+
+def _start_compile_helper(codes: list[int], claims: str):
+    """A process that compiles kernels of ``codes`` into the disk cache, claiming each in
+    ``claims`` as this process does, while this one compiles the others (None if it cannot
+    start).
+
+    Nothing but the disk cache and the claims pass between the two, so a helper that
+    fails only costs this process the compiles it would have done anyway.
+    """
     # the helper loads this very package by its path, and nothing from the current
     # directory (which `python -c` would put first on sys.path)
     package = os.path.dirname(os.path.abspath(__file__))
@@ -278,9 +292,8 @@ def _start_compile_helper(codes: list[int]):
         f"submodule_search_locations=[{package!r}])\n"
         "module = importlib.util.module_from_spec(spec); sys.modules['cnnc'] = module\n"
         "spec.loader.exec_module(module)\n"
-        "from cnnc.kernels.interpreter import compile_kernel\n"
-        f"for code in {list(codes)!r}:\n"
-        "    compile_kernel(code)\n"
+        "from cnnc.runtime import compile_claimed\n"
+        f"compile_claimed({list(codes)!r}, {claims!r})\n"
     )
     try:
         return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,

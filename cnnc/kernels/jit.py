@@ -105,13 +105,39 @@ class _SharedFunctionCache(FunctionCache):
         return (*super()._index_key(sig, codegen), sources_digest(), repr(current_target()))
 
 
-def cached_njit(**options):
-    """`numba.njit(**options)` with the disk cache above."""
+@contextlib.contextmanager
+def _llvm_opt_level(level: int):
+    """LLVM's optimisation passes at ``level`` (Numba's ``NUMBA_OPT``, read as each pass
+    pipeline is built) for what compiles in this block, in this thread alone: Numba's
+    compiler lock is held throughout."""
+    from numba.core import config
+    from numba.core.compiler_lock import global_compiler_lock
+    with global_compiler_lock:
+        saved = config.OPT
+        config.OPT = type(saved)(level)
+        try:
+            yield
+        finally:
+            config.OPT = saved
+
+
+def cached_njit(llvm_opt: int | None = None, **options):
+    """`numba.njit(**options)` with the disk cache above; ``llvm_opt`` compiles the
+    function (and what it calls) at that LLVM optimisation level instead of Numba's
+    (3, unless ``NUMBA_OPT`` says otherwise)."""
 
     def wrap(py_func):
         dispatcher = numba.njit(**options)(py_func)
         # what Dispatcher.enable_caching (cache=True) does, with the safe cache class
         dispatcher._cache = _SharedFunctionCache(dispatcher.py_func)
+        if llvm_opt is not None:
+            compile_at_default = dispatcher.compile
+
+            def compile(sig):  # every compile of the dispatcher goes through this
+                with _llvm_opt_level(llvm_opt):
+                    return compile_at_default(sig)
+
+            dispatcher.compile = compile
         return dispatcher
 
     return wrap

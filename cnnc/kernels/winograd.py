@@ -195,7 +195,11 @@ def _gather(xf, cbase, d, ntl, tn, tr, tc, inner, al, H, W, CHW):
 # ---------------------------------------------------------------- conv2d_winograd
 
 
-@cached_njit(parallel=True, error_model="numpy")
+# LLVM at -O2: the kernel's inner loops are explicit vector IR (the micro-kernel and the
+# transforms), which -O3's further passes do not speed up (two 64-channel layers at 56x56:
+# 9.5-11.5 ms at -O3, 11.1-11.7 at -O2, batch 1; 35.5 and 33-37 ms at batch 8, noisy),
+# while they cost its cold compile 19.8 -> 12.2 s.
+@cached_njit(llvm_opt=2, parallel=True, error_model="numpy")
 def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, res, rc0):
     """``out[:, oc0:oc0+K] = act(conv3x3(x[:, xc0:xc0+cin], w) + bias [+ res[:, rc0:rc0+K]])``
     by Winograd F(m x m, 3 x 3), stride 1.
