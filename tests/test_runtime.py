@@ -400,3 +400,43 @@ def test_a_plan_compiles_its_own_kernels_for_the_interpreters_types():
     assert [code for code in range(len(SIGNATURES)) if plan._fns[code]] == plan.codes
     assert interpreter_types() == tuple(numba.typeof(a) for a in (
         1, plan.arena(1), *plan.encoded, plan._fns))
+
+
+def test_the_two_compiling_processes_never_take_the_same_kernel(tmp_path, monkeypatch):
+    """compile_claimed compiles, in order, each kernel no other process has claimed in the
+    claims directory, and claims it; a None directory compiles them all."""
+    from cnnc import runtime
+    compiled = []
+    monkeypatch.setattr(runtime, "compile_kernel", compiled.append)
+    (tmp_path / "3").touch()  # the other process has kernel 3
+    runtime.compile_claimed([5, 3, 7], str(tmp_path))
+    assert compiled == [5, 7]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["3", "5", "7"]
+    compiled.clear()
+    runtime.compile_claimed([5, 3, 7], str(tmp_path))  # all claimed now
+    assert compiled == []
+    runtime.compile_claimed([5, 3], None)
+    assert compiled == [5, 3]
+
+
+def test_a_kernel_compiled_at_its_own_llvm_level_leaves_numbas_alone():
+    """cached_njit(llvm_opt=2) lowers LLVM's level for that kernel's compile only, and
+    puts Numba's back after a compile that fails too."""
+    from numba.core import config
+    from numba.core.errors import TypingError
+
+    from cnnc.kernels.jit import _llvm_opt_level, cached_njit
+    before = config.OPT
+    with _llvm_opt_level(2):
+        assert int(config.OPT) == 2
+    assert config.OPT is before
+
+    @cached_njit(llvm_opt=2)
+    def twice(x):
+        return 2 * x
+
+    assert twice(21) == 42
+    assert config.OPT is before
+    with pytest.raises(TypingError):
+        twice(None)
+    assert config.OPT is before
