@@ -153,6 +153,13 @@ POOL_CASES = [
     (3, 3, 8, 8, (2, 2), (2, 2), "valid"),
     (2, 3, 9, 7, (3, 3), (2, 2), "valid"),
     (1, 3, 9, 7, (3, 3), (1, 1), "same"),
+    # 3x3/1 "same": the max pool's two-pass path (pool._maxpool3x3_same), its edges
+    (2, 3, 2, 2, (3, 3), (1, 1), "same"),
+    (2, 2, 2, 9, (3, 3), (1, 1), "same"),
+    (1, 2, 9, 2, (3, 3), (1, 1), "same"),
+    (3, 4, 14, 14, (3, 3), (1, 1), "same"),
+    (2, 2, 5, 3, (3, 3), (1, 1), "same"),
+    (1, 2, 7, 1, (3, 3), (1, 1), "same"),  # one column: the general path
     (3, 3, 9, 8, (3, 3), (2, 2), "same"),
     (2, 3, 10, 10, (3, 3), (2, 2), "same"),  # pads (0, 1)
     (1, 2, 11, 9, (3, 3), (3, 3), "same"),
@@ -201,13 +208,14 @@ def test_avgpool2d(case):
     check(out, 1, ref)
 
 
-def test_maxpool2d_all_negative_with_padding():
+@pytest.mark.parametrize("stride", [2, 1])
+def test_maxpool2d_all_negative_with_padding(stride):
     """Padding must never win, even where every input value is negative."""
     rng = rng_for("maxneg")
     x = -np.abs(random(rng, 2, 3, 6, 5)) - 1.0
-    ref = F.max_pool2d(torch.from_numpy(x), 3, 2, padding=1)
+    ref = F.max_pool2d(torch.from_numpy(x), 3, stride, padding=1)
     out = output_buffer(2, 3, ref.shape[2], ref.shape[3], oc0=0)
-    K.pool2d(x, 0, 3, out, 0, 3, 3, 2, 2, 1, 1, 1)
+    K.pool2d(x, 0, 3, out, 0, 3, 3, stride, stride, 1, 1, 1)
     check(out, 0, ref)
 
 
