@@ -273,11 +273,6 @@ def kernel_addresses(codes) -> np.ndarray:
     return fns
 
 
-def compile_interpreter() -> None:
-    """Compile ``run_plan`` (or load it from the disk cache); it needs no kernel."""
-    run_plan.compile(interpreter_types())
-
-
 if __name__ == "__main__":  # regenerate: the stale module is not imported
     GENERATED.write_text(generate_source(), encoding="utf-8")
     print(f"wrote {GENERATED}", file=sys.stderr)
