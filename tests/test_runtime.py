@@ -400,6 +400,11 @@ def test_a_plan_compiles_its_own_kernels_for_the_interpreters_types():
     assert [code for code in range(len(SIGNATURES)) if plan._fns[code]] == plan.codes
     assert interpreter_types() == tuple(numba.typeof(a) for a in (
         1, plan.arena(1), *plan.encoded, plan._fns))
+    # and the disk cache is seen to hold them: the next process starts no compile helper
+    from cnnc.kernels.interpreter import run_plan
+    from cnnc.kernels.jit import is_cached
+    assert all(is_cached(SIGNATURES[code][0], kernel_types(code)) for code in plan.codes)
+    assert is_cached(run_plan, interpreter_types())
 
 
 def test_the_two_compiling_processes_never_take_the_same_kernel(tmp_path, monkeypatch):
