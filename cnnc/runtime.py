@@ -198,8 +198,8 @@ class Plan:
         the disk cache when it is done.
         """
         start = time.perf_counter()
-        todo = [c for c in self.codes if not is_cached(SIGNATURES[c][0], kernel_types(c))]
-        if not is_cached(run_plan, interpreter_types()):
+        todo = [c for c in self.codes if not _ready(SIGNATURES[c][0], kernel_types(c))]
+        if not _ready(run_plan, interpreter_types()):
             todo.append(INTERPRETER)
         todo.sort(key=_compile_cost, reverse=True)
         claims = _claims_directory() if len(todo) > 1 else None
@@ -217,7 +217,10 @@ class Plan:
             compile_claimed(todo, claims, show)
             if helper is not None:
                 show("(waiting for the second process)")
-                helper.wait()  # it leaves its kernels in the disk cache (or failed)
+                try:  # it leaves its kernels in the disk cache (or failed: compiled below)
+                    helper.wait(timeout=HELPER_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    pass  # stuck: killed below, and its kernels compiled here
             self.interpreter.compile(interpreter_types())
             self._fns = kernel_addresses(self.codes)  # loads (or compiles) the helper's
         finally:  # interrupted or failed: the helper does not outlive us
@@ -237,6 +240,17 @@ class Plan:
 # costliest are compiled first, so the two processes of a cold compile end together.
 COMPILE_COST = {"conv2d_packed": 25, "conv2d_winograd": 13, "pool2d": 21, "run_plan": 7,
                 "dense": 5}
+
+
+# A helper still compiling after this long is taken to be stuck (the costliest kernel
+# takes ~25 s here, ~100 s on a loaded machine): it is killed and its kernels compiled here.
+HELPER_TIMEOUT_S = 900
+
+
+def _ready(dispatcher, argtypes: tuple) -> bool:
+    """Whether ``dispatcher`` needs no compile for ``argtypes``: compiled in this process
+    already, or in the disk cache."""
+    return tuple(argtypes) in dispatcher.overloads or is_cached(dispatcher, argtypes)
 
 
 def _compile_cost(code: int) -> float:

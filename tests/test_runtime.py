@@ -445,3 +445,17 @@ def test_a_kernel_compiled_at_its_own_llvm_level_leaves_numbas_alone():
     with pytest.raises(TypingError):
         twice(None)
     assert config.OPT is before
+
+
+def test_the_interpreter_refuses_a_step_of_a_kernel_it_has_no_address_for():
+    """A step whose kernel has no address in ``fns`` (or an opcode outside the table) is
+    an error, never a call of address 0."""
+    import numpy as np
+
+    plan = cnnc.compile_source(SMALL, progress=False)._plan
+    params, ops, ints, floats = plan.encoded
+    arena = plan.arena(1)
+    for fns, bad_ops in ((np.zeros_like(plan._fns), ops),
+                         (plan._fns, np.full_like(ops, 99))):
+        with pytest.raises(ValueError, match="unknown or uncompiled"):
+            plan.interpreter(1, arena, params, bad_ops, ints, floats, fns)

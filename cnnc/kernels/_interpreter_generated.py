@@ -39,6 +39,8 @@ def run_plan(n, arena, params, ops, ints, floats, fns):
     address of kernel ``op``."""
     for s in range(ops.size):
         op = ops[s]
+        if op < 0 or op >= fns.size or fns[op] == 0:  # never call address 0
+            raise ValueError("run_plan: a step of an unknown or uncompiled kernel")
         r = ints[s]
         f = floats[s]
         if op == 0:

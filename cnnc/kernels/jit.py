@@ -114,8 +114,8 @@ def _llvm_opt_level(level: int):
     from numba.core.compiler_lock import global_compiler_lock
     with global_compiler_lock:
         saved = config.OPT
-        config.OPT = type(saved)(level)
         try:
+            config.OPT = type(saved)(level)
             yield
         finally:
             config.OPT = saved

@@ -67,11 +67,20 @@ def local_cluster(workers: int):
     # port of 127.0.0.1, not 8787, which another cluster may hold. The workers run
     # cnnc.predict.worker's dask_setup when they start (Dask's preload). The nanny hands
     # the configuration in force here on to the workers it starts.
+    # The workers also get it as DASK_* variables: a nanny copies the configuration only
+    # shallowly, so a worker it restarts later would otherwise start with Dask's defaults.
+    env = {**WORKER_ENV, **{_dask_variable(k): str(v) for k, v in LOCAL_CONFIG.items()}}
     with dask.config.set(LOCAL_CONFIG):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                             host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                            silence_logs=logging.ERROR, env=dict(WORKER_ENV),
+                            silence_logs=logging.ERROR, env=env,
                             preload=["cnnc.predict.worker"])
+
+
+def _dask_variable(key: str) -> str:
+    """The environment variable of a Dask configuration key
+    (``distributed.worker.profile.enabled`` -> ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED``)."""
+    return "DASK_" + "__".join(part.upper().replace("-", "_") for part in key.split("."))
 
 
 def connect(scheduler: str, timeout: float = 30.0):
