@@ -270,11 +270,16 @@ def _claims_directory() -> str | None:
         return None
 
 
-def compile_claimed(codes: list[int], claims: str | None, show=lambda name: None) -> None:
+def compile_claimed(codes: list[int], claims: str | None, show=lambda name: None,
+                    parent: int | None = None) -> None:
     """Compile the kernels of ``codes`` (``compile_kernel``'s codes) in order, each one
     that no other process has claimed in the directory ``claims`` (None: all): the two
-    processes of a cold compile take the next kernel as they come free."""
+    processes of a cold compile take the next kernel as they come free. A helper (its
+    ``parent`` the process that started it) stops before its next kernel once that
+    process is gone or has removed ``claims`` (done, failed or killed)."""
     for code in codes:
+        if parent is not None and (os.getppid() != parent or not os.path.isdir(claims)):
+            return
         if claims is not None:
             try:
                 os.close(os.open(os.path.join(claims, str(code)),
@@ -307,7 +312,7 @@ def _start_compile_helper(codes: list[int], claims: str):
         "module = importlib.util.module_from_spec(spec); sys.modules['cnnc'] = module\n"
         "spec.loader.exec_module(module)\n"
         "from cnnc.runtime import compile_claimed\n"
-        f"compile_claimed({list(codes)!r}, {claims!r})\n"
+        f"compile_claimed({list(codes)!r}, {claims!r}, parent={os.getpid()})\n"
     )
     try:
         return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,

@@ -515,8 +515,11 @@ def test_a_worker_keeps_its_heap_despite_the_nannys_malloc_setting(tmp_path):
 
 
 def test_keep_heap_leaves_a_plain_process_alone(monkeypatch):
+    """Nothing to undo without Dask's setting, and a value of the user's own is kept."""
     from cnnc.predict import worker
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    assert worker.keep_heap() is False
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1048576")
     assert worker.keep_heap() is False
 
 

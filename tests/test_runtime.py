@@ -5,6 +5,7 @@ weights go from cnnc to torch by the names of §6.
 """
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -422,6 +423,15 @@ def test_the_two_compiling_processes_never_take_the_same_kernel(tmp_path, monkey
     assert compiled == []
     runtime.compile_claimed([5, 3], None)
     assert compiled == [5, 3]
+    # a helper whose parent is gone, or has removed the claims, stops
+    compiled.clear()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    runtime.compile_claimed([1, 2], str(fresh), parent=os.getppid() + 1)
+    runtime.compile_claimed([1, 2], str(tmp_path / "removed"), parent=os.getppid())
+    assert compiled == []
+    runtime.compile_claimed([1, 2], str(fresh), parent=os.getppid())
+    assert compiled == [1, 2]
 
 
 def test_a_kernel_compiled_at_its_own_llvm_level_leaves_numbas_alone():

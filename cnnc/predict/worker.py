@@ -23,6 +23,7 @@ from .outdir import atomic_file, write_errors
 _KEEP = 2                   # networks kept per worker: the current model and one more
 _networks: dict = {}        # sha256 -> Network, in the order they were loaded
 _load_lock = threading.Lock()
+DASK_TRIM_THRESHOLD = "65536"  # distributed.nanny.pre-spawn-environ's default
 _MMAP_THRESHOLD = 32 << 20  # glibc's largest dynamic mmap threshold (64-bit)
 _TRIM_THRESHOLD = 64 << 20  # twice it, as glibc's dynamic rule would set
 
@@ -36,7 +37,9 @@ def keep_heap() -> bool:
     and ~15% of a worker's time on the predict benchmark. The thresholds are set to what
     glibc's own rule reaches in a plain process; the worker then keeps up to 64 MiB of
     freed memory instead of returning it at once. True if they were set."""
-    if not os.environ.get("MALLOC_TRIM_THRESHOLD_") or not sys.platform.startswith("linux"):
+    # Dask's value only: a different one was set on purpose, by the user
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_") != DASK_TRIM_THRESHOLD or not (
+            sys.platform.startswith("linux")):
         return False
     import ctypes
     try:
