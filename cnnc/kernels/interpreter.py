@@ -10,7 +10,7 @@ the table ``fns`` (``kernel_addresses``), not as a dispatcher: a jitted caller o
 dispatcher is linked with the callee's code and generates its machine code again, which
 made compiling an interpreter cost as much as compiling all its kernels once more (14 s
 of GoogLeNet's cold compile). So ``run_plan`` has one signature and one small compiled
-body for every network, compiled once per machine (~2 s) and cached on disk; a network
+body for every network, compiled once per machine (~7 s) and cached on disk; a network
 compiles only its own kernels, each for the one signature ``kernel_types`` gives it.
 
 ``SIGNATURES`` declares, once, every kernel the interpreter calls and the kinds of its
@@ -253,10 +253,9 @@ def compile_kernel(code: int) -> None:
 def kernel_address(code: int) -> int:
     """The address of kernel ``code``'s compiled code (compiled or loaded first), which
     stays valid while the process runs (its dispatcher keeps the code)."""
-    kernel, _ = SIGNATURES[code]
-    argtypes = kernel_types(code)
-    kernel.compile(argtypes)
-    compiled = kernel.overloads[argtypes]
+    compile_kernel(code)
+    kernel = SIGNATURES[code][0]
+    compiled = kernel.overloads[kernel_types(code)]
     if compiled.signature.return_type != numba.types.none:
         raise TypeError(f"{kernel.__name__} returns {compiled.signature.return_type}; "
                         "run_plan calls kernels that return nothing")

@@ -31,8 +31,6 @@ import contextlib
 import functools
 import hashlib
 import os
-import platform
-import sys
 from pathlib import Path
 
 import numba
@@ -153,16 +151,6 @@ def is_cached(dispatcher, argtypes: tuple) -> bool:
         return key in cache._cache_file._load_index()
     except Exception:  # noqa: BLE001 - an unreadable index: as good as none
         return False
-
-
-def warm_key() -> str:
-    """What the disk cache's entries depend on: the kernel sources, Numba, Python, the CPU
-    (name and features, as in Numba's own key), the target and where the cache is; a
-    marker holding it says that something was compiled for exactly this."""
-    from llvmlite import binding as llvm
-    return "\n".join([sources_digest(), numba.__version__, sys.version, platform.machine(),
-                      llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
-                      repr(current_target()), os.environ.get("NUMBA_CACHE_DIR", "")])
 
 
 def cache_directory_of(dispatcher) -> str:

@@ -65,10 +65,10 @@ def local_cluster(workers: int):
     from distributed import LocalCluster
     # The scheduler's HTTP server (the dashboard, if bokeh is installed) takes any free
     # port of 127.0.0.1, not 8787, which another cluster may hold. The workers run
-    # cnnc.predict.worker's dask_setup when they start (Dask's preload). The nanny hands
-    # the configuration in force here on to the workers it starts.
-    # The workers also get it as DASK_* variables: a nanny copies the configuration only
-    # shallowly, so a worker it restarts later would otherwise start with Dask's defaults.
+    # cnnc.predict.worker's dask_setup when they start (Dask's preload). LOCAL_CONFIG: the
+    # scheduler (in this process) reads it as it starts; the workers get it as DASK_*
+    # variables, which a worker the nanny restarts gets too (the configuration a nanny
+    # hands on is copied only shallowly, and set back to Dask's defaults after this call).
     env = {**WORKER_ENV, **{_dask_variable(k): str(v) for k, v in LOCAL_CONFIG.items()}}
     with dask.config.set(LOCAL_CONFIG):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
