@@ -1,10 +1,11 @@
 """Winograd convolution (cnnc/kernels/winograd.py, the `winograd` pass) against PyTorch.
 
 The kernel is checked directly on small random shapes (odd sizes, valid/same/explicit
-padding, batches 1 and 3, channel counts that are not multiples of the micro-kernel's
-tile, channel offsets, the residual and activation epilogue) for both tiles, F(2x2, 3x3)
-and F(4x4, 3x3); then a ResNet basic block compiled whole, whose convs the pass picks,
-against a float64 PyTorch twin; then the choice rule and the switches that turn it off.
+padding, batches 1 and 3, rows wide enough for whole vectors of tiles, channel counts that
+are not multiples of the micro-kernel's tile, channel offsets, the residual and activation
+epilogue) for both tiles, F(2x2, 3x3) and F(4x4, 3x3); then a ResNet basic block compiled
+whole, whose convs the pass picks, against a float64 PyTorch twin; then the choice rule and
+the switches that turn it off.
 """
 
 import zlib
@@ -49,6 +50,7 @@ CASES = [
     (1, 5, 8, 8, 6, "same"),
     (3, 5, 30, 29, 9, "same"),  # many tiles: several blocks, the last one partial
     (1, 64, 12, 12, 70, (1, 1)),  # few tiles, many k blocks: a block split over k
+    (2, 4, 9, 70, 5, (1, 1)),  # wide rows: whole and partial runs of a vector's tiles
 ]
 
 

@@ -14,19 +14,26 @@ summed over the input channels is a GEMM, so a conv is ``(m+2)^2`` independent G
 1. Weights are transformed once, at compile time (:func:`pack_winograd_weights`):
    ``U[a] = G g G^T`` for every (k, c), packed ``[a][k_block][c][KT]`` as the micro-kernel
    reads them (K zero-padded to a multiple of ``KT``).
-2. Work items are blocks of ``TW`` consecutive tiles (a micro-kernel tile's width; the
-   tiles of all images numbered in a row) and, when blocks are few, a share of the output
-   channels, so both threads have work. Per item, the input transform: each tile's input
-   cells are gathered (zero outside the image: the padding) and transformed with vector
-   code across the ``TW`` tiles (``_lincomb``: LLVM vector IR, as the micro-kernel, since
-   Numba's own loops over a few lanes do not vectorise) into ``V[a][c][tile]``.
-   Channel ``c+1`` is gathered before channel ``c`` is transformed: the transform's vector
-   loads of scalar stores just made would stall on store forwarding.
-3. ``M[a][k][tile] = sum_c U[a][k][c] V[a][c][tile]``: per ``a`` and k block, one
-   micro-kernel call with the channels as its taps.
-4. Output transform per output channel, then the store: bias, the residual (fuse-residual)
-   and relu in the order conv2d_packed applies them, and the tile's cells inside the
-   output written to ``out``. Only no activation and relu: every activation of
+2. The input is first split into its ``m`` column phases (``_split_columns``, one parallel
+   pass, zero padding written in): in that layout the input cell ``(i, j)`` of ``VL`` tiles
+   side by side in a tile row is ``VL`` consecutive floats, one vector load.
+3. Tiles are numbered in *slots*: each tile row takes ``twp`` slots, its ``tw`` tiles
+   rounded up to whole vectors, so a vector of ``VL`` slots never spans two rows (the
+   spare slots compute junk that is never stored). Work items are blocks of ``TW``
+   consecutive slots (a micro-kernel tile's width) and, when blocks are few, a share of
+   the output channels, so both threads have work.
+4. Per item, the input transform ``V[a][c][slot]``: ``B^T d`` down the columns straight from
+   the phase-split input, then ``(.) B`` along the rows, each a vector of ``VL`` slots at a
+   time (``_lincomb``: LLVM vector IR, as the micro-kernel, since Numba's own loops over
+   a few lanes do not vectorise).
+5. ``M[k][a][slot] = sum_c U[a][k][c] V[a][c][slot]``: per ``a`` and k block, one
+   micro-kernel call with the channels as its taps (``_uk_rows``), its rows stored so that
+   one output channel's ``(m+2)^2`` rows are contiguous for the output transform.
+6. Output transform per output channel, then the epilogue and store (``_make_store``): for
+   the ``VL`` tiles of a vector, each output row they cover is one run of ``VL*m`` cells,
+   interleaved from the tiles' columns with vector shuffles and written with one masked
+   store, with bias, the residual (fuse-residual) and relu applied in the order
+   conv2d_packed applies them. Only no activation and relu: every activation of
    ``bias_activate_inplace`` inlined here cost a third of the kernel's compile time (38 ->
    27 s CPU, cold); the winograd pass leaves convs with other activations on the packed
    kernel.
@@ -40,10 +47,11 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .elementwise import ACT_RELU
-from .fastconv import _I64, _VEC, KT, TW, VL, _splat, _uk_full
+from .fastconv import _I32, _I64, _VEC, KT, TW, VL, VN, _emit_tile, _splat
 from .jit import cached_njit
 
 # Lavin & Gray's matrices: B^T (input), G (weights), A^T (output), for m = 4 and m = 2
@@ -146,6 +154,110 @@ _at4 = _make_lincomb(AT4)
 _at2 = _make_lincomb(AT2)
 
 
+@intrinsic
+def _uk_rows(typingctx, x, xoff, offs, ntap, w, woff, dst, doff, dstride):
+    """fastconv's full micro-kernel tile with its ``KT`` rows stored ``dstride`` apart:
+    ``dst[doff + k*dstride + VL*v : +VL] = acc[k][v]`` (``_emit_tile``). No bounds checks."""
+    sig = types.void(x, xoff, offs, ntap, w, woff, dst, doff, dstride)
+
+    def codegen(context, builder, sig, args):
+        xa, oa, wa, da = [context.make_array(sig.args[i])(context, builder, args[i])
+                          for i in (0, 2, 4, 6)]  # fmt: skip
+        acc = _emit_tile(context, builder, xa, args[1], oa, args[3], wa, args[5], VN)
+        for k in range(KT):
+            row = builder.add(args[7], builder.mul(args[8], ir.Constant(_I64, k)))
+            for v in range(VN):
+                p = builder.gep(da.data, [builder.add(row, ir.Constant(_I64, VL * v))])
+                builder.store(acc[k][v], builder.bitcast(p, _VEC.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _broadcast(builder, value, width):
+    """A vector of ``width`` lanes, each ``value`` (a scalar of the vector's element type)."""
+    vtype = ir.VectorType(value.type, width)
+    one = builder.insert_element(ir.Constant(vtype, ir.Undefined), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(_I32, width), [0] * width))
+
+
+def _make_store(m):
+    """An intrinsic ``st(y, yoff, ystride, out, ooff, b, res, roff, relu, ncols)``: the
+    Winograd epilogue of ``VL`` tiles side by side in a tile row. The ``m`` vectors
+    ``y_j = y[yoff + j*ystride : +VL]`` (column ``j`` of each tile's output row) are
+    interleaved into the ``VL*m`` consecutive cells of the output row they cover:
+
+        out[ooff + t*m + j] = act((y_j[t] + b) [+ res[roff + t*m + j]])   (t*m + j < ncols)
+
+    the residual added when ``roff >= 0``, relu when ``relu != 0`` (``v if v > 0 else 0``,
+    as conv2d_packed's store), only the first ``ncols`` cells read and written (masked
+    loads and stores: a row's last tiles may pass its end). No bounds checks.
+    """
+    width = VL * m
+    wide = ir.VectorType(ir.FloatType(), width)
+    wptr = wide.as_pointer()
+    mtype = ir.VectorType(ir.IntType(1), width)
+    # y_0 .. y_{m-1} concatenated is w[j*VL + t]; the cells want t*m + j
+    order = ir.Constant(ir.VectorType(_I32, width), [j * VL + t for t in range(VL)
+                                                      for j in range(m)])  # fmt: skip
+
+    @intrinsic
+    def st(typingctx, y, yoff, ystride, out, ooff, b, res, roff, relu, ncols):
+        sig = types.void(y, yoff, ystride, out, ooff, b, res, roff, relu, ncols)
+
+        def codegen(context, builder, sig, args):
+            ya, oa, ra = [context.make_array(sig.args[i])(context, builder, args[i])
+                          for i in (0, 3, 6)]  # fmt: skip
+            yoff_, ystride_, ooff_, b_, roff_, relu_, ncols_ = args[1:3] + args[4:6] + args[7:]
+            module = builder.module
+            mload = cgutils.get_or_insert_function(
+                module, ir.FunctionType(wide, [wptr, _I32, mtype, wide]),
+                f"llvm.masked.load.v{width}f32.p0")  # fmt: skip
+            mstore = cgutils.get_or_insert_function(
+                module, ir.FunctionType(ir.VoidType(), [wide, wptr, _I32, mtype]),
+                f"llvm.masked.store.v{width}f32.p0")  # fmt: skip
+            lanes = ir.Constant(ir.VectorType(_I64, width), list(range(width)))
+            mask = builder.icmp_signed("<", lanes, _broadcast(builder, ncols_, width))
+            vs = []
+            for j in range(m):
+                index = builder.add(yoff_, builder.mul(ystride_, ir.Constant(_I64, j)))
+                vs.append(builder.load(builder.bitcast(builder.gep(ya.data, [index]),
+                                                       _VEC.as_pointer()), align=4))  # fmt: skip
+            while len(vs) > 1:  # concatenate pairwise
+                n = 2 * vs[0].type.count
+                both = ir.Constant(ir.VectorType(_I32, n), list(range(n)))
+                vs = [builder.shuffle_vector(vs[i], vs[i + 1], both)
+                      for i in range(0, len(vs), 2)]  # fmt: skip
+            val = builder.shuffle_vector(vs[0], vs[0], order)
+            val = builder.fadd(val, _broadcast(builder, b_, width))
+            # the residual: its load behind a branch (with roff < 0, res may be any array)
+            before = builder.basic_block
+            with builder.if_then(builder.icmp_signed(">=", roff_, ir.Constant(_I64, 0))):
+                rptr = builder.bitcast(builder.gep(ra.data, [roff_]), wptr)
+                skip = builder.call(mload, [rptr, ir.Constant(_I32, 4), mask,
+                                            ir.Constant(wide, None)])  # fmt: skip
+                added = builder.fadd(val, skip)
+                with_res = builder.basic_block
+            phi = builder.phi(wide)
+            phi.add_incoming(val, before)
+            phi.add_incoming(added, with_res)
+            zero = ir.Constant(wide, None)
+            use_relu = builder.icmp_signed("!=", relu_, ir.Constant(relu_.type, 0))
+            relued = builder.select(builder.fcmp_ordered(">", phi, zero), phi, zero)
+            val = builder.select(use_relu, relued, phi)
+            optr = builder.bitcast(builder.gep(oa.data, [ooff_]), wptr)
+            builder.call(mstore, [val, optr, ir.Constant(_I32, 4), mask])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return st
+
+
+_store4 = _make_store(4)
+_store2 = _make_store(2)
+
+
 @numba.njit(error_model="numpy")
 def _input_transform(m, src, soff, sstride, dst, doff, dstride, lanes):
     """``dst_i = sum_k B^T[i, k] src_k`` (rows ``soff + k*sstride``, ``doff + i*dstride``)
@@ -167,29 +279,65 @@ def _output_transform(m, src, soff, sstride, dst, doff, dstride, lanes):
             _at2(src, soff + q, sstride, dst, doff + q, dstride)
 
 
-@numba.njit(error_model="numpy")
-def _gather(xf, cbase, d, ntl, tn, tr, tc, inner, al, H, W, CHW):
-    """``d[i*al + j, p] = x[tn[p], c, tr[p] + i, tc[p] + j]`` (0 outside the image) for the
-    ``ntl`` tiles of a block; ``xf`` is ``x`` flat, ``cbase`` channel ``c``'s offset in an
-    image of ``CHW`` floats, ``inner[p]`` whether tile ``p`` lies inside the image."""
-    for p in range(ntl):
-        base = tn[p] * CHW + cbase
-        r0 = tr[p]
-        c0 = tc[p]
-        if inner[p]:
-            for i in range(al):
-                s = base + (r0 + i) * W + c0
-                for j in range(al):
-                    d[i * al + j, p] = xf[s + j]
-        else:
-            for i in range(al):
-                row = r0 + i
-                for j in range(al):
-                    col = c0 + j
-                    if 0 <= row < H and 0 <= col < W:
-                        d[i * al + j, p] = xf[base + row * W + col]
-                    else:
-                        d[i * al + j, p] = 0.0
+@cached_njit(parallel=True, error_model="numpy")
+def _split_columns(x, xc0, cin, xq, m, Hr, U, pt, pl):
+    """``xq[n, c, ph, r, u] = xpad[n, xc0+c, r, m*u + ph]`` (0 in the padding): the zero-padded
+    input (``pt`` rows on top, ``pl`` columns on the left) split into its ``m`` column
+    phases, each ``Hr`` rows of ``U`` columns. Tile ``(ty, tx)``'s input cell ``(i, j)`` is
+    then ``xq[n, c, j % m, m*ty + i, tx + j // m]``: for ``VL`` tiles side by side in a tile
+    row, ``VL`` consecutive floats -- one vector load, no gather."""
+    N, Cx, H, W = x.shape
+    plane = Hr * U
+    xf = x.reshape(x.size)
+    lo = min(pl, m * U)  # the padded row: pl zeros, the image row, zeros up to m*U
+    hi = min(pl + W, m * U)
+    for q in numba.prange(N * cin):
+        n = q // cin
+        c = q - n * cin
+        src0 = ((n * Cx + xc0 + c) * H - pt) * W - pl
+        base = q * m * plane
+        row = np.empty(m * U, np.float32)
+        for u in range(m * U):
+            row[u] = 0.0
+        for r in range(Hr):
+            inside = pt <= r < pt + H
+            if inside:
+                s = src0 + r * W
+                for u in range(lo, hi):
+                    row[u] = xf[s + u]
+            d = base + r * U
+            if m == 4:  # one pass splits the row into its phases (vectorised shuffles)
+                d0 = xq[d : d + U]
+                d1 = xq[d + plane : d + plane + U]
+                d2 = xq[d + 2 * plane : d + 2 * plane + U]
+                d3 = xq[d + 3 * plane : d + 3 * plane + U]
+                if inside:
+                    for u in range(U):
+                        d0[u] = row[4 * u]
+                        d1[u] = row[4 * u + 1]
+                        d2[u] = row[4 * u + 2]
+                        d3[u] = row[4 * u + 3]
+                else:
+                    for u in range(U):
+                        d0[u] = 0.0
+                    for u in range(U):
+                        d1[u] = 0.0
+                    for u in range(U):
+                        d2[u] = 0.0
+                    for u in range(U):
+                        d3[u] = 0.0
+            else:
+                d0 = xq[d : d + U]
+                d1 = xq[d + plane : d + plane + U]
+                if inside:
+                    for u in range(U):
+                        d0[u] = row[2 * u]
+                        d1[u] = row[2 * u + 1]
+                else:
+                    for u in range(U):
+                        d0[u] = 0.0
+                    for u in range(U):
+                        d1[u] = 0.0
 
 
 # ---------------------------------------------------------------- conv2d_winograd
@@ -216,9 +364,10 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     a2 = al * al
     th = (OH + m - 1) // m
     tw = (OW + m - 1) // m
-    per_image = th * tw
-    ntiles = N * per_image
-    nblocks = (ntiles + TW - 1) // TW
+    twp = (tw + VL - 1) // VL * VL  # tile slots a tile row: whole vectors, never two rows
+    per_image = th * twp
+    nslots = N * per_image
+    nblocks = (nslots + TW - 1) // TW
     nkb = (K + KT - 1) // KT
     kpad = nkb * KT
     # few blocks (a small plane): each is split over k blocks too, so that every thread
@@ -232,108 +381,97 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     offs = np.empty(cin, np.int64)  # the micro-kernel's taps: the input channels of V[a]
     for c in range(cin):
         offs[c] = c * TW
-    xf = x.reshape(x.size)
+    Hr = m * th + 2
+    U = twp + 1
+    xq = np.empty(N * cin * m * Hr * U, np.float32)
+    _split_columns(x, xc0, cin, xq, m, Hr, U, pt, pl)
     # every scratch array is allocated here, none in the parallel loop: array expressions
     # there become nested parallel loops, which doubled the kernel's compile time
     vbuf = np.empty((nchunks, a2 * cin * TW), np.float32)
     mbuf = np.empty((nchunks, a2 * kpad * TW), np.float32)
-    gbuf = np.empty((nchunks, 2, a2, TW), np.float32)  # gathered input cells, two channels
     ebuf = np.empty((nchunks, a2 * TW), np.float32)
     ybuf = np.empty((nchunks, m * m * TW), np.float32)
-    tbuf = np.empty((nchunks, 3, TW), np.int64)  # each tile's image, top row, left column
-    ibuf = np.empty((nchunks, TW), np.bool_)  # whether the tile lies inside the image
+    tbuf = np.empty((nchunks, 3, TW), np.int64)  # each slot's image, top row, left column
     for chunk in numba.prange(nchunks):
         _winograd_chunk(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks,
-                        vbuf[chunk], mbuf[chunk], gbuf[chunk], ebuf[chunk], ybuf[chunk],
-                        tbuf[chunk], ibuf[chunk], xf, xc0, cin, Cx, H, W, out, oc0, K, upk,
-                        bias, m, pt, pl, act, res, rc0, offs, per_image, tw, ntiles, nks,
-                        nkb, kpad, OH, OW)
+                        vbuf[chunk], mbuf[chunk], ebuf[chunk], ybuf[chunk], tbuf[chunk], xq,
+                        cin, Hr, U, out, oc0, K, upk, bias, m, act, res, rc0, offs,
+                        per_image, twp, tw, nslots, nks, nkb, kpad, OH, OW)
 
 
 # Not inlined: the prange loop above only calls this, so Numba's parallel passes (which
 # copy and analyse the loop body several times) see one call (as fastconv._conv_chunk).
 @numba.njit(error_model="numpy")
-def _winograd_chunk(first, last, V, M, gathered, e, y, tiles, inner, xf, xc0, cin, Cx, H, W,
-                    out, oc0, K, upk, bias, m, pt, pl, act, res, rc0, offs, per_image, tw,
-                    ntiles, nks, nkb, kpad, OH, OW):  # fmt: skip
+def _winograd_chunk(first, last, V, M, e, y, tiles, xq, cin, Hr, U, out, oc0, K, upk, bias, m,
+                    act, res, rc0, offs, per_image, twp, tw, nslots, nks, nkb, kpad, OH,
+                    OW):  # fmt: skip
     """Work items ``[first, last)`` of conv2d_winograd (one chunk)."""
     al = m + 2
     a2 = al * al
-    HW = H * W
+    plane = Hr * U
     tn = tiles[0]
-    tr = tiles[1]
-    tc = tiles[2]
-    for q in range(TW):  # lanes past a block's tiles must hold zeros (finite junk)
-        for a in range(a2):
-            gathered[0, a, q] = 0.0
-            gathered[1, a, q] = 0.0
+    th0 = tiles[1]  # the tile's first output row, -1 for a slot holding no tile
+    tw0 = tiles[2]  # its first output column
+    out_flat = out.reshape(out.size)
+    res_flat = res.reshape(res.size)
     for item in range(first, last):
         blk = item // nks
         share = item - blk * nks
         kb0 = nkb * share // nks
         kb1 = nkb * (share + 1) // nks
-        p0 = blk * TW
-        ntl = min(TW, ntiles - p0)
-        lanes = (ntl + VL - 1) // VL * VL
-        for p in range(ntl):
-            t = p0 + p
-            n = t // per_image
-            ty = (t - n * per_image) // tw
+        s0 = blk * TW
+        for p in range(TW):
+            s = s0 + p
+            n = s // per_image
+            ty = (s - n * per_image) // twp
+            tx = s - n * per_image - ty * twp
             tn[p] = n
-            tr[p] = ty * m - pt
-            tc[p] = (t - n * per_image - ty * tw) * m - pl
-            inner[p] = tr[p] >= 0 and tc[p] >= 0 and tr[p] + al <= H and tc[p] + al <= W
-        for p in range(ntl, TW):  # a partial block: the lanes past it
-            for a in range(a2):
-                gathered[0, a, p] = 0.0
-                gathered[1, a, p] = 0.0
-        # input transform: V[a, c, p]
-        _gather(xf, xc0 * HW, gathered[0], ntl, tn, tr, tc, inner, al, H, W, Cx * HW)
+            th0[p] = ty * m if s < nslots and tx < tw else -1
+            tw0[p] = tx * m
+        # input transform: V[a, c, p], a vector of VL slots (one tile row) at a time
         for c in range(cin):
-            if c + 1 < cin:
-                _gather(xf, (xc0 + c + 1) * HW, gathered[(c + 1) & 1], ntl, tn, tr, tc,
-                        inner, al, H, W, Cx * HW)  # fmt: skip
-            d = gathered[c & 1].reshape(a2 * TW)
-            for j in range(al):  # columns: e[i*al + j] = sum_k BT[i, k] d[k*al + j]
-                _input_transform(m, d, j * TW, al * TW, e, j * TW, al * TW, lanes)
+            for q in range(0, TW, VL):
+                s = s0 + q
+                if s >= nslots:  # past the last tile: finite junk
+                    for a in range(a2):
+                        e[a * TW + q : a * TW + q + VL] = 0.0
+                    continue
+                # a vector's first slot always holds a tile (twp < tw + VL)
+                base = (tn[q] * cin + c) * m * plane + th0[q] * U + tw0[q] // m
+                for j in range(al):  # columns: e[i*al + j] = sum_k BT[i, k] d[k*al + j]
+                    _input_transform(m, xq, base + (j % m) * plane + j // m, U, e,
+                                     j * TW + q, al * TW, VL)  # fmt: skip
             for i in range(al):  # rows: V[i*al + l, c] = sum_j BT[l, j] e[i*al + j]
                 _input_transform(m, e, i * al * TW, TW, V, (i * al * cin + c) * TW,
-                                 cin * TW, lanes)  # fmt: skip
-        # the GEMMs: M[a, k, p] = sum_c U[a, k, c] V[a, c, p]
+                                 cin * TW, TW)  # fmt: skip
+        # the GEMMs: M[k, a, p] = sum_c U[a, k, c] V[a, c, p]
         for a in range(a2):
             for kb in range(kb0, kb1):
-                _uk_full(V, a * cin * TW, offs, cin, upk, (a * nkb + kb) * cin * KT,
-                         M[(a * kpad + kb * KT) * TW :])
+                _uk_rows(V, a * cin * TW, offs, cin, upk, (a * nkb + kb) * cin * KT, M,
+                         (kb * KT * a2 + a) * TW, a2 * TW)
         # output transform, epilogue and store, channel by channel
         for k in range(kb0 * KT, min(kb1 * KT, K)):
-            for i in range(al):  # e[i*m + j] = sum_l AT[j, l] M[i*al + l, k]
-                _output_transform(m, M, (i * al * kpad + k) * TW, kpad * TW, e, i * m * TW,
-                                  TW, lanes)  # fmt: skip
+            for i in range(al):  # e[i*m + j] = sum_l AT[j, l] M[k, i*al + l]
+                _output_transform(m, M, (k * a2 + i * al) * TW, TW, e, i * m * TW, TW, TW)
             for j in range(m):  # y[i*m + j] = sum_l AT[i, l] e[l*m + j]
-                _output_transform(m, e, j * TW, m * TW, y, j * TW, m * TW, lanes)
+                _output_transform(m, e, j * TW, m * TW, y, j * TW, m * TW, TW)
+            # the epilogue as conv2d_packed's store: (y + bias) [+ skip], then relu; the
+            # VL tiles of a vector lie side by side in one tile row, so each output row
+            # they cover is one run of VL*m cells
             b = bias[k]
-            if rc0 >= 0:  # (conv + bias) + skip, then the activation (below)
-                for p in range(ntl):
-                    for i in range(m):
-                        oh = tr[p] + pt + i
-                        for j in range(m):
-                            ow = tc[p] + pl + j
-                            if oh < OH and ow < OW:
-                                q = (i * m + j) * TW + p
-                                y[q] = (y[q] + b) + res[tn[p], rc0 + k, oh, ow]
-                b = np.float32(0.0)
-            if act == ACT_RELU:  # as bias_activate_inplace, for the two it may get
-                for q in range(y.size):
-                    y[q] = max(y[q] + b, np.float32(0.0))
-            else:
-                for q in range(y.size):
-                    y[q] += b
-            for p in range(ntl):
-                for i in range(m):
-                    oh = tr[p] + pt + i
-                    if oh < OH:
-                        row = out[tn[p], oc0 + k, oh]
-                        for j in range(m):
-                            ow = tc[p] + pl + j
-                            if ow < OW:
-                                row[ow] = y[(i * m + j) * TW + p]
+            for q in range(0, TW, VL):
+                if th0[q] < 0:
+                    continue
+                n = tn[q]
+                ow0 = tw0[q]
+                ncols = min(VL * m, OW - ow0)
+                for i in range(min(m, OH - th0[q])):
+                    oh = th0[q] + i
+                    ooff = ((n * out.shape[1] + oc0 + k) * OH + oh) * OW + ow0
+                    roff = ((n * res.shape[1] + rc0 + k) * OH + oh) * OW + ow0 if rc0 >= 0 else -1
+                    if m == 4:
+                        _store4(y, i * m * TW + q, TW, out_flat, ooff, b, res_flat, roff,
+                                act == ACT_RELU, ncols)  # fmt: skip
+                    else:
+                        _store2(y, i * m * TW + q, TW, out_flat, ooff, b, res_flat, roff,
+                                act == ACT_RELU, ncols)  # fmt: skip
