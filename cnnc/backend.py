@@ -122,14 +122,16 @@ def conv_kernel(out_channels: int, groups: int, in_channels: int) -> str:
     return "packed" if out_channels // groups >= PACKED_MIN_CHANNELS_PER_GROUP else "generic"
 
 
-#: Winograd F(4x4, 3x3) pays where a conv has enough output tiles to amortise its input
-#: and output transforms and the weights' larger transformed form: at least 49 tiles of
-#: 4x4 per image (a 28x28 output) and 32 channels in and out. Measured on AVX2, 2 threads,
-#: against the packed kernel (docs/kernel-notes.md): 64 channels 56x56 1.25x (batch 1),
-#: 1.4x (batch 8); 128 at 28x28 1.0x and 1.7x; 256 at 14x14 0.8x and 2.0x; 512 at 7x7 0.3x
-#: and 1.0x. The plan serves every batch size, so the rule is batch 1's.
+#: Winograd pays where a conv has enough output tiles to amortise its input and output
+#: transforms and the weights' larger transformed form: F(4x4, 3x3) from 49 tiles of 4x4
+#: per image (a 25x25 output), else F(2x2, 3x3) from 49 tiles of 2x2 (13x13), with 16
+#: channels in and out. Measured on AVX2, 2 threads, batch 1, against the packed kernel
+#: (docs/kernel-notes.md): F(4x4) 1.4-1.8x from 27x27 up (16->64 channels at 55x55, 32->128
+#: at 27x27, 64 and 128 at 56x56 and 28x28), F(2x2) 1.15-1.3x at 13x13-16x16 (48->192 to
+#: 256->256) where F(4x4) lost (0.6-0.8x: few tiles fill few vector lanes); at 7x7 both
+#: lose (0.6x). The plan serves every batch size, so the rule is batch 1's.
 WINOGRAD_MIN_TILES = 49
-WINOGRAD_MIN_CHANNELS = 32
+WINOGRAD_MIN_CHANNELS = 16
 
 
 def winograd_runs(attrs: dict) -> bool:
@@ -142,12 +144,12 @@ def winograd_runs(attrs: dict) -> bool:
 
 def winograd_tile(attrs: dict, in_channels: int, out_shape: tuple) -> int:
     """The output tile m of the Winograd F(m x m, 3x3) kernel a conv should run, or 0 for
-    the direct kernels: only convs it computes (`winograd_runs`) qualify.
-    F(2x2, 3x3) never beat F(4x4, 3x3) where Winograd beat the direct kernel, so the rule
-    picks 4 or 0."""
-    if not winograd_runs(attrs):
+    the direct kernels: only convs it computes (`winograd_runs`) qualify; the largest m
+    whose tiles reach ``WINOGRAD_MIN_TILES`` an image."""
+    if not winograd_runs(attrs) or min(in_channels, out_shape[0]) < WINOGRAD_MIN_CHANNELS:
         return 0
-    k, oh, ow = out_shape
-    tiles = -(-oh // 4) * -(-ow // 4)
-    big = tiles >= WINOGRAD_MIN_TILES and min(in_channels, k) >= WINOGRAD_MIN_CHANNELS
-    return 4 if big else 0
+    _, oh, ow = out_shape
+    for m in (4, 2):
+        if -(-oh // m) * -(-ow // m) >= WINOGRAD_MIN_TILES:
+            return m
+    return 0

@@ -150,9 +150,14 @@ def conv_attrs(kernel=(3, 3), stride=(1, 1), dilation=(1, 1), groups=1) -> dict:
 def test_choice_rule():
     assert winograd_tile(conv_attrs(), 32, (32, 28, 28)) == 4
     assert winograd_tile(conv_attrs(), 64, (64, 56, 56)) == 4
-    assert winograd_tile(conv_attrs(), 256, (256, 14, 14)) == 0  # too few tiles
-    assert winograd_tile(conv_attrs(), 31, (32, 28, 28)) == 0  # too few channels
-    assert winograd_tile(conv_attrs(), 32, (31, 28, 28)) == 0
+    assert winograd_tile(conv_attrs(), 16, (16, 25, 25)) == 4  # 7 x 7 tiles of 4x4
+    assert winograd_tile(conv_attrs(), 256, (256, 24, 24)) == 2  # 6 x 6 of 4x4: too few
+    assert winograd_tile(conv_attrs(), 256, (256, 14, 14)) == 2
+    assert winograd_tile(conv_attrs(), 64, (64, 13, 13)) == 2  # 7 x 7 tiles of 2x2
+    assert winograd_tile(conv_attrs(), 512, (512, 12, 12)) == 0  # too few tiles
+    assert winograd_tile(conv_attrs(), 512, (512, 7, 7)) == 0
+    assert winograd_tile(conv_attrs(), 15, (32, 28, 28)) == 0  # too few channels
+    assert winograd_tile(conv_attrs(), 32, (15, 28, 28)) == 0
     assert winograd_tile(conv_attrs(stride=(2, 2)), 64, (64, 56, 56)) == 0
     assert winograd_tile(conv_attrs(dilation=(2, 2)), 64, (64, 56, 56)) == 0
     assert winograd_tile(conv_attrs(groups=2), 64, (64, 56, 56)) == 0
