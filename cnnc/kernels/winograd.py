@@ -306,38 +306,26 @@ def _split_columns(x, xc0, cin, xq, m, Hr, U, pt, pl):
                 for u in range(lo, hi):
                     row[u] = xf[s + u]
             d = base + r * U
-            if m == 4:  # one pass splits the row into its phases (vectorised shuffles)
+            if not inside:  # a padding row
+                for ph in range(m):
+                    for u in range(U):
+                        xq[d + ph * plane + u] = 0.0
+            elif m == 4:  # one pass splits the row into its phases (vectorised shuffles)
                 d0 = xq[d : d + U]
                 d1 = xq[d + plane : d + plane + U]
                 d2 = xq[d + 2 * plane : d + 2 * plane + U]
                 d3 = xq[d + 3 * plane : d + 3 * plane + U]
-                if inside:
-                    for u in range(U):
-                        d0[u] = row[4 * u]
-                        d1[u] = row[4 * u + 1]
-                        d2[u] = row[4 * u + 2]
-                        d3[u] = row[4 * u + 3]
-                else:
-                    for u in range(U):
-                        d0[u] = 0.0
-                    for u in range(U):
-                        d1[u] = 0.0
-                    for u in range(U):
-                        d2[u] = 0.0
-                    for u in range(U):
-                        d3[u] = 0.0
+                for u in range(U):
+                    d0[u] = row[4 * u]
+                    d1[u] = row[4 * u + 1]
+                    d2[u] = row[4 * u + 2]
+                    d3[u] = row[4 * u + 3]
             else:
                 d0 = xq[d : d + U]
                 d1 = xq[d + plane : d + plane + U]
-                if inside:
-                    for u in range(U):
-                        d0[u] = row[2 * u]
-                        d1[u] = row[2 * u + 1]
-                else:
-                    for u in range(U):
-                        d0[u] = 0.0
-                    for u in range(U):
-                        d1[u] = 0.0
+                for u in range(U):
+                    d0[u] = row[2 * u]
+                    d1[u] = row[2 * u + 1]
 
 
 # ---------------------------------------------------------------- conv2d_winograd
