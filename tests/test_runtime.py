@@ -460,8 +460,6 @@ def test_a_kernel_compiled_at_its_own_llvm_level_leaves_numbas_alone():
 def test_the_interpreter_refuses_a_step_of_a_kernel_it_has_no_address_for():
     """A step whose kernel has no address in ``fns`` (or an opcode outside the table) is
     an error, never a call of address 0."""
-    import numpy as np
-
     plan = cnnc.compile_source(SMALL, progress=False)._plan
     params, ops, ints, floats = plan.encoded
     arena = plan.arena(1)

@@ -89,11 +89,23 @@ _I64 = ir.IntType(64)
 # ---------------------------------------------------------------- micro-kernel
 
 
-def _splat(builder, value):
-    """A vector with every lane the float ``value``."""
-    undef = ir.Constant(_VEC, ir.Undefined)
+def _splat(builder, value, width=VL):
+    """A vector of ``width`` lanes, each the scalar ``value`` (a ``_VEC`` for a float and
+    the default width)."""
+    undef = ir.Constant(ir.VectorType(value.type, width), ir.Undefined)
     one = builder.insert_element(undef, value, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(_I32, VL), [0] * VL))
+    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(_I32, width),
+                                                          [0] * width))  # fmt: skip
+
+
+def _store_rows(builder, acc, data, offset, stride):
+    """Store a tile's accumulators ``acc[k][v]`` (``_emit_tile``) at ``data[offset +
+    k*stride + VL*v : +VL]`` (``offset`` and ``stride`` i64 values)."""
+    for k, row in enumerate(acc):
+        start = builder.add(offset, builder.mul(stride, ir.Constant(_I64, k)))
+        for v, value in enumerate(row):
+            p = builder.gep(data, [builder.add(start, ir.Constant(_I64, VL * v))])
+            builder.store(value, builder.bitcast(p, _VEC.as_pointer()), align=4)
 
 
 def _emit_tile(context, builder, x, xoff, offs, ntap, w, woff, vn):
@@ -169,10 +181,7 @@ def _make_microkernel(vn):
                       for i in (0, 2, 4, 6)]  # fmt: skip
             xa, oa, wa, sa = arrays
             acc = _emit_tile(context, builder, xa, args[1], oa, args[3], wa, args[5], vn)
-            for k in range(KT):
-                for v in range(vn):
-                    p = builder.gep(sa.data, [ir.Constant(_I64, k * TW + VL * v)])
-                    builder.store(acc[k][v], builder.bitcast(p, _VEC.as_pointer()), align=4)
+            _store_rows(builder, acc, sa.data, ir.Constant(_I64, 0), ir.Constant(_I64, TW))
             return context.get_dummy_value()
 
         return sig, codegen

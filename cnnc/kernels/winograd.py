@@ -51,7 +51,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .elementwise import ACT_RELU
-from .fastconv import _I32, _I64, _VEC, KT, TW, VL, VN, _emit_tile, _splat
+from .fastconv import _I32, _I64, _VEC, KT, TW, VL, VN, _emit_tile, _splat, _store_rows
 from .jit import cached_njit
 
 # Lavin & Gray's matrices: B^T (input), G (weights), A^T (output), for m = 4 and m = 2
@@ -164,21 +164,10 @@ def _uk_rows(typingctx, x, xoff, offs, ntap, w, woff, dst, doff, dstride):
         xa, oa, wa, da = [context.make_array(sig.args[i])(context, builder, args[i])
                           for i in (0, 2, 4, 6)]  # fmt: skip
         acc = _emit_tile(context, builder, xa, args[1], oa, args[3], wa, args[5], VN)
-        for k in range(KT):
-            row = builder.add(args[7], builder.mul(args[8], ir.Constant(_I64, k)))
-            for v in range(VN):
-                p = builder.gep(da.data, [builder.add(row, ir.Constant(_I64, VL * v))])
-                builder.store(acc[k][v], builder.bitcast(p, _VEC.as_pointer()), align=4)
+        _store_rows(builder, acc, da.data, args[7], args[8])
         return context.get_dummy_value()
 
     return sig, codegen
-
-
-def _broadcast(builder, value, width):
-    """A vector of ``width`` lanes, each ``value`` (a scalar of the vector's element type)."""
-    vtype = ir.VectorType(value.type, width)
-    one = builder.insert_element(ir.Constant(vtype, ir.Undefined), value, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(_I32, width), [0] * width))
 
 
 def _make_store(m):
@@ -217,7 +206,7 @@ def _make_store(m):
                 module, ir.FunctionType(ir.VoidType(), [wide, wptr, _I32, mtype]),
                 f"llvm.masked.store.v{width}f32.p0")  # fmt: skip
             lanes = ir.Constant(ir.VectorType(_I64, width), list(range(width)))
-            mask = builder.icmp_signed("<", lanes, _broadcast(builder, ncols_, width))
+            mask = builder.icmp_signed("<", lanes, _splat(builder, ncols_, width))
             vs = []
             for j in range(m):
                 index = builder.add(yoff_, builder.mul(ystride_, ir.Constant(_I64, j)))
@@ -229,7 +218,7 @@ def _make_store(m):
                 vs = [builder.shuffle_vector(vs[i], vs[i + 1], both)
                       for i in range(0, len(vs), 2)]  # fmt: skip
             val = builder.shuffle_vector(vs[0], vs[0], order)
-            val = builder.fadd(val, _broadcast(builder, b_, width))
+            val = builder.fadd(val, _splat(builder, b_, width))
             # the residual: its load behind a branch (with roff < 0, res may be any array)
             before = builder.basic_block
             with builder.if_then(builder.icmp_signed(">=", roff_, ir.Constant(_I64, 0))):
