@@ -35,6 +35,7 @@ import math
 import os
 import platform
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -257,12 +258,57 @@ def check_outputs(engines: list[Engine], reference: str) -> dict[str, float]:
     return errors
 
 
+def _other_threads_cpu_ns() -> int | None:
+    """CPU time used so far by this process's threads other than the calling one (Linux's
+    /proc/self/task/*/schedstat), or None where that cannot be read."""
+    me = str(threading.get_native_id())
+    total = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for task in tasks:
+        if task == me:
+            continue
+        try:
+            total += int(Path(f"/proc/self/task/{task}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # the thread ended
+    return total
+
+
+QUIET_WINDOW_S = 0.01  # other threads used no CPU for this long: they have stopped spinning
+QUIET_LIMIT_S = 1.0  # give up waiting after this long
+
+
+def wait_until_quiet(pause_s: float) -> float:
+    """Sleep `pause_s`, then until no other thread of this process has used CPU for
+    `QUIET_WINDOW_S` (at most `QUIET_LIMIT_S`); returns the seconds waited.
+
+    Worker threads busy-wait for a while after a call: ORT's intra-op worker went on
+    spinning for ~40 ms after its last call here (LeNet-5, 2 threads), so with a fixed 10 ms
+    pause the engine whose turn came next shared the two cores with it, and its median
+    slowed by up to 3x. Waiting until they are quiet keeps every engine's turn its own."""
+    start = time.perf_counter()
+    time.sleep(pause_s)
+    before = _other_threads_cpu_ns()
+    if before is None:
+        return time.perf_counter() - start
+    while time.perf_counter() - start < QUIET_LIMIT_S:
+        time.sleep(QUIET_WINDOW_S)
+        after = _other_threads_cpu_ns()
+        if after is None or after - before < 100_000:  # under 0.1 ms in the window
+            break
+        before = after
+    return time.perf_counter() - start
+
+
 def time_round_robin(engines: list[Engine], settings: Settings) -> int:
     """Warm up each engine, then let the engines take turns, round after round.
 
-    A turn starts with a short sleep, so that the worker threads of the engine
-    before have stopped spinning (OpenMP and ORT threads busy-wait for a while
-    after a call), and one untimed call, which wakes this engine's threads and
+    A turn starts with a short sleep that lasts until the worker threads of the engine
+    before have stopped spinning (`wait_until_quiet`: OpenMP and ORT threads busy-wait
+    for a while after a call), and one untimed call, which wakes this engine's threads and
     refills the caches with its data; then timed calls for `turn_s`. Strict
     call-by-call alternation slowed the small nets in a measurement here
     (ORT on LeNet-5 2-3x, PyTorch and cnnc 1.1-2x) through that interference.
@@ -270,6 +316,7 @@ def time_round_robin(engines: list[Engine], settings: Settings) -> int:
     per round."""
     slowest = 0.0
     for engine in engines:
+        wait_until_quiet(settings.pause_s)
         engine.run()  # a first call can be much slower: not part of the estimate
         calls, start = 0, time.perf_counter()
         while calls < 2 or time.perf_counter() - start < settings.warmup_s:
@@ -281,7 +328,7 @@ def time_round_robin(engines: list[Engine], settings: Settings) -> int:
         engine.times = []
     for _ in range(rounds):
         for engine in engines:
-            time.sleep(settings.pause_s)
+            wait_until_quiet(settings.pause_s)
             engine.run()  # untimed
             start = time.perf_counter()
             engine.timed_call()
@@ -497,7 +544,8 @@ def notes(sgemm: dict[int, float], settings: Settings) -> str:
     return (
         f"Milliseconds per forward pass: median (10th percentile) of single calls "
         f"after warm-up; the engines take turns of {settings.turn_s * 1e3:.0f} ms, each opening "
-        f"with a {settings.pause_s * 1e3:.0f} ms pause and an untimed call "
+        f"with a pause of at least {settings.pause_s * 1e3:.0f} ms that lasts until the other "
+        f"engines' threads have stopped spinning, and an untimed call "
         f"({settings.name} settings). "
         f"GFLOP/s = 2 * conv+dense MACs * batch / median. "
         f"sgemm limit (numpy float32 2048^3 matmul, median): {limits}. "
