@@ -170,6 +170,10 @@ POOL_CASES = [
     (2, 3, 9, 7, (3, 1), (2, 1), "same"),
     (1, 3, 9, 7, (3, 3), (2, 2), (1, 0, 0, 1)),  # explicit asymmetric
     (2, 2, 8, 9, (4, 2), (3, 2), (2, 1, 1, 0)),
+    # stride 2, rows wide enough for vector loops and their remainders (_windows_s2)
+    (1, 2, 13, 41, (3, 3), (2, 2), "valid"),
+    (2, 2, 12, 38, (2, 2), (2, 2), "valid"),
+    (1, 2, 9, 37, (3, 2), (2, 2), "same"),
 ]
 
 

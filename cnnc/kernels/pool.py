@@ -24,6 +24,15 @@ from .jit import cached_njit
 #   rows a window covers are touched, once per window: 8x64x112x112 3x3/2 max pool 5.7 ->
 #   2.8 ms on one thread; on a 7x7 stride-1 plane this way is 1.5x slower than the passes.
 @cached_njit(inline="always", error_model="numpy")
+def _copy_into(dst, src):
+    """``dst[t] = src[t]`` for ``t < dst.size``: a loop, not ``dst[:] = src`` -- Numba's
+    slice assignment between arrays cost ~4 s of a cold compile (its generic broadcasting
+    copy), this a fraction of a second."""
+    for t in range(dst.size):
+        dst[t] = src[t]
+
+
+@cached_njit(inline="always", error_model="numpy")
 def _max_into(acc, x):
     """``acc[t] = max(acc[t], x[t])`` for ``t < acc.size``."""
     for t in range(acc.size):
@@ -69,65 +78,54 @@ def _load_padded(xp, src, Hp, Wp, pt, pl, fill):
 def _window_reduce(xp, t, Hp, Wp, kh, kw, is_max):
     """Leave in ``xp[p]`` the max (or sum) of the kh x kw window whose top-left is cell p."""
     m = Hp * Wp - kw + 1  # cells with a whole row of kw to their right
-    t[:m] = xp[:m]
+    _copy_into(t[:m], xp)
     for j in range(1, kw):
         _reduce_into(t[:m], xp[j : j + m], is_max)
     length = m - (kh - 1) * Wp  # cells with kh rows below them
-    xp[:length] = t[:length]
+    _copy_into(xp[:length], t)
     for i in range(1, kh):
         _reduce_into(xp[:length], t[i * Wp : i * Wp + length], is_max)
 
 
 @cached_njit(inline="always", error_model="numpy")
 def _reduce_windows(dst, vp, kw, sw, is_max):
-    """``dst[ow] = op_{j < kw} vp[ow*sw + j]`` (max or sum) for ``ow < dst.size``."""
+    """``dst[ow] = op_{j < kw} vp[ow*sw + j]`` (max or sum) for ``ow < dst.size``.
+
+    Stride 1 reduces in one contiguous pass per window column; the common stride-2
+    windows (2 and 3 wide) in one pass of loads 2 apart, which LLVM vectorises as
+    interleaved loads (a 3x3/2 max pool of 64x111x111 on one thread: 1.3 ms with a pass per
+    window column, 0.2 ms so). Other strides take a scalar loop: a loop over loads a
+    run-time stride apart cost ~4.5 s of cold compile for the loop versions LLVM made."""
     OW = dst.size
     if sw == 1:
-        dst[:] = vp[:OW]
+        _copy_into(dst, vp)
         for j in range(1, kw):
             _reduce_into(dst, vp[j : j + OW], is_max)
-        return
-    for ow in range(OW):
-        dst[ow] = vp[ow * sw]
-    for j in range(1, kw):
-        s = vp[j:]
-        # branches hoisted out of the loops, stride 2 spelt out as a constant: each loop is
-        # branch-free and LLVM vectorises the strided loads
-        if sw == 2 and is_max:
-            for ow in range(OW):
-                v = s[2 * ow]
-                dst[ow] = v if v > dst[ow] else dst[ow]
-        elif sw == 2:
-            for ow in range(OW):
-                dst[ow] += s[2 * ow]
-        elif is_max:
-            for ow in range(OW):
-                v = s[ow * sw]
-                dst[ow] = v if v > dst[ow] else dst[ow]
-        else:
-            for ow in range(OW):
-                dst[ow] += s[ow * sw]
-
-
-@cached_njit(inline="always", error_model="numpy")
-def _pool_rows(src, dst, vp, kh, kw, sh, sw, pt, pl, is_max):
-    """One plane, one output row at a time (strided pools; see the note at the top).
-
-    ``vp`` is the padded row (``(OW-1)*sw + kw`` cells), its padding cells already holding
-    the fill; only its data cells are written here.
-    """
-    H, W = src.shape
-    OH = dst.shape[0]
-    c_lo = max(0, -pl)  # input columns inside the padded row
-    c_hi = min(W, vp.size - pl)
-    data = vp[pl + c_lo : pl + c_hi]
-    for oh in range(OH):
-        top = oh * sh - pt
-        r0 = max(top, 0)
-        data[:] = src[r0, c_lo:c_hi]
-        for r in range(r0 + 1, min(top + kh, H)):
-            _reduce_into(data, src[r, c_lo:c_hi], is_max)
-        _reduce_windows(dst[oh], vp, kw, sw, is_max)
+    elif sw == 2 and kw == 3 and is_max:
+        for ow in range(OW):
+            a, b, c = vp[2 * ow], vp[2 * ow + 1], vp[2 * ow + 2]
+            m = a if a > b else b
+            dst[ow] = m if m > c else c
+    elif sw == 2 and kw == 3:
+        for ow in range(OW):
+            dst[ow] = vp[2 * ow] + vp[2 * ow + 1] + vp[2 * ow + 2]
+    elif sw == 2 and kw == 2 and is_max:
+        for ow in range(OW):
+            a, b = vp[2 * ow], vp[2 * ow + 1]
+            dst[ow] = a if a > b else b
+    elif sw == 2 and kw == 2:
+        for ow in range(OW):
+            dst[ow] = vp[2 * ow] + vp[2 * ow + 1]
+    else:
+        for ow in range(OW):
+            acc = vp[ow * sw]
+            for j in range(1, kw):
+                v = vp[ow * sw + j]
+                if is_max:
+                    acc = v if v > acc else acc
+                else:
+                    acc += v
+            dst[ow] = acc
 
 
 @cached_njit(inline="always", error_model="numpy")
@@ -137,6 +135,43 @@ def _max3(a, b, c, out):
         u, v, w = a[q], b[q], c[q]
         m = u if u > v else v
         out[q] = m if m > w else w
+
+
+@cached_njit(inline="always", error_model="numpy")
+def _reduce3(a, b, c, out, is_max):
+    """``out = op(a, b, c)`` (max or sum) element by element (slices of one length)."""
+    if is_max:
+        _max3(a, b, c, out)
+    else:
+        for q in range(out.size):
+            out[q] = a[q] + b[q] + c[q]
+
+
+@numba.njit(error_model="numpy")
+def _pool_rows(src, dst, vp, kh, kw, sh, sw, pt, pl, is_max):
+    """One plane, one output row at a time (strided pools; see the note at the top).
+
+    ``vp`` is the padded row (``(OW-1)*sw + kw`` cells), its padding cells already holding
+    the fill; only its data cells are written here. A window of 2 or 3 rows wholly inside
+    the input is reduced in one pass over its rows (and `_reduce_windows` reads its
+    windows off the row). Not inlined into pool2d's parallel loop: its cold compile.
+    """
+    H, W = src.shape
+    OH = dst.shape[0]
+    c_lo = max(0, -pl)  # input columns inside the padded row
+    c_hi = min(W, vp.size - pl)
+    data = vp[pl + c_lo : pl + c_hi]
+    for oh in range(OH):
+        top = oh * sh - pt
+        r0 = max(top, 0)
+        if kh == 3 and top >= 0 and top + 3 <= H:
+            _reduce3(src[top, c_lo:c_hi], src[top + 1, c_lo:c_hi], src[top + 2, c_lo:c_hi],
+                     data, is_max)  # fmt: skip
+        else:
+            _copy_into(data, src[r0, c_lo:c_hi])
+            for r in range(r0 + 1, min(top + kh, H)):
+                _reduce_into(data, src[r, c_lo:c_hi], is_max)
+        _reduce_windows(dst[oh], vp, kw, sw, is_max)
 
 
 @cached_njit(inline="always", error_model="numpy")
@@ -164,12 +199,6 @@ def _maxpool3x3_same(src, dst, t, H, W):
         dst[r] = u if u > v else v
         u, v = t[r + W - 2], t[r + W - 1]
         dst[r + W - 1] = u if u > v else v
-
-
-@numba.njit(error_model="numpy")
-def _maxpool3x3_plane(src, dst, t, H, W):
-    """_maxpool3x3_same, not inlined into pool2d's parallel loop (its cold compile)."""
-    _maxpool3x3_same(src, dst, t, H, W)
 
 
 # One kernel for both pools (``is_max`` a run-time 0/1): each compiled pool kernel cost ~6 s
@@ -205,38 +234,50 @@ def pool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max):
     by_rows = sh > 1
     same3 = (is_max and kh == 3 and kw == 3 and sh == 1 and sw == 1 and pt == 1
              and pl == 1 and OH == H and OW == W and H >= 2 and W >= 2)  # fmt: skip
+    for chunk in numba.prange(chunks):
+        _pool_chunk(chunk * planes // chunks, (chunk + 1) * planes // chunks, x, xc0, C, out,
+                    oc0, kh, kw, sh, sw, pt, pl, is_max, fill, Hp, Wp, by_rows, same3,
+                    inv_rows, inv_cols)  # fmt: skip
+
+
+# Not inlined, as conv2d_packed's _conv_chunk: the parallel passes see one call.
+@numba.njit(error_model="numpy")
+def _pool_chunk(first, last, x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max, fill, Hp,
+                Wp, by_rows, same3, inv_rows, inv_cols):  # fmt: skip
+    """Planes ``[first, last)`` of pool2d (one chunk)."""
+    H, W = x.shape[2], x.shape[3]
+    OH, OW = out.shape[2], out.shape[3]
+    HW = H * W
     x_flat = x.reshape(x.size)
     out_flat = out.reshape(out.size)
-    HW = H * W
-    for chunk in numba.prange(chunks):
-        xp = np.empty(Wp if by_rows else Hp * Wp, np.float32)
-        t = np.empty(0 if by_rows else Hp * Wp, np.float32)
-        if by_rows:
-            xp[:] = fill  # the padding cells of the padded row, for good
-        for task in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
-            n = task // C
-            c = task - n * C
-            dst = out[n, oc0 + c]
-            if same3:
-                so = (n * x.shape[1] + xc0 + c) * HW
-                do = (n * out.shape[1] + oc0 + c) * HW
-                _maxpool3x3_plane(x_flat[so : so + HW], out_flat[do : do + HW], t, H, W)
-            elif by_rows:
-                _pool_rows(x[n, xc0 + c], dst, xp, kh, kw, sh, sw, pt, pl, is_max)
-            else:
-                _load_padded(xp, x[n, xc0 + c], Hp, Wp, pt, pl, fill)
-                _window_reduce(xp, t, Hp, Wp, kh, kw, is_max)
-                for oh in range(OH):
-                    row = xp[oh * Wp : oh * Wp + Wp]
-                    dst_row = dst[oh]
-                    for ow in range(OW):
-                        dst_row[ow] = row[ow * sw]
-            if not is_max:
-                for oh in range(OH):
-                    inv = inv_rows[oh]
-                    dst_row = dst[oh]
-                    for ow in range(OW):
-                        dst_row[ow] *= inv * inv_cols[ow]
+    xp = np.empty(Wp if by_rows else Hp * Wp, np.float32)
+    t = np.empty(0 if by_rows else Hp * Wp, np.float32)
+    if by_rows:
+        xp[:] = fill  # the padding cells of the padded row, for good
+    for task in range(first, last):
+        n = task // C
+        c = task - n * C
+        dst = out[n, oc0 + c]
+        if same3:
+            so = (n * x.shape[1] + xc0 + c) * HW
+            do = (n * out.shape[1] + oc0 + c) * HW
+            _maxpool3x3_same(x_flat[so : so + HW], out_flat[do : do + HW], t, H, W)
+        elif by_rows:
+            _pool_rows(x[n, xc0 + c], dst, xp, kh, kw, sh, sw, pt, pl, is_max)
+        else:
+            _load_padded(xp, x[n, xc0 + c], Hp, Wp, pt, pl, fill)
+            _window_reduce(xp, t, Hp, Wp, kh, kw, is_max)
+            for oh in range(OH):
+                row = xp[oh * Wp : oh * Wp + Wp]
+                dst_row = dst[oh]
+                for ow in range(OW):
+                    dst_row[ow] = row[ow * sw]
+        if not is_max:
+            for oh in range(OH):
+                inv = inv_rows[oh]
+                dst_row = dst[oh]
+                for ow in range(OW):
+                    dst_row[ow] *= inv * inv_cols[ow]
 
 
 @cached_njit(fastmath=True, parallel=True, error_model="numpy")
