@@ -22,7 +22,7 @@ channels. Here each task takes one output channel of one image and:
 import numba
 import numpy as np
 
-from .elementwise import bias_activate_inplace
+from .elementwise import bias_activate_inplace, copy_into
 from .jit import cached_njit
 from .window import axpy, output_range
 
@@ -76,7 +76,7 @@ def conv2d_depthwise(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, act, a
                       alpha, beta)
             if Wq != OW:
                 for oh in range(OH):
-                    plane[oh * OW : (oh + 1) * OW] = acc[oh * Wq : oh * Wq + OW]
+                    copy_into(plane[oh * OW : (oh + 1) * OW], acc[oh * Wq :])
 
 
 @numba.njit(fastmath=True, inline="always", error_model="numpy")
@@ -99,7 +99,7 @@ def _split_plane(src, xq, sh, sw, Hq, Wq, pt, pl):
                 row[q_hi:] = 0.0
                 first = q_lo * sw + pw - pl  # input column of phase column q_lo
                 if sw == 1:
-                    row[q_lo:q_hi] = line[first : first + q_hi - q_lo]
+                    copy_into(row[q_lo:q_hi], line[first:])
                 else:
                     for q in range(q_hi - q_lo):
                         row[q_lo + q] = line[first + q * sw]

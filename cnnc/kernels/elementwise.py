@@ -154,6 +154,16 @@ def bias_activate_inplace(row, b, act, alpha, beta):
             row[i] += bias
 
 
+@cached_njit(inline="always", error_model="numpy")
+def copy_into(dst, src):
+    """``dst[t] = src[t]`` for ``t < dst.size`` (``src`` at least as long). Kernels copy
+    with this loop, not ``dst[:] = src``: Numba's slice assignment between arrays compiles
+    a generic broadcasting copy, ~4 s of a cold compile (once per process), this loop a
+    fraction of a second."""
+    for t in range(dst.size):
+        dst[t] = src[t]
+
+
 @cached_njit(fastmath=True, error_model="numpy")
 def channel_segment(buf, n, c0, C):
     """The channels ``c0 .. c0+C-1`` of image ``n`` of ``buf`` as one contiguous 1-D view."""

@@ -67,7 +67,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..backend import current_target
-from .elementwise import ACT_NONE, ACT_RELU, bias_activate_inplace
+from .elementwise import ACT_NONE, ACT_RELU, bias_activate_inplace, copy_into
 from .jit import cached_njit
 
 # The micro-kernel's tile, from the CPU target (cnnc/backend.py): every accumulator, the
@@ -371,8 +371,8 @@ def _split_phases(x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh
                 if 0 <= row < H:
                     for m in range(nb):
                         o = i * Wrow + m * Wq
-                        dst[o + j_lo : o + j_hi] = x[b * nb + m, xc0 + c, row,
-                                                     j_lo - pl : j_hi - pl]  # fmt: skip
+                        copy_into(dst[o + j_lo : o + j_hi],
+                                  x[b * nb + m, xc0 + c, row, j_lo - pl : j_hi - pl])
             continue
         if sw == 2 and _phase_used(0, KW, dw, sw) and _phase_used(1, KW, dw, sw):
             # both column phases: one pass over each source row splits it into even and odd

@@ -1,6 +1,6 @@
 """Data-movement kernels: padding and channel copies."""
 
-from .elementwise import channel_segment
+from .elementwise import channel_segment, copy_into
 from .jit import cached_njit
 
 
@@ -19,7 +19,7 @@ def pad2d(x, xc0, C, out, oc0, pt, pl, value):
             dst = out[n, oc0 + c]
             dst[:] = value
             for h in range(H):
-                dst[pt + h, pl : pl + W] = src[h]
+                copy_into(dst[pt + h, pl : pl + W], src[h])
 
 
 @cached_njit(fastmath=True, error_model="numpy")
@@ -33,7 +33,7 @@ def copy_channels(x, xc0, C, out, oc0):
     """
     count = C * x.shape[2] * x.shape[3] // (out.shape[2] * out.shape[3])
     for n in range(x.shape[0]):
-        channel_segment(out, n, oc0, count)[:] = channel_segment(x, n, xc0, C)
+        copy_into(channel_segment(out, n, oc0, count), channel_segment(x, n, xc0, C))
 
 
 @cached_njit(fastmath=True, error_model="numpy")
@@ -48,5 +48,5 @@ def shuffle_channels(x, xc0, C, out, oc0, groups):
     for n in range(x.shape[0]):
         for g in range(groups):
             for i in range(k):
-                channel_segment(out, n, oc0 + i * groups + g, 1)[:] = channel_segment(
-                    x, n, xc0 + g * k + i, 1)
+                copy_into(channel_segment(out, n, oc0 + i * groups + g, 1),
+                          channel_segment(x, n, xc0 + g * k + i, 1))

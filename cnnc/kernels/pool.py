@@ -7,6 +7,7 @@ the output size. Pools are parallel over the ``(n, c)`` planes.
 import numba
 import numpy as np
 
+from .elementwise import copy_into
 from .jit import cached_njit
 
 
@@ -23,15 +24,6 @@ from .jit import cached_njit
 #   with the stride a compile-time constant for stride 2 (so the loads vectorise). Only the
 #   rows a window covers are touched, once per window: 8x64x112x112 3x3/2 max pool 5.7 ->
 #   2.8 ms on one thread; on a 7x7 stride-1 plane this way is 1.5x slower than the passes.
-@cached_njit(inline="always", error_model="numpy")
-def _copy_into(dst, src):
-    """``dst[t] = src[t]`` for ``t < dst.size``: a loop, not ``dst[:] = src`` -- Numba's
-    slice assignment between arrays cost ~4 s of a cold compile (its generic broadcasting
-    copy), this a fraction of a second."""
-    for t in range(dst.size):
-        dst[t] = src[t]
-
-
 @cached_njit(inline="always", error_model="numpy")
 def _max_into(acc, x):
     """``acc[t] = max(acc[t], x[t])`` for ``t < acc.size``."""
@@ -78,11 +70,11 @@ def _load_padded(xp, src, Hp, Wp, pt, pl, fill):
 def _window_reduce(xp, t, Hp, Wp, kh, kw, is_max):
     """Leave in ``xp[p]`` the max (or sum) of the kh x kw window whose top-left is cell p."""
     m = Hp * Wp - kw + 1  # cells with a whole row of kw to their right
-    _copy_into(t[:m], xp)
+    copy_into(t[:m], xp)
     for j in range(1, kw):
         _reduce_into(t[:m], xp[j : j + m], is_max)
     length = m - (kh - 1) * Wp  # cells with kh rows below them
-    _copy_into(xp[:length], t)
+    copy_into(xp[:length], t)
     for i in range(1, kh):
         _reduce_into(xp[:length], t[i * Wp : i * Wp + length], is_max)
 
@@ -98,7 +90,7 @@ def _reduce_windows(dst, vp, kw, sw, is_max):
     run-time stride apart cost ~4.5 s of cold compile for the loop versions LLVM made."""
     OW = dst.size
     if sw == 1:
-        _copy_into(dst, vp)
+        copy_into(dst, vp)
         for j in range(1, kw):
             _reduce_into(dst, vp[j : j + OW], is_max)
     elif sw == 2 and kw == 3 and is_max:
@@ -168,7 +160,7 @@ def _pool_rows(src, dst, vp, kh, kw, sh, sw, pt, pl, is_max):
             _reduce3(src[top, c_lo:c_hi], src[top + 1, c_lo:c_hi], src[top + 2, c_lo:c_hi],
                      data, is_max)  # fmt: skip
         else:
-            _copy_into(data, src[r0, c_lo:c_hi])
+            copy_into(data, src[r0, c_lo:c_hi])
             for r in range(r0 + 1, min(top + kh, H)):
                 _reduce_into(data, src[r, c_lo:c_hi], is_max)
         _reduce_windows(dst[oh], vp, kw, sw, is_max)
