@@ -137,6 +137,11 @@ PACKED_CASES = [
     # of split input an image, blocks of 2 images; 460 KB an image, blocks of 1
     (4, 96, 28, 28, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),
     (3, 128, 28, 28, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    # weights beyond one k-block group (WEIGHT_GROUP_BYTES = 192 KB): 2 groups, the last
+    # one short of a k block with 8-channel tiles (stride 2; grouped; a 1x1 read as it is)
+    (2, 64, 9, 9, 100, (3, 3), (2, 2), "same", (1, 1), 1),
+    (1, 128, 5, 5, 240, (3, 3), (1, 1), (1, 1), (1, 1), 2),
+    (1, 512, 3, 5, 100, (1, 1), (1, 1), "valid", (1, 1), 1),
 ]
 
 

@@ -48,9 +48,11 @@ is a GEMM whose reduction index is the *tap* ``t = (c, i, j)``; its B matrix is 
    columns are copied row by row into ``out[n, oc0+k]``. Only channels ``[oc0, oc0+K)`` are
    written; the residual is read once, at the store, never in a pass of its own.
 
-Parallelism: the work items ``(image block, group, k_block, spatial tile)`` -- spatial tile
-innermost so a thread keeps one weight block in L1 -- are cut into ``NCHUNK`` static chunks, one
-``prange`` iteration each (their scratch is allocated once per call). Two parallel regions
+Parallelism: the work items ``(image block, group, k-block group, spatial tile, k_block)``
+-- k blocks in groups of about ``WEIGHT_GROUP_BYTES`` of weights, which stay in L2 while the
+tiles sweep the input, and each tile's input read by the group's k blocks one after the
+other -- are cut into ``NCHUNK`` static chunks, one ``prange`` iteration each (their
+scratch is allocated once per call). Two parallel regions
 per call (input preparation, compute; one for an unpadded stride-1 1x1 conv, which reads
 its input as it is).
 
@@ -80,6 +82,15 @@ VN = TARGET.tile_vectors  # vectors per micro-tile row
 TW = VN * VL  # flat output positions per micro-tile
 NCHUNK = 64  # static work chunks per call, shared out over the threads by prange
 XQ_BLOCK_BYTES = 1 << 20  # phase-split input of the images laid side by side in one block
+# Work items run k blocks in groups of about this many bytes of packed weights, each tile of
+# positions through the group's k blocks one after the other, then the next tile: the
+# group's weights stay in L2 while the tiles sweep the input, and a tile's input stays in
+# L1/L2 for the group's k blocks. With one k block at a time (every tile of a k block, then
+# the next k block) a layer whose input outgrows L2 read it from L3 once per k block. 2
+# threads, AVX2 (interleaved runs, L2 evicted between calls): stride-2 3x3 layers 64->128
+# at 56x56 and 256->512 at 14x14 57-60 -> 65-80 GFLOP/s, 1x1 512->1000 at 13x13 81-93 ->
+# 102-112, 480->192 at 14x14 45-53 -> 55-83; 96, 192 and 384 KB measured alike.
+WEIGHT_GROUP_BYTES = 192 << 10
 
 _VEC = ir.VectorType(ir.FloatType(), VL)
 _I32 = ir.IntType(32)
@@ -557,9 +568,14 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
             phase = ((i * dh) % sh) * sw + (j * dw) % sw
             offs[t] = (phase * cin + c) * plane + ((i * dh) // sh) * Wrow + (j * dw) // sw
     ntiles = (P + TW - 1) // TW
-    nitems = (N // nb) * groups * nkb * ntiles
-    nchunks = min(nitems, NCHUNK)
     wblock = ntap * KT
+    # k blocks in groups whose weights stay in L2 while the group's tiles sweep the input,
+    # each tile's input panel read by the group's k blocks one after the other
+    ngrp = max(1, (nkb * wblock * 4 + WEIGHT_GROUP_BYTES - 1) // WEIGHT_GROUP_BYTES)
+    kgrp = (nkb + ngrp - 1) // ngrp
+    ngrp = (nkb + kgrp - 1) // kgrp
+    nitems = (N // nb) * groups * ngrp * ntiles * kgrp
+    nchunks = min(nitems, NCHUNK)
     # per-chunk scratch, allocated once per call rather than once per chunk
     scratch = np.empty((nchunks, KT * TW), np.float32)
     # as_is only: a last, partial tile reads up to VL*ceil(rem/VL) floats a tap, past the
@@ -583,9 +599,9 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     for chunk in numba.prange(nchunks):
         _conv_chunk(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks, scratch[chunk],
                     panels[chunk], xq, offs, ntap, wpk, out, out_flat, oc0, bias, act, alpha,
-                    beta, res, rc0, ntiles, nkb, groups, k_g, wblock, P, Wrow, Wq, OW, OH, nb,
-                    blk_stride, x_start, g_stride, as_is, pstride, panel_offs, direct,
-                    flat_rows)  # fmt: skip
+                    beta, res, rc0, ntiles, nkb, kgrp, ngrp, groups, k_g, wblock, P, Wrow, Wq,
+                    OW, OH, nb, blk_stride, x_start, g_stride, as_is, pstride, panel_offs,
+                    direct, flat_rows)  # fmt: skip
 
 
 # Not inlined, and neither are the helpers it calls: the prange loop of conv2d_packed only
@@ -596,16 +612,20 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
 # GoogLeNet at one thread ran as fast as before (83-104 against 89-100 ms CPU, noisy).
 @numba.njit(error_model="numpy")
 def _conv_chunk(first, last, scr, panel, xq, offs, ntap, wpk, out, out_flat, oc0, bias, act,
-                alpha, beta, res, rc0, ntiles, nkb, groups, k_g, wblock, P, Wrow, Wq, OW, OH, nb,
-                blk_stride, x_start, g_stride, as_is, pstride, panel_offs, direct,
+                alpha, beta, res, rc0, ntiles, nkb, kgrp, ngrp, groups, k_g, wblock, P, Wrow, Wq,
+                OW, OH, nb, blk_stride, x_start, g_stride, as_is, pstride, panel_offs, direct,
                 flat_rows):  # fmt: skip
-    """Work items ``[first, last)`` of conv2d_packed (one chunk): one micro-tile each."""
+    """Work items ``[first, last)`` of conv2d_packed (one chunk): one micro-tile each, in
+    the order (image block, group, k-block group, tile, k block of the group)."""
     panel_of = -1  # the (image block, group) whose tail the panel holds
     for item in range(first, last):
-        tile = item % ntiles
-        r = item // ntiles
-        kb = r % nkb
-        r //= nkb
+        r = item // kgrp
+        tile = r % ntiles
+        r //= ntiles
+        kb = (r % ngrp) * kgrp + item % kgrp
+        if kb >= nkb:
+            continue  # the last group's missing k blocks
+        r //= ngrp
         g = r % groups
         blk = r // groups
         p0 = tile * TW
