@@ -142,6 +142,9 @@ PACKED_CASES = [
     (2, 64, 9, 9, 100, (3, 3), (2, 2), "same", (1, 1), 1),
     (1, 128, 5, 5, 240, (3, 3), (1, 1), (1, 1), (1, 1), 2),
     (1, 512, 3, 5, 100, (1, 1), (1, 1), "valid", (1, 1), 1),
+    # stride 2 with one column phase read: the split's constant-stride copy
+    (2, 3, 9, 10, 4, (1, 1), (2, 2), (1, 1), (1, 1), 1),  # padded: the copy starts at j 1
+    (1, 3, 11, 12, 4, (3, 3), (2, 2), "same", (2, 2), 1),  # dilation 2: even taps only
 ]
 
 
