@@ -63,10 +63,12 @@ def _conv_step(data, attrs, x: View, ins: list[View], out: View, act: int, alpha
         kh, kw = attrs["kernel"]
         args = (x, x.c0, x.channels, out, out.c0, w.shape[0],
                 K.pack_conv_weights(w, attrs["groups"]), b, kh, kw, pt, pl, *attrs["stride"],
-                *attrs["dilation"], attrs["groups"], act, alpha, beta, res, rc0)
+                *attrs["dilation"], attrs["groups"], act, alpha, beta, res, rc0,
+                attrs.get("act_from", 0))
         return step(K.conv2d_packed, args, reads=ins)
-    if attrs.get("residual"):
-        raise CnncError(f"internal: conv '{data['name']}' has a residual but no packed kernel")
+    if attrs.get("residual") or attrs.get("act_from"):
+        raise CnncError(f"internal: conv '{data['name']}' has a residual or a partial "
+                        "activation but no packed kernel")
     if kernel == "depthwise":
         args = (x, x.c0, x.channels, w, b, out, out.c0, *attrs["stride"], pt, pl,
                 *attrs["dilation"], act, alpha, beta)

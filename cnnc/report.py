@@ -119,6 +119,8 @@ def dump_dot(graph: nx.DiGraph) -> str:
         act = d["attrs"].get("activation")
         if act and act != "none":
             extra = f" + {act}"
+            if d["attrs"].get("act_from"):
+                extra += f" from channel {d['attrs']['act_from']}"
         label = f"{node_id}\\n{d['op']}{extra}\\n{format_shape(d['shape'])}"
         color = colors.get(d["op"], "#f4f4f4")
         lines.append(f"  {_dot_quote(node_id)} [label=\"{label.replace(chr(34), '')}\", "

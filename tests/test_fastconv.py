@@ -82,7 +82,7 @@ def run_packed(case, act=K.ACT_RELU, xc0=1, oc0=2):
     wpk = K.pack_conv_weights(wt, groups)
     K.conv2d_packed(
         x, xc0, cin, out, oc0, k, wpk, b, kh, kw, pt, pl, sh, sw, dh, dw, groups, act, ALPHA,
-        0.0, out, -1,
+        0.0, out, -1, 0,
     )
     check(out, oc0, ref)
 
@@ -173,12 +173,12 @@ def test_packed_as_is_at_buffer_end(case):
     x, wt, b, _, ref, out = make_problem(case, K.ACT_NONE, 1, 0)
     x = np.ascontiguousarray(x[:, : 1 + cin])  # the operand ends the buffer
     K.conv2d_packed(x, 1, cin, out, 0, k, K.pack_conv_weights(wt, 1), b, 1, 1, 0, 0, 1, 1,
-                    1, 1, 1, K.ACT_NONE, ALPHA, 0.0, out, -1)  # fmt: skip
+                    1, 1, 1, K.ACT_NONE, ALPHA, 0.0, out, -1, 0)  # fmt: skip
     check(out, 0, ref)
 
 
 @pytest.mark.parametrize("act", [K.ACT_NONE, K.ACT_RELU, K.ACT_TANH])
-@pytest.mark.parametrize("case", [PACKED_CASES[i] for i in (2, 9, 11, -2)], ids=str)
+@pytest.mark.parametrize("case", [PACKED_CASES[i] for i in (2, 9, 11, 35)], ids=str)
 def test_packed_residual(case, act):
     """``act(conv + bias + res)``: the residual is read from channels ``rc0..`` of its own
     buffer, at the output's cells, junk columns and batch blocks included."""
@@ -189,7 +189,34 @@ def test_packed_residual(case, act):
     res = random(rng, n, k + 5, *conv.shape[2:])
     ref = torch_act(torch.from_numpy(conv + res[:, 3 : 3 + k].astype(np.float64)), act).numpy()
     K.conv2d_packed(x, 1, cin, out, 2, k, K.pack_conv_weights(wt, groups), b, kh, kw, pt, pl,
-                    sh, sw, dh, dw, groups, act, ALPHA, 0.0, res, 3)  # fmt: skip
+                    sh, sw, dh, dw, groups, act, ALPHA, 0.0, res, 3, 0)  # fmt: skip
+    check(out, 2, ref)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("act_from", [0, 3, 8, 13, 40])
+@pytest.mark.parametrize("act", [K.ACT_RELU, K.ACT_TANH])
+@pytest.mark.parametrize("case", [
+    PACKED_CASES[2],
+    (1, 5, 7, 7, 130, (1, 1), (1, 1), "valid", (1, 1), 1),  # straight from the micro-kernel
+    (1, 3, 9, 60, 16, (3, 3), (1, 1), "same", (1, 1), 1),  # straight inside rows
+    (2, 8, 9, 8, 18, (3, 3), (2, 2), "same", (1, 1), 2),
+], ids=str)
+def test_packed_act_from(case, act, act_from, residual):
+    """The activation on output channels ``act_from`` up only (the wide conv of sibling
+    1x1 convs with different epilogues): channel counts around and inside a tile of
+    channels, with and without a residual, stored through the scratch and straight."""
+    n, cin, _, _, k, (kh, kw), (sh, sw), _, (dh, dw), groups = case
+    x, wt, b, (pt, _, pl, _), conv, out = make_problem(case, K.ACT_NONE, 1, 2)
+    res, rc0 = out, -1
+    if residual:
+        res = random(rng_for("act_from", case), n, k + 5, *conv.shape[2:])
+        conv = conv + res[:, 3 : 3 + k].astype(np.float64)
+        rc0 = 3
+    ref = conv.copy()
+    ref[:, act_from:] = torch_act(torch.from_numpy(conv[:, act_from:]), act).numpy()
+    K.conv2d_packed(x, 1, cin, out, 2, k, K.pack_conv_weights(wt, groups), b, kh, kw, pt, pl,
+                    sh, sw, dh, dw, groups, act, ALPHA, 0.0, res, rc0, act_from)  # fmt: skip
     check(out, 2, ref)
 
 

@@ -534,6 +534,37 @@ def test_siblings_group_by_activation():
     assert after.nodes["conv1+conv2"]["attrs"]["activation"] == "relu"
 
 
+def test_siblings_with_and_without_an_activation_become_one_conv():
+    """Issue 12's example: a conv without an activation and one with relu read the same
+    tensor; one wide conv, the plain member first, relu from its last channel on."""
+    graph = bound(net("add { conv(6, 1x1) | identity | conv(6, 1x1) -> relu }", "6x5x5"))
+    after = same_numbers(graph, "fuse-epilogue", "fuse-1x1-siblings")
+    assert ops(after) == collections.Counter(input=1, conv=1, slice=2, identity=1, add=1)
+    wide = after.nodes["conv1+conv2"]["attrs"]
+    assert (wide["activation"], wide["act_from"]) == ("relu", 6)
+    # the plain member first, whatever the source order
+    graph = bound(net("concat { conv(5, 1x1) -> tanh | conv(3, 1x1, bias=false) "
+                      "| conv(4, 1x1) -> tanh }"))
+    after = same_numbers(graph, "fuse-epilogue", "fuse-1x1-siblings", "inplace-concat")
+    wide = after.nodes["conv2+conv1+conv3"]
+    assert (wide["attrs"]["activation"], wide["attrs"]["act_from"]) == ("tanh", 3)
+    assert [after.nodes[c]["attrs"]["start"] for c in ("conv2", "conv1", "conv3")] == [0, 3, 8]
+    assert np.all(wide["params"]["bias"][:3] == 0)
+    assert list(after.nodes).index("conv2+conv1+conv3") == 1  # where conv1 was
+
+
+@pytest.mark.parametrize("body", [
+    # three epilogues: one group per activation, as before
+    "concat { conv(4, 1x1) -> relu | conv(6, 1x1) -> tanh | conv(5, 1x1) }",
+    # a wide conv of 3 channels runs on the generic kernel, which has no act_from
+    "concat { conv(1, 1x1) -> relu | conv(2, 1x1) }",
+])
+def test_siblings_with_other_epilogue_mixes_stay_apart(body):
+    graph = bound(net(body))
+    after = same_numbers(graph, "fuse-epilogue", "fuse-1x1-siblings")
+    assert ops(after)["slice"] == 0
+
+
 def test_siblings_inside_blocks_get_a_dotted_name():
     text = ("block b() { add { conv(4, 1x1) | conv(4, 1x1) } }\n"
             + net("x: b() -> y: b()"))

@@ -229,6 +229,30 @@ def test_sibling_convs_with_different_clip_ranges_stay_apart():
     _check(got, torch.cat(refs, 1))
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_sibling_convs_with_and_without_an_activation(batch):
+    """One wide conv applies relu to the second member's channels only (issue 12's
+    example, 60 channels: tiles of channels straddle the boundary on every target)."""
+    body = "conv(60, 3x3, padding=same) -> relu -> add { conv(60, 1x1) | identity " \
+           "| conv(60, 1x1) -> relu }"
+    got, x, w, net = _run(body, "5x9x7", 2, batch=batch)
+    assert net.graph.nodes["conv2+conv3"]["attrs"]["act_from"] == 60
+    y = F.relu(F.conv2d(x, w["conv1.weight"], w["conv1.bias"], padding=1))
+    ref = (F.conv2d(y, w["conv2.weight"], w["conv2.bias"]) + y
+           + F.relu(F.conv2d(y, w["conv3.weight"], w["conv3.bias"])))
+    _check(got, ref)
+
+
+def test_sibling_convs_with_and_without_tanh_in_a_concat():
+    body = "concat { conv(5, 1x1) -> tanh | conv(7, 1x1, bias=false) | conv(4, 1x1) -> tanh }"
+    got, x, w, net = _run(body, "6x5x4", 2)
+    assert net.graph.nodes["conv2+conv1+conv3"]["attrs"]["act_from"] == 7
+    ref = torch.cat([torch.tanh(F.conv2d(x, w["conv1.weight"], w["conv1.bias"])),
+                     F.conv2d(x, w["conv2.weight"]),
+                     torch.tanh(F.conv2d(x, w["conv3.weight"], w["conv3.bias"]))], 1)
+    _check(got, ref)
+
+
 def test_a_chain_of_1x1_convs_keeps_the_clip_of_the_second():
     body = "conv(16, 1x1) -> conv(2, 1x1) -> clip(-0.5, 0.5)"
     got, x, w, net = _run(body, "3x5x4", 2)

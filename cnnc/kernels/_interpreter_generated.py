@@ -27,7 +27,7 @@ TABLE = (
         'int')),
     ('conv2d_packed', ('tensor', 'int', 'int', 'tensor', 'int', 'int', 'vector', 'vector', 'int',
         'int', 'int', 'int', 'int', 'int', 'int', 'int', 'int', 'int', 'float', 'float', 'tensor',
-        'int')),
+        'int', 'int')),
     ('conv2d_winograd', ('tensor', 'int', 'int', 'tensor', 'int', 'int', 'vector', 'vector', 'int',
         'int', 'int', 'int', 'float', 'tensor', 'int')),
 )
@@ -105,11 +105,11 @@ def run_plan(n, arena, params, ops, ints, floats, fns):
                 view(arena, n, r, 6), r[10], r[11], r[12], r[13], r[14], r[15], r[16], r[17]))
         elif op == 14:
             # conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh, dw,
-            #             groups, act, alpha, beta, res, rc0)
-            call_compiled(fns[14], 'TIITIIVVIIIIIIIIIIFFTI', (view(arena, n, r, 0), r[4], r[5],
+            #             groups, act, alpha, beta, res, rc0, act_from)
+            call_compiled(fns[14], 'TIITIIVVIIIIIIIIIIFFTII', (view(arena, n, r, 0), r[4], r[5],
                 view(arena, n, r, 6), r[10], r[11], vector(params, r, 12), vector(params, r, 14),
                 r[16], r[17], r[18], r[19], r[20], r[21], r[22], r[23], r[24], r[25], f[0], f[1],
-                view(arena, n, r, 26), r[30]))
+                view(arena, n, r, 26), r[30], r[31]))
         else:
             # conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, res, rc0)
             call_compiled(fns[15], 'TIITIIVVIIIIFTI', (view(arena, n, r, 0), r[4], r[5],

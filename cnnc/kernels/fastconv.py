@@ -486,16 +486,20 @@ def _tile_segments(scr, buf, c0, n0, kvalid, p0, Wrow, Wq, OW, OH, mode, res, rc
 
 @numba.njit(error_model="numpy")
 def _store_tile(scr, out, n0, ochan, kvalid, bias, bk, res, rc0, p0, Wrow, Wq, OW, OH, act,
-                alpha, beta):  # fmt: skip
+                alpha, beta, act_from):  # fmt: skip
     """Write ``scr`` (``kvalid`` rows of ``TW`` flat positions from ``p0``) to ``out``.
 
     Row ``k`` goes to channel ``ochan + k`` with ``bias[bk + k]`` added, then (if ``rc0 >=
-    0``) channel ``rc0 + k`` of ``res`` at the same cell, then the activation applied: the
-    same float32 operations, in the same order, as conv, add and activation apart.
+    0``) channel ``rc0 + k`` of ``res`` at the same cell, then the activation applied (to
+    rows with ``bk + k >= act_from`` only): the same float32 operations, in the same order,
+    as conv, add and activation apart.
     """
-    if rc0 >= 0 and (act == ACT_NONE or act == ACT_RELU):  # one pass: bias, skip, relu
+    tile_act = act if bk >= act_from else ACT_NONE  # the whole tile's, where it has one
+    uniform = bk >= act_from or bk + kvalid <= act_from
+    if rc0 >= 0 and uniform and (tile_act == ACT_NONE or tile_act == ACT_RELU):
+        # one pass: bias, skip, relu
         _tile_segments(scr, out, ochan, n0, kvalid, p0, Wrow, Wq, OW, OH,
-                       2 if act == ACT_NONE else 3, res, rc0, bias, bk)  # fmt: skip
+                       2 if tile_act == ACT_NONE else 3, res, rc0, bias, bk)  # fmt: skip
         return
     if rc0 >= 0:  # bias, then the residual, then (below) the activation
         for k in range(kvalid):
@@ -508,13 +512,14 @@ def _store_tile(scr, out, n0, ochan, kvalid, bias, bk, res, rc0, p0, Wrow, Wq, O
         # rather than one short one per output row segment (a call, not inlined: the
         # activations are much of the kernel's compile time)
         b = 0.0 if rc0 >= 0 else bias[bk + k]
-        bias_activate_inplace(scr[k * TW : (k + 1) * TW], b, act, alpha, beta)
+        bias_activate_inplace(scr[k * TW : (k + 1) * TW], b,
+                              act if bk + k >= act_from else ACT_NONE, alpha, beta)
     _tile_segments(scr, out, ochan, n0, kvalid, p0, Wrow, Wq, OW, OH, 0, res, rc0, bias, bk)
 
 
 @cached_njit(parallel=True, error_model="numpy")
 def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh, dw, groups,
-                  act, alpha, beta, res, rc0):  # fmt: skip
+                  act, alpha, beta, res, rc0, act_from):  # fmt: skip
     """``out[:, oc0:oc0+K] = act(conv(x[:, xc0:xc0+cin], w) + bias [+ res[:, rc0:rc0+K]])``
     with packed weights.
 
@@ -524,6 +529,8 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     bottom/right padding is whatever ``OH, OW`` imply. ``act`` is an ``ACT_*`` code,
     ``alpha`` and ``beta`` its arguments. ``res`` (same shape as ``out``) is the residual added
     before the activation when ``rc0 >= 0``; with ``rc0 < 0`` it is not read (pass ``out``).
+    The activation applies to output channels ``act_from`` up only (0: all of them; the
+    wide conv of sibling 1x1 convs whose first members have none, fuse-1x1-siblings).
     Reads channels ``[xc0, xc0+cin)`` of ``x`` only and writes channels ``[oc0, oc0+K)`` of
     ``out`` only; ``out`` may not overlap those inputs.
     See the module docstring for the algorithm.
@@ -608,9 +615,9 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     for chunk in numba.prange(nchunks):
         _conv_chunk(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks, scratch[chunk],
                     panels[chunk], xq, offs, ntap, wpk, out, out_flat, oc0, bias, act, alpha,
-                    beta, res, rc0, ntiles, nkb, kgrp, ngrp, groups, k_g, wblock, P, Wrow, Wq,
-                    OW, OH, nb, blk_stride, x_start, g_stride, as_is, pstride, panel_offs,
-                    direct, flat_rows)  # fmt: skip
+                    beta, res, rc0, act_from, ntiles, nkb, kgrp, ngrp, groups, k_g, wblock, P,
+                    Wrow, Wq, OW, OH, nb, blk_stride, x_start, g_stride, as_is, pstride,
+                    panel_offs, direct, flat_rows)  # fmt: skip
 
 
 # Not inlined, and neither are the helpers it calls: the prange loop of conv2d_packed only
@@ -621,9 +628,9 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
 # GoogLeNet at one thread ran as fast as before (83-104 against 89-100 ms CPU, noisy).
 @numba.njit(error_model="numpy")
 def _conv_chunk(first, last, scr, panel, xq, offs, ntap, wpk, out, out_flat, oc0, bias, act,
-                alpha, beta, res, rc0, ntiles, nkb, kgrp, ngrp, groups, k_g, wblock, P, Wrow, Wq,
-                OW, OH, nb, blk_stride, x_start, g_stride, as_is, pstride, panel_offs, direct,
-                flat_rows):  # fmt: skip
+                alpha, beta, res, rc0, act_from, ntiles, nkb, kgrp, ngrp, groups, k_g, wblock,
+                P, Wrow, Wq, OW, OH, nb, blk_stride, x_start, g_stride, as_is, pstride,
+                panel_offs, direct, flat_rows):  # fmt: skip
     """Work items ``[first, last)`` of conv2d_packed (one chunk): one micro-tile each, in
     the order (image block, group, k-block group, tile, k block of the group)."""
     panel_of = -1  # the (image block, group) whose tail the panel holds
@@ -643,14 +650,14 @@ def _conv_chunk(first, last, scr, panel, xq, offs, ntap, wpk, out, out_flat, oc0
         woff = (g * nkb + kb) * wblock
         k0 = g * k_g + kb * KT
         kvalid = min(KT, k_g - kb * KT)
-        if direct and rem >= TW and kvalid == KT:
+        if direct and rem >= TW and kvalid == KT and (k0 >= act_from or k0 + KT <= act_from):
             oh = p0 // Wrow
             m = (p0 - oh * Wrow) // Wq
             ow = p0 - oh * Wrow - m * Wq
             if flat_rows or ow + TW <= OW:
                 ooff = ((blk * nb + m) * out.shape[1] + oc0 + k0) * OH * OW + oh * OW + ow
                 _uk_direct(xq, xoff, offs, ntap, wpk, woff, out_flat, ooff, OH * OW, bias,
-                           k0, act)  # fmt: skip
+                           k0, act if k0 >= act_from else ACT_NONE)  # fmt: skip
                 continue
         if as_is and rem < TW and xoff + offs[ntap - 1] + pstride > xq.size:
             if panel_of != blk * groups + g:
@@ -663,5 +670,5 @@ def _conv_chunk(first, last, scr, panel, xq, offs, ntap, wpk, out, out_flat, oc0
         else:
             _microkernel(rem, xq, xoff, offs, ntap, wpk, woff, scr)
         _store_tile(scr, out, blk * nb, oc0 + k0, kvalid, bias, k0, res,
-                    rc0 + k0 if rc0 >= 0 else -1, p0, Wrow, Wq, OW, OH, act, alpha,
-                    beta)  # fmt: skip
+                    rc0 + k0 if rc0 >= 0 else -1, p0, Wrow, Wq, OW, OH, act, alpha, beta,
+                    act_from)  # fmt: skip

@@ -84,7 +84,7 @@ SIGNATURES = (
     (conv2d_depthwise, (T, I, I, "tensor4", "vector", T, I, I, I, I, I, I, I, I, F, F)),
     (pool2d, (T, I, I, T, I, I, I, I, I, I, I, I)),
     (conv2d_packed, (T, I, I, T, I, I, "vector", "vector", I, I, I, I, I, I, I, I, I, I, F,
-                     F, T, I)),
+                     F, T, I, I)),
     (conv2d_winograd, (T, I, I, T, I, I, "vector", "vector", I, I, I, I, F, T, I)),
 )
 OPCODES = {kernel: code for code, (kernel, _) in enumerate(SIGNATURES)}

@@ -28,9 +28,10 @@ class InplaceConcat:
     `X.wide` (all of `w` plus the other inputs) and `X` itself a slice of
     `X.wide`, so readers of `X` see exactly what they saw. Rotating permutes `w`'s
     weight rows and bias and updates the starts of its slices. Conditions: `w` is
-    a conv or dense read only by slices, none straddling lo or hi; `w` is not the
-    graph output, not an input of `X` and not placed elsewhere; `X` is not read by
-    another concat (it could not be placed there once it is a slice).
+    a conv or dense read only by slices, none straddling lo or hi, with no
+    `act_from` (its activated channels stay last); `w` is not the graph output,
+    not an input of `X` and not placed elsewhere; `X` is not read by another
+    concat (it could not be placed there once it is a slice).
 
     Valid: every channel range of a concat buffer is written by exactly one
     producer, once, and read only after that write; the extra channels of
@@ -105,8 +106,8 @@ def _slice_run(graph: nx.DiGraph, inputs: list[str], placed: set[str], from_end:
     wide = graph.nodes[seq[0]]["inputs"][0]
     data = graph.nodes[wide]
     if (data["op"] not in ("conv", "dense") or wide in placed or wide in inputs
-            or wide == graph.graph["output"]):
-        return None
+            or wide == graph.graph["output"] or data["attrs"].get("act_from")):
+        return None  # (act_from: its activated channels must stay last)
     run = [seq[0]]
     for node in seq[1:]:
         if graph.nodes[node]["op"] != "slice" or graph.nodes[node]["inputs"] != [wide]:

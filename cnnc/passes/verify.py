@@ -30,7 +30,7 @@ def verify_graph(graph: nx.DiGraph) -> None:
     node's edges match its `inputs`; its shape is what `layers.infer_shape`
     gives from its inputs' shapes (conv and pools from their `pads`; a `slice`
     lies within its input); the source form of `padding` agrees with `pads`;
-    `activation`, `inplace` and `start` attributes are well formed; `params`,
+    `activation`, `act_from`, `inplace` and `start` attributes are well formed; `params`,
     where present, have exactly the names and shapes the attributes imply.
     """
     for role in ("input", "output"):
@@ -79,6 +79,13 @@ def _check_node(graph: nx.DiGraph, node: str, data: dict) -> None:
         if missing:
             raise GraphCheckError(f"epilogue {attrs['activation']} without its "
                                   f"{', '.join(missing)}")
+    if "act_from" in attrs:  # fuse-1x1-siblings: the activation from that channel on
+        act_from = attrs["act_from"]
+        if (op != "conv" or not isinstance(act_from, int) or not 0 < act_from < data["shape"][0]
+                or attrs.get("activation", "none") == "none"):
+            raise GraphCheckError(f"act_from {act_from!r} on a {op} of depth "
+                                  f"{data['shape'][0]}, activation "
+                                  f"{attrs.get('activation', 'none')}")
     if op == "concat" and "inplace" in attrs:
         flags = attrs["inplace"]
         if len(flags) != len(inputs) or not all(isinstance(f, bool) for f in flags):
