@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -245,12 +247,34 @@ def _run_on_cluster(model, job: Job, todo: list[Shard], bar: Progress, client, s
             cluster = local_cluster(workers or default_workers())
             from distributed import Client
             client = Client(cluster)
-        return list(_submit(client, model, job, todo, bar))
+        with _quiet_on_interrupt():
+            return list(_submit(client, model, job, todo, bar))
     finally:
         if own_client and client is not None:
             client.close()
         if cluster is not None:
             cluster.close()
+
+
+@contextlib.contextmanager
+def _quiet_on_interrupt():
+    """Ctrl-C turns Dask's and Tornado's logging off before it interrupts anything: the
+    work the teardown drops makes them log errors with tracebacks (a Tornado callback of
+XX
+    it and sees "interrupted". Only where this thread can take signals (the main one)."""
+    def interrupted(signum, frame):
+        logging.disable(logging.CRITICAL)
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, interrupted)
+    except ValueError:  # not the main thread: its signals go elsewhere
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _submit(client, model, job: Job, todo: list[Shard], bar: Progress):
