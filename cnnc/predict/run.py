@@ -260,8 +260,8 @@ def _run_on_cluster(model, job: Job, todo: list[Shard], bar: Progress, client, s
 def _quiet_on_interrupt():
     """Ctrl-C turns Dask's and Tornado's logging off before it interrupts anything: the
     work the teardown drops makes them log errors with tracebacks (a Tornado callback of
-XX
-    it and sees "interrupted". Only where this thread can take signals (the main one)."""
+    distributed's `sync` met an unset variable, once in a run of the test suite); the user
+    asked for it and sees "interrupted". Only where this thread can take signals (the main one)."""
     def interrupted(signum, frame):
         logging.disable(logging.CRITICAL)
         raise KeyboardInterrupt
