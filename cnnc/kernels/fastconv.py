@@ -86,11 +86,14 @@ XQ_BLOCK_BYTES = 1 << 20  # phase-split input of the images laid side by side in
 # positions through the group's k blocks one after the other, then the next tile: the
 # group's weights stay in L2 while the tiles sweep the input, and a tile's input stays in
 # L1/L2 for the group's k blocks. With one k block at a time (every tile of a k block, then
-# the next k block) a layer whose input outgrows L2 read it from L3 once per k block. 2
-# threads, AVX2 (interleaved runs, L2 evicted between calls): stride-2 3x3 layers 64->128
-# at 56x56 and 256->512 at 14x14 57-60 -> 65-80 GFLOP/s, 1x1 512->1000 at 13x13 81-93 ->
-# 102-112, 480->192 at 14x14 45-53 -> 55-83; 96, 192 and 384 KB measured alike.
+# the next k block) a layer whose input outgrows L2 read it from L3 once per k block: 2
+# threads, AVX2, L2 evicted between calls, interleaved in one process: 1x1 256->128 at
+# 28x28 92 -> 124 GFLOP/s, 128->16 at 55x55 38 -> 54, 3x3/2 128->256 at 28x28 86 -> 101
+# (docs/kernel-notes.md). Convs of at most THIN_TAPS taps (3 or 1 input channels) keep one
+# k block a group: their tiles read little input, and a tile writing all its output
+# channels at once lost (3x3/2 3->64 at 224x224: 32 -> 25 GFLOP/s; LeNet's 5x5 1->6 10%).
 WEIGHT_GROUP_BYTES = 192 << 10
+THIN_TAPS = 32
 
 _VEC = ir.VectorType(ir.FloatType(), VL)
 _I32 = ir.IntType(32)
@@ -588,7 +591,7 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     # k blocks in groups whose weights stay in L2 while the group's tiles sweep the input,
     # each tile's input panel read by the group's k blocks one after the other
     ngrp = max(1, (nkb * wblock * 4 + WEIGHT_GROUP_BYTES - 1) // WEIGHT_GROUP_BYTES)
-    kgrp = (nkb + ngrp - 1) // ngrp
+    kgrp = (nkb + ngrp - 1) // ngrp if ntap > THIN_TAPS else 1
     ngrp = (nkb + kgrp - 1) // kgrp
     nitems = (N // nb) * groups * ngrp * ntiles * kgrp
     nchunks = min(nitems, NCHUNK)
