@@ -403,6 +403,30 @@ def test_predict_takes_a_network_and_keeps_spatial_outputs():
 
 
 # ---------------------------------------------------------------- interruptions
+def test_ctrl_c_silences_logging_until_the_run_has_unwound():
+    """cnnc.predict.run._quiet_on_interrupt: SIGINT turns logging off, then interrupts;
+    leaving the block puts back the SIGINT handler and the logging level it found."""
+    import logging
+
+    from cnnc.predict.run import _quiet_on_interrupt
+    handler = signal.getsignal(signal.SIGINT)
+    logging.disable(logging.NOTSET)
+    seen = []
+    with pytest.raises(KeyboardInterrupt), _quiet_on_interrupt():
+        assert logging.root.manager.disable == logging.NOTSET
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the signal is taken before this ends
+        finally:  # the teardown's place: logging is off
+            seen.append(logging.root.manager.disable)
+    assert seen == [logging.CRITICAL]
+    assert logging.root.manager.disable == logging.NOTSET
+    assert signal.getsignal(signal.SIGINT) is handler
+    with _quiet_on_interrupt():  # leaving without an interrupt changes nothing either
+        pass
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_an_interrupted_run_leaves_no_partial_file_and_resumes(capsys, tmp_path, model, net,
                                                                 scheduler, sig):

@@ -240,41 +240,50 @@ def _run_on_cluster(model, job: Job, todo: list[Shard], bar: Progress, client, s
     require("distributed")
     cluster = None
     own_client = client is None
-    try:
-        if client is None and scheduler:
-            client = connect(scheduler)
-        elif client is None:
-            cluster = local_cluster(workers or default_workers())
-            from distributed import Client
-            client = Client(cluster)
-        with _quiet_on_interrupt():
+    with _quiet_on_interrupt():  # the teardown below included
+        try:
+            if client is None and scheduler:
+                client = connect(scheduler)
+            elif client is None:
+                cluster = local_cluster(workers or default_workers())
+                from distributed import Client
+                client = Client(cluster)
             return list(_submit(client, model, job, todo, bar))
-    finally:
-        if own_client and client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+        finally:
+            if own_client and client is not None:
+                client.close()
+            if cluster is not None:
+                cluster.close()
 
 
 @contextlib.contextmanager
 def _quiet_on_interrupt():
-    """Ctrl-C turns Dask's and Tornado's logging off before it interrupts anything: the
-    work the teardown drops makes them log errors with tracebacks (a Tornado callback of
-    distributed's `sync` met an unset variable, once in a run of the test suite); the user
-    asked for it and sees "interrupted". Only where this thread can take signals (the main one)."""
+    """Ctrl-C turns logging off before it interrupts anything, until the run has unwound:
+    the work the teardown drops makes Dask and Tornado log errors with tracebacks (a
+    Tornado callback of distributed's `sync` met an unset variable, once in a run of the
+    test suite); the user asked for it and sees "interrupted". Only where this thread takes
+    signals (the main one) and SIGINT is not ignored (`nohup`, a background job)."""
+    previous_level = logging.root.manager.disable
+
     def interrupted(signum, frame):
         logging.disable(logging.CRITICAL)
         raise KeyboardInterrupt
 
+    installed = False
     try:
-        previous = signal.signal(signal.SIGINT, interrupted)
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            previous = signal.signal(signal.SIGINT, interrupted)
+            installed = True
     except ValueError:  # not the main thread: its signals go elsewhere
+        pass
+    if not installed:
         yield
         return
     try:
         yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    finally:  # (a handler set from outside Python reads as None: the default it is)
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+        logging.disable(previous_level)
 
 
 def _submit(client, model, job: Job, todo: list[Shard], bar: Progress):
