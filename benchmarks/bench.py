@@ -258,11 +258,11 @@ def check_outputs(engines: list[Engine], reference: str) -> dict[str, float]:
     return errors
 
 
-def _other_threads_cpu_ns() -> int | None:
-    """CPU time used so far by this process's threads other than the calling one (Linux's
-    /proc/self/task/*/schedstat), or None where that cannot be read."""
+def _other_threads_cpu_ns() -> dict[str, int] | None:
+    """CPU time used so far by each of this process's threads other than the calling one
+    (Linux's /proc/self/task/*/schedstat), or None where that cannot be read."""
     me = str(threading.get_native_id())
-    total = 0
+    times = {}
     try:
         tasks = os.listdir("/proc/self/task")
     except OSError:
@@ -271,10 +271,10 @@ def _other_threads_cpu_ns() -> int | None:
         if task == me:
             continue
         try:
-            total += int(Path(f"/proc/self/task/{task}/schedstat").read_text().split()[0])
+            times[task] = int(Path(f"/proc/self/task/{task}/schedstat").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             pass  # the thread ended
-    return total
+    return times
 
 
 QUIET_WINDOW_S = 0.01  # other threads used no CPU for this long: they have stopped spinning
@@ -297,7 +297,10 @@ def wait_until_quiet(pause_s: float) -> float:
     while time.perf_counter() - start < QUIET_LIMIT_S:
         time.sleep(QUIET_WINDOW_S)
         after = _other_threads_cpu_ns()
-        if after is None or after - before < 100_000:  # under 0.1 ms in the window
+        if after is None:
+            break
+        used = sum(t - before[task] for task, t in after.items() if task in before)
+        if used < 100_000:  # under 0.1 ms in the window (threads alive at both ends)
             break
         before = after
     return time.perf_counter() - start
