@@ -146,7 +146,8 @@ def _pool_rows(src, dst, vp, kh, kw, sh, sw, pt, pl, is_max):
     ``vp`` is the padded row (``(OW-1)*sw + kw`` cells), its padding cells already holding
     the fill; only its data cells are written here. A window of 2 or 3 rows wholly inside
     the input is reduced in one pass over its rows (and `_reduce_windows` reads its
-    windows off the row). Not inlined into pool2d's parallel loop: its cold compile.
+    windows off the row). A function of its own, called by `_pool_chunk` (inlined or not,
+    pool2d's cold compile measured alike).
     """
     H, W = src.shape
     OH = dst.shape[0]
