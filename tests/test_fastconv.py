@@ -19,6 +19,7 @@ from helpers import resolve_pads
 from cnnc import kernels as K
 from cnnc.backend import conv_kernel
 from cnnc.kernels import fastconv
+from cnnc.kernels.elementwise import SERIAL_WORK
 
 SENTINEL = 7.0
 TOL = 1e-4
@@ -151,6 +152,21 @@ PACKED_CASES = [
 @pytest.mark.parametrize("case", PACKED_CASES, ids=str)
 def test_packed_shapes(case):
     run_packed(case)
+
+
+def parallel_case(case):
+    """The case with its batch raised until the conv's multiply-adds reach SERIAL_WORK, so
+    that conv2d_packed shares its work out over the threads (the small cases above run on
+    the calling thread alone)."""
+    n, cin, h, w, k, (kh, kw), stride, padding, dilation, groups = case
+    ref = make_problem((1, *case[1:]), K.ACT_NONE, 0, 0)[4]
+    macs = k * ref.shape[2] * ref.shape[3] * (cin // groups) * kh * kw
+    return (max(n, -(-SERIAL_WORK // macs)), *case[1:])
+
+
+@pytest.mark.parametrize("case", PACKED_CASES, ids=str)
+def test_packed_shapes_parallel(case):
+    run_packed(parallel_case(case))
 
 
 @pytest.mark.parametrize("act", ACTS)

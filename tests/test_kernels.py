@@ -174,6 +174,11 @@ POOL_CASES = [
     (1, 2, 13, 41, (3, 3), (2, 2), "valid"),
     (2, 2, 12, 38, (2, 2), (2, 2), "valid"),
     (1, 2, 9, 37, (3, 2), (2, 2), "same"),
+    # work above SERIAL_WORK: the chunks shared out over the threads (the cases above run
+    # on the calling thread alone)
+    (2, 64, 40, 40, (3, 3), (2, 2), "same"),
+    (2, 40, 31, 30, (3, 3), (1, 1), "same"),
+    (4, 96, 32, 32, (2, 2), (2, 2), "valid"),
 ]
 
 
@@ -247,6 +252,9 @@ DENSE_CASES = [
     (1, 3, 4, 5, 6),
     (3, 4, 3, 3, 9),
     (2, 70, 1, 1, 33),
+    # work above SERIAL_WORK: the units shared out over the threads
+    (4, 300, 1, 1, 300),
+    (2, 64, 8, 8, 70),
 ]
 
 

@@ -56,7 +56,9 @@ tiles sweep the input, and each tile's input read by the group's k blocks one af
 other -- are cut into ``NCHUNK`` static chunks, one ``prange`` iteration each (their
 scratch is allocated once per call). Two parallel regions
 per call (input preparation, compute; one for an unpadded stride-1 1x1 conv, which reads
-its input as it is).
+its input as it is). A conv of fewer than ``SERIAL_WORK`` multiply-adds runs both on the
+calling thread alone, in one chunk: starting the regions would cost more than sharing the
+work saves (LeNet-5 at batch 1: 1.19x faster).
 
 The last spatial tile of a 1x1 unpadded conv reads past the end of its input planes; where
 that would pass the end of the buffer (the last image's last channels) its taps are first
@@ -71,7 +73,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..backend import current_target
-from .elementwise import ACT_NONE, ACT_RELU, bias_activate_inplace, copy_into
+from .elementwise import ACT_NONE, ACT_RELU, SERIAL_WORK, bias_activate_inplace, copy_into
 from .jit import cached_njit
 
 # The micro-kernel's tile, from the CPU target (cnnc/backend.py): every accumulator, the
@@ -376,84 +378,90 @@ def _split_phases(x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh
     conv) are skipped. One task per ``(b, ph, c)`` writes all the column phases of its
     rows.
     """
+    for q in numba.prange((x.shape[0] // nb) * sh * cin):
+        _split_task(q, x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh, dw)
+
+
+@numba.njit(error_model="numpy")
+def _split_task(q, x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh, dw):
+    """Task ``q`` of ``_split_phases``: the planes of one ``(b, ph, c)``."""
     H, W = x.shape[2], x.shape[3]
     Wrow = nb * Wq
-    for q in numba.prange((x.shape[0] // nb) * sh * cin):
-        c = q % cin
-        r = q // cin
-        ph = r % sh
-        b = r // sh
-        if not _phase_used(ph, KH, dh, sh):
+    c = q % cin
+    r = q // cin
+    ph = r % sh
+    b = r // sh
+    if not _phase_used(ph, KH, dh, sh):
+        return
+    first = ((b * sh + ph) * sw) * cin + c  # plane of column phase 0; phase pw: + pw*cin
+    for pw in range(sw):
+        if _phase_used(pw, KW, dw, sw):
+            xq[(first + pw * cin) * plane : (first + pw * cin + 1) * plane] = 0.0
+    if sw == 1:  # one phase: slice copies, vectorised (3x faster than the loop)
+        dst = xq[first * plane : (first + 1) * plane]
+        j_lo, j_hi = _phase_columns(0, pl, 1, W, Wq)
+        for i in range(Hq):
+            row = i * sh + ph - pt
+            if 0 <= row < H:
+                for m in range(nb):
+                    o = i * Wrow + m * Wq
+                    copy_into(dst[o + j_lo : o + j_hi],
+                              x[b * nb + m, xc0 + c, row, j_lo - pl : j_hi - pl])
+        return
+    if sw == 2 and _phase_used(0, KW, dw, sw) and _phase_used(1, KW, dw, sw):
+        # both column phases: one pass over each source row splits it into even and odd
+        # columns (2.5x faster than a strided pass per phase)
+        lo0, hi0 = _phase_columns(0, pl, 2, W, Wq)
+        lo1, hi1 = _phase_columns(1, pl, 2, W, Wq)
+        lo = max(lo0, lo1)
+        hi = max(min(hi0, hi1), lo)
+        for i in range(Hq):
+            row = i * sh + ph - pt
+            if not 0 <= row < H:
+                continue
+            for m in range(nb):
+                src = x[b * nb + m, xc0 + c, row]
+                o = i * Wrow + m * Wq
+                d0 = xq[first * plane + o : first * plane + o + Wq]
+                d1 = xq[(first + cin) * plane + o : (first + cin) * plane + o + Wq]
+                for j in range(lo0, lo):  # the edges that only one phase has
+                    d0[j] = src[2 * j - pl]
+                for j in range(lo1, lo):
+                    d1[j] = src[2 * j + 1 - pl]
+                for j in range(hi, hi0):
+                    d0[j] = src[2 * j - pl]
+                for j in range(hi, hi1):
+                    d1[j] = src[2 * j + 1 - pl]
+                s = src[2 * lo - pl :]
+                e0 = d0[lo:hi]
+                e1 = d1[lo:hi]
+                for j in range(hi - lo):
+                    e0[j] = s[2 * j]
+                    e1[j] = s[2 * j + 1]
+        return
+    for pw in range(sw):  # any other stride: a strided pass per phase
+        if not _phase_used(pw, KW, dw, sw):
             continue
-        first = ((b * sh + ph) * sw) * cin + c  # plane of column phase 0; phase pw: + pw*cin
-        for pw in range(sw):
-            if _phase_used(pw, KW, dw, sw):
-                xq[(first + pw * cin) * plane : (first + pw * cin + 1) * plane] = 0.0
-        if sw == 1:  # one phase: slice copies, vectorised (3x faster than the loop)
-            dst = xq[first * plane : (first + 1) * plane]
-            j_lo, j_hi = _phase_columns(0, pl, 1, W, Wq)
-            for i in range(Hq):
-                row = i * sh + ph - pt
-                if 0 <= row < H:
-                    for m in range(nb):
-                        o = i * Wrow + m * Wq
-                        copy_into(dst[o + j_lo : o + j_hi],
-                                  x[b * nb + m, xc0 + c, row, j_lo - pl : j_hi - pl])
-            continue
-        if sw == 2 and _phase_used(0, KW, dw, sw) and _phase_used(1, KW, dw, sw):
-            # both column phases: one pass over each source row splits it into even and odd
-            # columns (2.5x faster than a strided pass per phase)
-            lo0, hi0 = _phase_columns(0, pl, 2, W, Wq)
-            lo1, hi1 = _phase_columns(1, pl, 2, W, Wq)
-            lo = max(lo0, lo1)
-            hi = max(min(hi0, hi1), lo)
-            for i in range(Hq):
-                row = i * sh + ph - pt
-                if not 0 <= row < H:
-                    continue
+        dst = xq[(first + pw * cin) * plane : (first + pw * cin + 1) * plane]
+        j_lo, j_hi = _phase_columns(pw, pl, sw, W, Wq)
+        col0 = pw - pl
+        for i in range(Hq):
+            row = i * sh + ph - pt
+            if 0 <= row < H:
                 for m in range(nb):
                     src = x[b * nb + m, xc0 + c, row]
                     o = i * Wrow + m * Wq
-                    d0 = xq[first * plane + o : first * plane + o + Wq]
-                    d1 = xq[(first + cin) * plane + o : (first + cin) * plane + o + Wq]
-                    for j in range(lo0, lo):  # the edges that only one phase has
-                        d0[j] = src[2 * j - pl]
-                    for j in range(lo1, lo):
-                        d1[j] = src[2 * j + 1 - pl]
-                    for j in range(hi, hi0):
-                        d0[j] = src[2 * j - pl]
-                    for j in range(hi, hi1):
-                        d1[j] = src[2 * j + 1 - pl]
-                    s = src[2 * lo - pl :]
-                    e0 = d0[lo:hi]
-                    e1 = d1[lo:hi]
-                    for j in range(hi - lo):
-                        e0[j] = s[2 * j]
-                        e1[j] = s[2 * j + 1]
-            continue
-        for pw in range(sw):  # any other stride: a strided pass per phase
-            if not _phase_used(pw, KW, dw, sw):
-                continue
-            dst = xq[(first + pw * cin) * plane : (first + pw * cin + 1) * plane]
-            j_lo, j_hi = _phase_columns(pw, pl, sw, W, Wq)
-            col0 = pw - pl
-            for i in range(Hq):
-                row = i * sh + ph - pt
-                if 0 <= row < H:
-                    for m in range(nb):
-                        src = x[b * nb + m, xc0 + c, row]
-                        o = i * Wrow + m * Wq
-                        if sw == 2:  # one phase of stride 2 (a 1x1 stride-2 conv): a
-                            # constant stride vectorises (64->128 channels at 56x56, one
-                            # thread: 1.47x the time of the same conv on an input already
-                            # subsampled with the loop below, 1.24x so)
-                            d = dst[o + j_lo : o + j_hi]
-                            e = src[j_lo * 2 + col0 :]
-                            for j in range(j_hi - j_lo):
-                                d[j] = e[2 * j]
-                        else:
-                            for j in range(j_lo, j_hi):
-                                dst[o + j] = src[j * sw + col0]
+                    if sw == 2:  # one phase of stride 2 (a 1x1 stride-2 conv): a
+                        # constant stride vectorises (64->128 channels at 56x56, one
+                        # thread: 1.47x the time of the same conv on an input already
+                        # subsampled with the loop below, 1.24x so)
+                        d = dst[o + j_lo : o + j_hi]
+                        e = src[j_lo * 2 + col0 :]
+                        for j in range(j_hi - j_lo):
+                            d[j] = e[2 * j]
+                    else:
+                        for j in range(j_lo, j_hi):
+                            dst[o + j] = src[j * sw + col0]
 
 
 @numba.njit(error_model="numpy")
@@ -561,6 +569,7 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     nkb = (k_g + KT - 1) // KT
     ntap = cin_g * KH * KW
     offs = np.empty(ntap, np.int64)
+    serial = N * K * OH * OW * ntap < SERIAL_WORK  # on this thread alone: a small conv
     # As is: a 1x1 stride-1 unpadded conv reads the input buffer itself (rows of width W)
     # when its planes keep the micro-kernel's vector loads on whole cache lines, or when
     # too few k blocks share the cost of the copy that would align them (a load straddling
@@ -592,8 +601,13 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
         for i in range((N // nb) * blk_stride, xq.size):  # a loop: an array expression
             xq[i] = 0.0                                   # here would be one more parfor
         # np.int64: nb may be typed as the literal 1 here, which compiles a second split
-        _split_phases(x, xc0, cin, xq, np.int64(nb), Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh,
-                      dw)  # fmt: skip
+        if serial:
+            for q in range((N // nb) * sh * cin):
+                _split_task(q, x, xc0, cin, xq, np.int64(nb), Hq, Wq, plane, pt, pl, sh, sw,
+                            KH, KW, dh, dw)  # fmt: skip
+        else:
+            _split_phases(x, xc0, cin, xq, np.int64(nb), Hq, Wq, plane, pt, pl, sh, sw, KH, KW,
+                          dh, dw)  # fmt: skip
         x_start = 0
         g_stride = cin_g * plane
         for t in range(ntap):
@@ -610,7 +624,7 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     kgrp = (nkb + ngrp - 1) // ngrp if ntap > THIN_TAPS else 1
     ngrp = (nkb + kgrp - 1) // kgrp
     nitems = (N // nb) * groups * ngrp * ntiles * kgrp
-    nchunks = min(nitems, NCHUNK)
+    nchunks = 1 if serial else min(nitems, NCHUNK)
     # per-chunk scratch, allocated once per call rather than once per chunk
     scratch = np.empty((nchunks, KT * TW), np.float32)
     # as_is only: a last, partial tile reads up to VL*ceil(rem/VL) floats a tap, past the
@@ -634,6 +648,13 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     direct = rc0 < 0 and (act == ACT_NONE or act == ACT_RELU)
     flat_rows = Wq == OW and nb == 1
     out_flat = out.reshape(out.size)
+    if serial:
+        _conv_chunk(0, nitems, scratch[0],
+                    panels[0], xq, offs, ntap, wpk, out, out_flat, oc0, bias, act, alpha,
+                    beta, res, rc0, act_from, ntiles, nkb, kgrp, ngrp, groups, k_g, wblock, P,
+                    Wrow, Wq, OW, OH, nb, blk_stride, x_start, g_stride, as_is, pstride,
+                    panel_offs, direct, flat_rows)  # fmt: skip
+        return
     for chunk in numba.prange(nchunks):
         _conv_chunk(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks, scratch[chunk],
                     panels[chunk], xq, offs, ntap, wpk, out, out_flat, oc0, bias, act, alpha,
