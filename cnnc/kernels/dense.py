@@ -23,8 +23,9 @@ def dense(x, xc0, cin, w, b, out, oc0, act, alpha, beta):
     D = cin * x.shape[2] * x.shape[3]  # == w.shape[1]
     start = xc0 * x.shape[2] * x.shape[3]
     flat = x.reshape(N, x.shape[1] * x.shape[2] * x.shape[3])
-    if N * units * D < SERIAL_WORK:  # a small layer: on this thread alone
-        _dense_units(0, units, flat, start, D, w, b, out, oc0)
+    if N * units * D < SERIAL_WORK:  # a small layer: on this thread alone (np.int64(0):
+        # a literal 0 would compile _dense_units a second time)
+        _dense_units(np.int64(0), units, flat, start, D, w, b, out, oc0)
     else:
         for chunk in numba.prange(DENSE_CHUNKS):
             _dense_units(units * chunk // DENSE_CHUNKS, units * (chunk + 1) // DENSE_CHUNKS,

@@ -379,6 +379,13 @@ def _split_phases(x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh
     rows.
     """
     for q in numba.prange((x.shape[0] // nb) * sh * cin):
+        _split_task(np.int64(q), x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh, dw)
+
+
+@numba.njit(error_model="numpy")
+def _split_serial(x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh, dw):
+    """``_split_phases`` on the calling thread alone (a small conv)."""
+    for q in range((x.shape[0] // nb) * sh * cin):
         _split_task(q, x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh, dw)
 
 
@@ -399,7 +406,7 @@ def _split_task(q, x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, d
             xq[(first + pw * cin) * plane : (first + pw * cin + 1) * plane] = 0.0
     if sw == 1:  # one phase: slice copies, vectorised (3x faster than the loop)
         dst = xq[first * plane : (first + 1) * plane]
-        j_lo, j_hi = _phase_columns(0, pl, 1, W, Wq)
+        j_lo, j_hi = _phase_columns(np.int64(0), pl, np.int64(1), W, Wq)
         for i in range(Hq):
             row = i * sh + ph - pt
             if 0 <= row < H:
@@ -408,11 +415,13 @@ def _split_task(q, x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, d
                     copy_into(dst[o + j_lo : o + j_hi],
                               x[b * nb + m, xc0 + c, row, j_lo - pl : j_hi - pl])
         return
-    if sw == 2 and _phase_used(0, KW, dw, sw) and _phase_used(1, KW, dw, sw):
+    # np.int64: literal arguments would compile these helpers once more per literal
+    if sw == 2 and _phase_used(np.int64(0), KW, dw, sw) and _phase_used(np.int64(1), KW, dw,
+                                                                          sw):  # fmt: skip
         # both column phases: one pass over each source row splits it into even and odd
         # columns (2.5x faster than a strided pass per phase)
-        lo0, hi0 = _phase_columns(0, pl, 2, W, Wq)
-        lo1, hi1 = _phase_columns(1, pl, 2, W, Wq)
+        lo0, hi0 = _phase_columns(np.int64(0), pl, np.int64(2), W, Wq)
+        lo1, hi1 = _phase_columns(np.int64(1), pl, np.int64(2), W, Wq)
         lo = max(lo0, lo1)
         hi = max(min(hi0, hi1), lo)
         for i in range(Hq):
@@ -531,8 +540,8 @@ def _store_tile(scr, out, n0, ochan, kvalid, bias, bk, res, rc0, p0, Wrow, Wq, O
             b = np.float32(bias[bk + k])
             for t in range(k * TW, (k + 1) * TW):
                 scr[t] += b
-        _tile_segments(scr, res, rc0, n0, kvalid, p0, p0, p0 + TW, Wrow, Wq, OW, OH, 1, res, rc0,
-                       bias, bk)  # fmt: skip
+        _tile_segments(scr, res, rc0, n0, kvalid, p0, p0, p0 + TW, Wrow, Wq, OW, OH, np.int64(1),
+                       res, rc0, bias, bk)  # fmt: skip
     for k in range(kvalid):
         # the whole row at once (junk columns too, never stored): one vectorised pass
         # rather than one short one per output row segment (a call, not inlined: the
@@ -540,8 +549,8 @@ def _store_tile(scr, out, n0, ochan, kvalid, bias, bk, res, rc0, p0, Wrow, Wq, O
         b = 0.0 if rc0 >= 0 else bias[bk + k]
         bias_activate_inplace(scr[k * TW : (k + 1) * TW], b,
                               act if bk + k >= act_from else ACT_NONE, alpha, beta)
-    _tile_segments(scr, out, ochan, n0, kvalid, p0, p0, p0 + TW, Wrow, Wq, OW, OH, 0, res, rc0,
-                   bias, bk)  # fmt: skip
+    _tile_segments(scr, out, ochan, n0, kvalid, p0, p0, p0 + TW, Wrow, Wq, OW, OH, np.int64(0),
+                   res, rc0, bias, bk)  # fmt: skip
 
 
 @cached_njit(parallel=True, error_model="numpy")
@@ -602,9 +611,8 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
             xq[i] = 0.0                                   # here would be one more parfor
         # np.int64: nb may be typed as the literal 1 here, which compiles a second split
         if serial:
-            for q in range((N // nb) * sh * cin):
-                _split_task(q, x, xc0, cin, xq, np.int64(nb), Hq, Wq, plane, pt, pl, sh, sw,
-                            KH, KW, dh, dw)  # fmt: skip
+            _split_serial(x, xc0, cin, xq, np.int64(nb), Hq, Wq, plane, pt, pl, sh, sw, KH, KW,
+                          dh, dw)  # fmt: skip
         else:
             _split_phases(x, xc0, cin, xq, np.int64(nb), Hq, Wq, plane, pt, pl, sh, sw, KH, KW,
                           dh, dw)  # fmt: skip
@@ -648,8 +656,8 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     direct = rc0 < 0 and (act == ACT_NONE or act == ACT_RELU)
     flat_rows = Wq == OW and nb == 1
     out_flat = out.reshape(out.size)
-    if serial:
-        _conv_chunk(0, nitems, scratch[0],
+    if serial:  # np.int64(0): a literal 0 would compile _conv_chunk a second time (~10 s)
+        _conv_chunk(np.int64(0), nitems, scratch[0],
                     panels[0], xq, offs, ntap, wpk, out, out_flat, oc0, bias, act, alpha,
                     beta, res, rc0, act_from, ntiles, nkb, kgrp, ngrp, groups, k_g, wblock, P,
                     Wrow, Wq, OW, OH, nb, blk_stride, x_start, g_stride, as_is, pstride,
@@ -714,9 +722,12 @@ def _conv_chunk(first, last, scr, panel, xq, offs, ntap, wpk, out, out_flat, oc0
                 if stored < VN:
                     for v in range(VN):
                         if voff[v] < 0:
-                            _tile_segments(scr, out, oc0 + k0, blk * nb, KT, p0, p0 + VL * v,
-                                           p0 + VL * (v + 1), Wrow, Wq, OW, OH, 0, out, 0,
-                                           bias, 0)  # fmt: skip
+                            # np.int64: literal arguments would compile another
+                            # _tile_segments (one signature for every call, ~1-2 s each)
+                            _tile_segments(scr, out, oc0 + k0, blk * nb, np.int64(KT), p0,
+                                           p0 + VL * v, p0 + VL * (v + 1), Wrow, Wq, OW, OH,
+                                           np.int64(0), out, np.int64(0), bias,
+                                           np.int64(0))  # fmt: skip
                 continue
         if as_is and rem < TW and xoff + offs[ntap - 1] + pstride > xq.size:
             if panel_of != blk * groups + g:
@@ -725,7 +736,7 @@ def _conv_chunk(first, last, scr, panel, xq, offs, ntap, wpk, out, out_flat, oc0
                     src = xoff + offs[t]
                     for j in range(rem):
                         panel[t * pstride + j] = xq[src + j]
-            _microkernel(rem, panel, 0, panel_offs, ntap, wpk, woff, scr)
+            _microkernel(rem, panel, np.int64(0), panel_offs, ntap, wpk, woff, scr)
         else:
             _microkernel(rem, xq, xoff, offs, ntap, wpk, woff, scr)
         _store_tile(scr, out, blk * nb, oc0 + k0, kvalid, bias, k0, res,

@@ -228,8 +228,9 @@ def pool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max):
     same3 = (is_max and kh == 3 and kw == 3 and sh == 1 and sw == 1 and pt == 1
              and pl == 1 and OH == H and OW == W and H >= 2 and W >= 2)  # fmt: skip
     if planes * OH * OW * kh * kw < SERIAL_WORK:  # a small pool: on this thread alone
-        _pool_chunk(0, planes, x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max, fill, Hp,
-                    Wp, by_rows, same3, inv_rows, inv_cols)  # fmt: skip
+        # np.int64(0): a literal 0 would type, and compile, _pool_chunk a second time
+        _pool_chunk(np.int64(0), planes, x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max,
+                    fill, Hp, Wp, by_rows, same3, inv_rows, inv_cols)  # fmt: skip
         return
     for chunk in numba.prange(chunks):
         _pool_chunk(chunk * planes // chunks, (chunk + 1) * planes // chunks, x, xc0, C, out,
