@@ -4,11 +4,17 @@
 
 With an empty cache directory every kernel is compiled, not loaded; each line gives the
 wall and CPU seconds of one kernel (runtime.COMPILE_COST holds these, to share a cold
-compile out between two processes), the last the interpreter's.
+compile out between two processes), the last the interpreter's. Then the helpers compiled
+for more than one signature: a literal argument (``f(0, ...)`` where another call passes
+an int64) types, and compiles, a helper once more (``_conv_chunk`` twice cost ~9 s).
 """
 
+import importlib
+import pkgutil
 import sys
 import time
+
+from numba.core.registry import CPUDispatcher
 
 import cnnc
 from cnnc.kernels.interpreter import SIGNATURES, compile_kernel, run_plan
@@ -22,3 +28,12 @@ for code in [*net._plan.codes, INTERPRETER]:
     compile_kernel(code)
     print(f"{name:20s} wall {time.perf_counter() - wall:6.1f} s  "
           f"CPU {time.process_time() - cpu:6.1f} s", flush=True)
+
+twice = []
+for info in pkgutil.iter_modules(importlib.import_module("cnnc.kernels").__path__):
+    module = importlib.import_module(f"cnnc.kernels.{info.name}")
+    for name, value in vars(module).items():
+        if isinstance(value, CPUDispatcher) and value.__module__ == module.__name__:
+            if len(value.signatures) > 1:
+                twice.append(f"{info.name}.{name} ({len(value.signatures)})")
+print("compiled for more than one signature:", ", ".join(twice) or "none")
