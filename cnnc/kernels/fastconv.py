@@ -40,10 +40,10 @@ is a GEMM whose reduction index is the *tap* ``t = (c, i, j)``; its B matrix is 
    ``[group][k_block][tap][KT]`` with each group's K zero-padded to a multiple of ``KT``, so
    the ``KT`` weights of one tap are contiguous and a k block stays in L1.
 
-4. Epilogue: a full tile with no residual and no activation or relu is finished in
-   registers (``_uk_direct``); each of its vectors whose ``VL`` outputs are contiguous in
-   ``out`` is stored straight, the others (a row's end or junk columns in them) go to a
-   per-thread scratch and are copied cell by cell.
+4. Epilogue: a full tile with no residual and no activation, or relu, tanh or sigmoid, is
+   finished in registers (``_uk_direct``); each of its vectors whose ``VL`` outputs are
+   contiguous in ``out`` is stored straight, the others (a row's end or junk columns in
+   them) go to a per-thread scratch and are copied cell by cell.
    Any other tile goes to the scratch whole (L1); bias, the residual (a ResNet
    block's skip tensor, when the fuse-residual pass gave the conv one) and the activation
    (the shared ``bias_activate_inplace`` of ``elementwise.py``) are applied, then its valid
@@ -73,7 +73,15 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..backend import current_target
-from .elementwise import ACT_NONE, ACT_RELU, SERIAL_WORK, bias_activate_inplace, copy_into
+from .elementwise import (
+    ACT_NONE,
+    ACT_RELU,
+    ACT_SIGMOID,
+    ACT_TANH,
+    SERIAL_WORK,
+    bias_activate_inplace,
+    copy_into,
+)
 from .jit import cached_njit
 
 # The micro-kernel's tile, from the CPU target (cnnc/backend.py): every accumulator, the
@@ -207,29 +215,66 @@ def _make_microkernel(vn):
     return uk
 
 
+# fast_tanh's (elementwise.py) clamp and coefficients, highest power first
+_TANH_CLAMP = 7.90531110763549805
+_TANH_P = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
+           5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04,
+           4.89352455891786e-03)  # fmt: skip
+_TANH_Q = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
+           4.89352518554385e-03)  # fmt: skip
+
+
+def _vconst(value):
+    """A ``_VEC`` of ``VL`` lanes, each the float32 nearest ``value``."""
+    return ir.Constant(_VEC, [float(np.float32(value))] * VL)
+
+
+def _emit_tanh(builder, x):
+    """``fast_tanh`` of each lane of the vector ``x``: the same clamp and rational function,
+    its Horner steps as fused multiply-adds (as fastmath compiles ``fast_tanh``)."""
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fma.v{VL}f32"
+    )
+    hi, lo = _vconst(_TANH_CLAMP), _vconst(-_TANH_CLAMP)
+    x = builder.select(builder.fcmp_ordered("<", x, hi), x, hi)
+    x = builder.select(builder.fcmp_ordered(">", x, lo), x, lo)
+    x2 = builder.fmul(x, x)
+    p = _vconst(_TANH_P[0])
+    for c in _TANH_P[1:]:
+        p = builder.call(fma, [x2, p, _vconst(c)])
+    q = _vconst(_TANH_Q[0])
+    for c in _TANH_Q[1:]:
+        q = builder.call(fma, [x2, q, _vconst(c)])
+    return builder.fdiv(builder.fmul(x, p), q)
+
+
 @intrinsic
-def _uk_direct(typingctx, x, xoff, offs, ntap, w, woff, out, voff, ostride, bias, boff, relu,
+def _uk_direct(typingctx, x, xoff, offs, ntap, w, woff, out, voff, ostride, bias, boff, act,
                scr):  # fmt: skip
     """A full ``KT x TW`` tile (``_emit_tile``) with its epilogue, stored vector by vector:
 
         value[k][p] = act(acc[k][p] + bias[boff + k])   (p < TW, k < KT)
 
-    with ``act`` relu when ``relu != 0`` (``v if v > 0 else 0``, as ``bias_activate_inplace``)
-    and none otherwise. Vector ``v`` (positions ``VL*v`` to ``VL*v + VL``) of row ``k`` goes to
-    ``out[voff[v] + k*ostride : +VL]`` when ``voff[v] >= 0`` -- its ``VL`` outputs are
-    contiguous in ``out`` (1-D float32) -- and to ``scr[k*TW + VL*v : +VL]`` otherwise (a
-    vector with junk columns or a row's end in it, which the caller copies cell by cell).
+    with ``act`` an ``ACT_*`` code: none, relu (``v if v > 0 else 0``), tanh or sigmoid (as
+    ``fast_tanh`` and ``bias_activate_inplace``; ``DIRECT_ACTS``). Vector ``v`` (positions
+    ``VL*v`` to ``VL*v + VL``) of row ``k`` goes to ``out[voff[v] + k*ostride : +VL]`` when
+    ``voff[v] >= 0`` -- its ``VL`` outputs are contiguous in ``out`` (1-D float32) -- and to
+    ``scr[k*TW + VL*v : +VL]`` otherwise (a vector with junk columns or a row's end in it,
+    which the caller copies cell by cell).
     """
-    sig = types.void(x, xoff, offs, ntap, w, woff, out, voff, ostride, bias, boff, relu, scr)
+    sig = types.void(x, xoff, offs, ntap, w, woff, out, voff, ostride, bias, boff, act, scr)
 
     def codegen(context, builder, sig, args):
         xa, oa, wa, outa, va, ba, sa = [context.make_array(sig.args[i])(context, builder,
                                                                         args[i])
                                         for i in (0, 2, 4, 6, 7, 9, 12)]  # fmt: skip
         acc = _emit_tile(context, builder, xa, args[1], oa, args[3], wa, args[5], VN)
-        ostride_, boff_ = args[8], args[10]
-        use_relu = builder.icmp_signed("!=", args[11], ir.Constant(args[11].type, 0))
-        zero = ir.Constant(_VEC, None)
+        ostride_, boff_, act_ = args[8], args[10], args[11]
+
+        def is_act(code):
+            return builder.icmp_signed("==", act_, ir.Constant(act_.type, code))
+
+        zero, half = ir.Constant(_VEC, None), _vconst(0.5)
         bases, strides = [], []
         for v in range(VN):
             off = builder.load(builder.gep(va.data, [ir.Constant(_I64, v)]))
@@ -237,19 +282,37 @@ def _uk_direct(typingctx, x, xoff, offs, ntap, w, woff, out, voff, ostride, bias
             bases.append(builder.select(to_out, builder.gep(outa.data, [off]),
                                         builder.gep(sa.data, [ir.Constant(_I64, VL * v)])))
             strides.append(builder.select(to_out, ostride_, ir.Constant(_I64, TW)))
-        for k in range(KT):
-            kk = ir.Constant(_I64, k)
-            bv = _splat(builder, builder.load(builder.gep(ba.data, [builder.add(boff_, kk)]),
-                                              align=4))  # fmt: skip
-            for v in range(VN):
-                val = builder.fadd(acc[k][v], bv)
-                pos = builder.fcmp_ordered(">", val, zero)
-                val = builder.select(use_relu, builder.select(pos, val, zero), val)
-                p = builder.gep(bases[v], [builder.mul(strides[v], kk)])
-                builder.store(val, builder.bitcast(p, _VEC.as_pointer()), align=4)
+        biases = [_splat(builder, builder.load(builder.gep(ba.data, [builder.add(
+            boff_, ir.Constant(_I64, k))]), align=4)) for k in range(KT)]  # fmt: skip
+
+        def store(finish):
+            for k in range(KT):
+                kk = ir.Constant(_I64, k)
+                for v in range(VN):
+                    val = finish(builder.fadd(acc[k][v], biases[k]))
+                    p = builder.gep(bases[v], [builder.mul(strides[v], kk)])
+                    builder.store(val, builder.bitcast(p, _VEC.as_pointer()), align=4)
+
+        use_relu, sigmoid = is_act(ACT_RELU), is_act(ACT_SIGMOID)
+        with builder.if_else(builder.or_(is_act(ACT_TANH), sigmoid)) as (smooth, plain):
+            with smooth:  # tanh, or sigmoid as 0.5*tanh(v/2) + 0.5
+                store(lambda v: _smooth(builder, v, sigmoid, half))
+            with plain:
+                store(lambda v: builder.select(
+                    use_relu, builder.select(builder.fcmp_ordered(">", v, zero), v, zero), v))
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+def _smooth(builder, v, sigmoid, half):
+    """tanh of ``v``, or the sigmoid ``0.5*tanh(v/2) + 0.5`` where ``sigmoid`` (an i1)."""
+    t = _emit_tanh(builder, builder.select(sigmoid, builder.fmul(half, v), v))
+    return builder.select(sigmoid, builder.fadd(builder.fmul(half, t), half), t)
+
+
+#: The activations _uk_direct applies itself (any other goes through the scratch).
+DIRECT_ACTS = (ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID)
 
 
 _uk_full = _make_microkernel(VN)  # a full tile
@@ -645,15 +708,17 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     panel_offs = np.empty(ntap if pstride else 0, np.int64)
     for t in range(panel_offs.size):
         panel_offs[t] = t * pstride
-    # A full tile with no residual and no activation or relu: the micro-kernel applies the
-    # epilogue and stores each vector whose outputs are contiguous in an output plane
-    # itself -- all of them with no junk columns and one image a block (as is, or a copied
-    # 1x1), else those inside one row of one image -- and the rest to the scratch, copied
-    # cell by cell (1x1 convs up to 25% faster than through the scratch; storing the
-    # vectors of tiles that cross a row's end so, rather than the whole tile through the
-    # scratch: 3x3 3->64 at 32x32 1.25-1.3x, 3x3/2 3->64 at 224x224 1.14-1.19x, stride-2
-    # 3x3 and 5x5 layers 2-12%; masked stores measured no faster than the scratch)
-    direct = rc0 < 0 and (act == ACT_NONE or act == ACT_RELU)
+    # A full tile with no residual and no activation, relu, tanh or sigmoid (DIRECT_ACTS):
+    # the micro-kernel applies the epilogue and stores each vector whose outputs are
+    # contiguous in an output plane itself -- all of them with no junk columns and one image
+    # a block (as is, or a copied 1x1), else those inside one row of one image -- and the
+    # rest to the scratch, copied cell by cell (1x1 convs up to 25% faster than through the
+    # scratch; storing the vectors of tiles that cross a row's end so, rather than the
+    # whole tile through the scratch: 3x3 3->64 at 32x32 1.25-1.3x, 3x3/2 3->64 at 224x224
+    # 1.14-1.19x, stride-2 3x3 and 5x5 layers 2-12%; masked stores measured no faster than
+    # the scratch)
+    direct = rc0 < 0 and (act == ACT_NONE or act == ACT_RELU or act == ACT_TANH
+                          or act == ACT_SIGMOID)  # DIRECT_ACTS
     flat_rows = Wq == OW and nb == 1
     out_flat = out.reshape(out.size)
     if serial:  # np.int64(0): a literal 0 would compile _conv_chunk a second time (~10 s)
