@@ -250,7 +250,7 @@ def _emit_tanh(builder, x):
 
 @intrinsic
 def _uk_direct(typingctx, x, xoff, offs, ntap, w, woff, out, voff, ostride, bias, boff, act,
-               scr):  # fmt: skip
+               scr, kvalid):  # fmt: skip
     """A full ``KT x TW`` tile (``_emit_tile``) with its epilogue, stored vector by vector:
 
         value[k][p] = act(acc[k][p] + bias[boff + k])   (p < TW, k < KT)
@@ -260,9 +260,11 @@ def _uk_direct(typingctx, x, xoff, offs, ntap, w, woff, out, voff, ostride, bias
     ``VL*v`` to ``VL*v + VL``) of row ``k`` goes to ``out[voff[v] + k*ostride : +VL]`` when
     ``voff[v] >= 0`` -- its ``VL`` outputs are contiguous in ``out`` (1-D float32) -- and to
     ``scr[k*TW + VL*v : +VL]`` otherwise (a vector with junk columns or a row's end in it,
-    which the caller copies cell by cell).
+    which the caller copies cell by cell). Rows ``k >= kvalid`` (a conv's last channels
+    short of a tile) go to ``scr`` too, never read.
     """
-    sig = types.void(x, xoff, offs, ntap, w, woff, out, voff, ostride, bias, boff, act, scr)
+    sig = types.void(x, xoff, offs, ntap, w, woff, out, voff, ostride, bias, boff, act, scr,
+                     kvalid)  # fmt: skip
 
     def codegen(context, builder, sig, args):
         xa, oa, wa, outa, va, ba, sa = [context.make_array(sig.args[i])(context, builder,
@@ -282,15 +284,21 @@ def _uk_direct(typingctx, x, xoff, offs, ntap, w, woff, out, voff, ostride, bias
             bases.append(builder.select(to_out, builder.gep(outa.data, [off]),
                                         builder.gep(sa.data, [ir.Constant(_I64, VL * v)])))
             strides.append(builder.select(to_out, ostride_, ir.Constant(_I64, TW)))
+        last = builder.sub(args[13], ir.Constant(_I64, 1))  # rows past it read its bias
         biases = [_splat(builder, builder.load(builder.gep(ba.data, [builder.add(
-            boff_, ir.Constant(_I64, k))]), align=4)) for k in range(KT)]  # fmt: skip
+            boff_, builder.select(builder.icmp_signed("<", ir.Constant(_I64, k), args[13]),
+                                  ir.Constant(_I64, k), last))]), align=4))
+                  for k in range(KT)]  # fmt: skip
 
         def store(finish):
             for k in range(KT):
                 kk = ir.Constant(_I64, k)
+                in_conv = builder.icmp_signed("<", kk, args[13])
                 for v in range(VN):
                     val = finish(builder.fadd(acc[k][v], biases[k]))
-                    p = builder.gep(bases[v], [builder.mul(strides[v], kk)])
+                    p = builder.select(
+                        in_conv, builder.gep(bases[v], [builder.mul(strides[v], kk)]),
+                        builder.gep(sa.data, [ir.Constant(_I64, k * TW + VL * v)]))
                     builder.store(val, builder.bitcast(p, _VEC.as_pointer()), align=4)
 
         use_relu, sigmoid = is_act(ACT_RELU), is_act(ACT_SIGMOID)
@@ -767,7 +775,7 @@ def _conv_chunk(first, last, scr, panel, xq, offs, ntap, wpk, out, out_flat, oc0
         woff = (g * nkb + kb) * wblock
         k0 = g * k_g + kb * KT
         kvalid = min(KT, k_g - kb * KT)
-        if direct and rem >= TW and kvalid == KT and (k0 >= act_from or k0 + KT <= act_from):
+        if direct and rem >= TW and (k0 >= act_from or k0 + KT <= act_from):
             # vectors whose VL outputs are contiguous in out are stored there by the
             # micro-kernel, the others (a row's end or junk columns in them) to scr and
             # copied cell by cell below
@@ -783,13 +791,13 @@ def _conv_chunk(first, last, scr, panel, xq, offs, ntap, wpk, out, out_flat, oc0
                     stored += 1
             if stored > 0:
                 _uk_direct(xq, xoff, offs, ntap, wpk, woff, out_flat, voff, OH * OW, bias, k0,
-                           act if k0 >= act_from else ACT_NONE, scr)  # fmt: skip
+                           act if k0 >= act_from else ACT_NONE, scr, kvalid)  # fmt: skip
                 if stored < VN:
                     for v in range(VN):
                         if voff[v] < 0:
                             # np.int64: literal arguments would compile another
                             # _tile_segments (one signature for every call, ~1-2 s each)
-                            _tile_segments(scr, out, oc0 + k0, blk * nb, np.int64(KT), p0,
+                            _tile_segments(scr, out, oc0 + k0, blk * nb, kvalid, p0,
                                            p0 + VL * v, p0 + VL * (v + 1), Wrow, Wq, OW, OH,
                                            np.int64(0), out, np.int64(0), bias,
                                            np.int64(0))  # fmt: skip
