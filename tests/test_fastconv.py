@@ -127,6 +127,9 @@ PACKED_CASES = [
     (2, 6, 9, 7, 6, (3, 3), (1, 1), (1, 1), (1, 1), 3),
     (1, 6, 6, 6, 6, (1, 1), (1, 1), "valid", (1, 1), 2),  # grouped 1x1, read as it is
     (2, 5, 7, 7, 130, (1, 1), (1, 1), "valid", (1, 1), 1),  # 1x1, 7x7: copied, aligned
+    # one image a block, no column padding (and the case below): the split copies whole
+    # planes, here with zero rows above and below
+    (1, 4, 9, 7, 5, (3, 1), (1, 1), (1, 1, 0, 0), (1, 1), 1),
     # no junk columns, one image a block: full tiles stored straight from the micro-kernel
     (1, 5, 7, 7, 130, (1, 1), (1, 1), "valid", (1, 1), 1),
     (1, 4, 20, 20, 16, (1, 1), (2, 2), "valid", (1, 1), 1),

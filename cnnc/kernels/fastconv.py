@@ -472,6 +472,17 @@ def _split_task(q, x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, d
     if not _phase_used(ph, KH, dh, sh):
         return
     first = ((b * sh + ph) * sw) * cin + c  # plane of column phase 0; phase pw: + pw*cin
+    if sh == 1 and sw == 1 and nb == 1 and pl == 0 and Wq == W:
+        # whole rows on both sides (a 1x1 conv on a plane not a multiple of 16 floats, say):
+        # one copy a plane and zeros around it, not a copy a row into a zeroed plane (1x1
+        # 480->304 at 14x14, one thread: the split 0.08-0.10 -> 0.04-0.07 ms)
+        dst = xq[first * plane : (first + 1) * plane]
+        i0 = min(pt, Hq)
+        i1 = min(pt + H, Hq)
+        dst[: i0 * W] = 0.0
+        copy_into(dst[i0 * W : i1 * W], x[b, xc0 + c].reshape(H * W))
+        dst[i1 * W :] = 0.0
+        return
     for pw in range(sw):
         if _phase_used(pw, KW, dw, sw):
             xq[(first + pw * cin) * plane : (first + pw * cin + 1) * plane] = 0.0
