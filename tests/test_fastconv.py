@@ -173,9 +173,28 @@ def test_packed_shapes_parallel(case):
 
 
 @pytest.mark.parametrize("act", ACTS)
-@pytest.mark.parametrize("case", [PACKED_CASES[2], PACKED_CASES[10], PACKED_CASES[26]], ids=str)
+# 33: rows wider than a tile, whose vectors go straight to out or, at a row's end, through
+# the scratch (tanh and sigmoid both ways)
+@pytest.mark.parametrize("case", [PACKED_CASES[i] for i in (2, 10, 26, 33)], ids=str)
 def test_packed_activations(case, act):
     run_packed(case, act, xc0=2, oc0=1)
+
+
+@pytest.mark.parametrize("act", [K.ACT_TANH, K.ACT_SIGMOID])
+def test_packed_nan_stays_nan(act):
+    """A NaN input cell gives NaN where PyTorch does, tiles stored straight from registers
+    (their tanh clamp) or through the scratch alike, and leaves the other cells finite."""
+    x = np.ones((1, 3, 8, 8), np.float32)
+    x[0, 1, 2, 3] = np.nan  # a straight tile (1x1 on a flat plane)
+    x[0, 2, 7, 7] = np.nan  # the last, partial tile: through the scratch
+    w = np.full((8, 3, 1, 1), 0.5, np.float32)
+    b = np.zeros(8, np.float32)
+    out = np.zeros((1, 8, 8, 8), np.float32)
+    K.conv2d_packed(x, 0, 3, out, 0, 8, K.pack_conv_weights(w, 1), b, 1, 1, 0, 0, 1, 1, 1, 1,
+                    1, act, 0.0, 0.0, out, -1, 0)  # fmt: skip
+    ref = torch_act(F.conv2d(torch.from_numpy(x), torch.from_numpy(w)), act).numpy()
+    assert (np.isnan(out) == np.isnan(ref)).all() and np.isnan(ref).sum() == 16
+    assert np.allclose(out[~np.isnan(ref)], ref[~np.isnan(ref)], atol=1e-6)
 
 
 @pytest.mark.parametrize("xc0, oc0", [(0, 0), (0, 3), (4, 0)])
@@ -197,7 +216,7 @@ def test_packed_as_is_at_buffer_end(case):
 
 
 @pytest.mark.parametrize("act", [K.ACT_NONE, K.ACT_RELU, K.ACT_TANH])
-@pytest.mark.parametrize("case", [PACKED_CASES[i] for i in (2, 9, 11, 35)], ids=str)
+@pytest.mark.parametrize("case", [PACKED_CASES[i] for i in (2, 9, 11, 36)], ids=str)
 def test_packed_residual(case, act):
     """``act(conv + bias + res)``: the residual is read from channels ``rc0..`` of its own
     buffer, at the output's cells, junk columns and batch blocks included."""

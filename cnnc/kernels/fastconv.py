@@ -236,8 +236,8 @@ def _emit_tanh(builder, x):
         builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fma.v{VL}f32"
     )
     hi, lo = _vconst(_TANH_CLAMP), _vconst(-_TANH_CLAMP)
-    x = builder.select(builder.fcmp_ordered("<", x, hi), x, hi)
-    x = builder.select(builder.fcmp_ordered(">", x, lo), x, lo)
+    x = builder.select(builder.fcmp_ordered(">", x, hi), hi, x)  # a NaN stays NaN
+    x = builder.select(builder.fcmp_ordered("<", x, lo), lo, x)
     x2 = builder.fmul(x, x)
     p = _vconst(_TANH_P[0])
     for c in _TANH_P[1:]:
