@@ -635,6 +635,31 @@ def _store_tile(scr, out, n0, ochan, kvalid, bias, bk, res, rc0, p0, Wrow, Wq, O
                    res, rc0, bias, bk)  # fmt: skip
 
 
+@numba.njit(error_model="numpy")
+def _vector_positions(P, ntiles, Wrow, Wq, OW, OH, one_image, image_stride):
+    """Where each vector of the first ``ntiles`` tiles lands in ``out``: for vector ``v`` of
+    tile ``t`` (flat positions ``TW*t + VL*v`` on), ``m*image_stride + oh*OW + ow`` -- image
+    ``m`` of the block, its row and column -- when its ``VL`` outputs are contiguous cells
+    of one output plane (no junk column or row's end among them, or, with ``one_image``
+    and ``Wq == OW``, rows that run on into the next), else -1. Full tiles only: a last
+    tile short of ``TW`` positions gets -1 throughout."""
+    vpos = np.empty(ntiles * VN, np.int64)
+    flat_rows = one_image and Wq == OW
+    oh = 0
+    col = 0  # p - oh*Wrow, with p = VL*i the vector's first position
+    for i in range(ntiles * VN):
+        m = col // Wq
+        ow = col - m * Wq
+        vpos[i] = -1
+        if i // VN * TW + TW <= P and oh < OH and (flat_rows or ow + VL <= OW):
+            vpos[i] = m * image_stride + oh * OW + ow
+        col += VL
+        while col >= Wrow:
+            col -= Wrow
+            oh += 1
+    return vpos
+
+
 @cached_njit(parallel=True, error_model="numpy")
 def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh, dw, groups,
                   act, alpha, beta, res, rc0, act_from):  # fmt: skip
@@ -738,21 +763,22 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     # the scratch)
     direct = rc0 < 0 and (act == ACT_NONE or act == ACT_RELU or act == ACT_TANH
                           or act == ACT_SIGMOID)  # DIRECT_ACTS
-    flat_rows = Wq == OW and nb == 1
+    vpos = _vector_positions(P, ntiles if direct else 0, Wrow, Wq, OW, OH, nb == 1,
+                             out.shape[1] * OH * OW)  # fmt: skip
     out_flat = out.reshape(out.size)
     if serial:  # np.int64(0): a literal 0 would compile _conv_chunk a second time (~10 s)
         _conv_chunk(np.int64(0), nitems, scratch[0],
                     panels[0], xq, offs, ntap, wpk, out, out_flat, oc0, bias, act, alpha,
                     beta, res, rc0, act_from, ntiles, nkb, kgrp, ngrp, groups, k_g, wblock, P,
                     Wrow, Wq, OW, OH, nb, blk_stride, x_start, g_stride, as_is, pstride,
-                    panel_offs, direct, flat_rows)  # fmt: skip
+                    panel_offs, direct, vpos)  # fmt: skip
         return
     for chunk in numba.prange(nchunks):
         _conv_chunk(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks, scratch[chunk],
                     panels[chunk], xq, offs, ntap, wpk, out, out_flat, oc0, bias, act, alpha,
                     beta, res, rc0, act_from, ntiles, nkb, kgrp, ngrp, groups, k_g, wblock, P,
                     Wrow, Wq, OW, OH, nb, blk_stride, x_start, g_stride, as_is, pstride,
-                    panel_offs, direct, flat_rows)  # fmt: skip
+                    panel_offs, direct, vpos)  # fmt: skip
 
 
 # Not inlined, and neither are the helpers it calls: the prange loop of conv2d_packed only
@@ -765,21 +791,39 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
 def _conv_chunk(first, last, scr, panel, xq, offs, ntap, wpk, out, out_flat, oc0, bias, act,
                 alpha, beta, res, rc0, act_from, ntiles, nkb, kgrp, ngrp, groups, k_g, wblock,
                 P, Wrow, Wq, OW, OH, nb, blk_stride, x_start, g_stride, as_is, pstride,
-                panel_offs, direct, flat_rows):  # fmt: skip
+                panel_offs, direct, vpos):  # fmt: skip
     """Work items ``[first, last)`` of conv2d_packed (one chunk): one micro-tile each, in
     the order (image block, group, k-block group, tile, k block of the group)."""
     panel_of = -1  # the (image block, group) whose tail the panel holds
     voff = np.empty(VN, np.int64)  # where _uk_direct stores each vector of a tile
-    for item in range(first, last):
-        r = item // kgrp
-        tile = r % ntiles
-        r //= ntiles
-        kb = (r % ngrp) * kgrp + item % kgrp
+    # the item's indices, counted on from the first item's rather than divided out of each
+    # (a thin conv's item is ~100 cycles of arithmetic; six divisions were as many again)
+    n_kbi = first % kgrp
+    r = first // kgrp
+    n_tile = r % ntiles
+    r //= ntiles
+    n_kgi = r % ngrp
+    r //= ngrp
+    n_g = r % groups
+    n_blk = r // groups
+    for _ in range(first, last):
+        kbi, tile, kgi, g, blk = n_kbi, n_tile, n_kgi, n_g, n_blk
+        n_kbi += 1
+        if n_kbi == kgrp:
+            n_kbi = 0
+            n_tile += 1
+            if n_tile == ntiles:
+                n_tile = 0
+                n_kgi += 1
+                if n_kgi == ngrp:
+                    n_kgi = 0
+                    n_g += 1
+                    if n_g == groups:
+                        n_g = 0
+                        n_blk += 1
+        kb = kgi * kgrp + kbi
         if kb >= nkb:
             continue  # the last group's missing k blocks
-        r //= ngrp
-        g = r % groups
-        blk = r // groups
         p0 = tile * TW
         rem = P - p0
         xoff = blk * blk_stride + x_start + g * g_stride + p0
@@ -791,14 +835,11 @@ def _conv_chunk(first, last, scr, panel, xq, offs, ntap, wpk, out, out_flat, oc0
             # micro-kernel, the others (a row's end or junk columns in them) to scr and
             # copied cell by cell below
             stored = 0
+            base = (blk * nb * out.shape[1] + oc0 + k0) * OH * OW
             for v in range(VN):
-                p = p0 + VL * v
-                oh = p // Wrow
-                m = (p - oh * Wrow) // Wq
-                ow = p - oh * Wrow - m * Wq
                 voff[v] = -1
-                if oh < OH and (flat_rows or ow + VL <= OW):
-                    voff[v] = ((blk * nb + m) * out.shape[1] + oc0 + k0) * OH * OW + oh * OW + ow
+                if vpos[tile * VN + v] >= 0:
+                    voff[v] = base + vpos[tile * VN + v]
                     stored += 1
             if stored > 0:
                 _uk_direct(xq, xoff, offs, ntap, wpk, woff, out_flat, voff, OH * OW, bias, k0,
