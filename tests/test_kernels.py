@@ -255,6 +255,8 @@ DENSE_CASES = [
     # work above SERIAL_WORK: the units shared out over the threads
     (4, 300, 1, 1, 300),
     (2, 64, 8, 8, 70),
+    # an odd batch and units short of a block of 4 (dense.UNIT_BLOCK), shared out
+    (5, 300, 1, 1, 190),
 ]
 
 
