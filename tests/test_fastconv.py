@@ -180,7 +180,7 @@ def test_packed_activations(case, act):
     run_packed(case, act, xc0=2, oc0=1)
 
 
-@pytest.mark.parametrize("act", [K.ACT_TANH, K.ACT_SIGMOID])
+@pytest.mark.parametrize("act", [K.ACT_RELU, K.ACT_TANH, K.ACT_SIGMOID])
 def test_packed_nan_stays_nan(act):
     """A NaN input cell gives NaN where PyTorch does, tiles stored straight from registers
     (their tanh clamp) or through the scratch alike, and leaves the other cells finite."""

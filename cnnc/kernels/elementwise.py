@@ -39,6 +39,15 @@ ACT_CODES = {
 }
 
 
+# fast_tanh's clamp and coefficients, highest power of x*x first: tanh(x) = x*P(x*x)/Q(x*x)
+TANH_CLAMP = 7.90531110763549805
+TANH_P = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
+          5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04,
+          4.89352455891786e-03)  # fmt: skip
+TANH_Q = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
+          4.89352518554385e-03)  # fmt: skip
+
+
 @numba.njit(fastmath=True, inline="always", error_model="numpy")
 def fast_tanh(x):
     """tanh for float32 as a rational function (odd degree-13 over even degree-6 minimax fit).
@@ -46,20 +55,20 @@ def fast_tanh(x):
     Within 3e-7 of tanh everywhere (it saturates past |x| = 7.9053), and it is made of
     multiplies, adds and one divide, so loops over it vectorise -- libm's tanhf is a scalar
     call of ~12 ns per element here. The coefficients are the widely published ones used by
-    Eigen's and XLA's fast float tanh.
+    Eigen's and XLA's fast float tanh (``TANH_*``, which fastconv's vector tanh uses too).
     """
-    c = np.float32(7.90531110763549805)
+    c = np.float32(TANH_CLAMP)
     x = min(max(x, -c), c)
     x2 = x * x
-    p = x2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
-    p = x2 * p + np.float32(-8.60467152213735e-11)
-    p = x2 * p + np.float32(5.12229709037114e-08)
-    p = x2 * p + np.float32(1.48572235717979e-05)
-    p = x2 * p + np.float32(6.37261928875436e-04)
-    p = x2 * p + np.float32(4.89352455891786e-03)
-    q = x2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
-    q = x2 * q + np.float32(2.26843463243900e-03)
-    q = x2 * q + np.float32(4.89352518554385e-03)
+    p = x2 * np.float32(TANH_P[0]) + np.float32(TANH_P[1])
+    p = x2 * p + np.float32(TANH_P[2])
+    p = x2 * p + np.float32(TANH_P[3])
+    p = x2 * p + np.float32(TANH_P[4])
+    p = x2 * p + np.float32(TANH_P[5])
+    p = x2 * p + np.float32(TANH_P[6])
+    q = x2 * np.float32(TANH_Q[0]) + np.float32(TANH_Q[1])
+    q = x2 * q + np.float32(TANH_Q[2])
+    q = x2 * q + np.float32(TANH_Q[3])
     return x * p / q
 
 

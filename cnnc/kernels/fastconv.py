@@ -79,6 +79,9 @@ from .elementwise import (
     ACT_SIGMOID,
     ACT_TANH,
     SERIAL_WORK,
+    TANH_CLAMP,
+    TANH_P,
+    TANH_Q,
     bias_activate_inplace,
     copy_into,
 )
@@ -215,15 +218,6 @@ def _make_microkernel(vn):
     return uk
 
 
-# fast_tanh's (elementwise.py) clamp and coefficients, highest power first
-_TANH_CLAMP = 7.90531110763549805
-_TANH_P = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
-           5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04,
-           4.89352455891786e-03)  # fmt: skip
-_TANH_Q = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
-           4.89352518554385e-03)  # fmt: skip
-
-
 def _vconst(value):
     """A ``_VEC`` of ``VL`` lanes, each the float32 nearest ``value``."""
     return ir.Constant(_VEC, [float(np.float32(value))] * VL)
@@ -235,15 +229,15 @@ def _emit_tanh(builder, x):
     fma = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fma.v{VL}f32"
     )
-    hi, lo = _vconst(_TANH_CLAMP), _vconst(-_TANH_CLAMP)
+    hi, lo = _vconst(TANH_CLAMP), _vconst(-TANH_CLAMP)
     x = builder.select(builder.fcmp_ordered(">", x, hi), hi, x)  # a NaN stays NaN
     x = builder.select(builder.fcmp_ordered("<", x, lo), lo, x)
     x2 = builder.fmul(x, x)
-    p = _vconst(_TANH_P[0])
-    for c in _TANH_P[1:]:
+    p = _vconst(TANH_P[0])
+    for c in TANH_P[1:]:
         p = builder.call(fma, [x2, p, _vconst(c)])
-    q = _vconst(_TANH_Q[0])
-    for c in _TANH_Q[1:]:
+    q = _vconst(TANH_Q[0])
+    for c in TANH_Q[1:]:
         q = builder.call(fma, [x2, q, _vconst(c)])
     return builder.fdiv(builder.fmul(x, p), q)
 
@@ -256,7 +250,7 @@ def _uk_direct(typingctx, x, xoff, offs, ntap, w, woff, out, voff, ostride, bias
         value[k][p] = act(acc[k][p] + bias[boff + k])   (p < TW, k < KT)
 
     with ``act`` an ``ACT_*`` code: none, relu (``v if v > 0 else 0``), tanh or sigmoid (as
-    ``fast_tanh`` and ``bias_activate_inplace``; ``DIRECT_ACTS``). Vector ``v`` (positions
+    ``fast_tanh`` and ``bias_activate_inplace``; ``_direct_act``). Vector ``v`` (positions
     ``VL*v`` to ``VL*v + VL``) of row ``k`` goes to ``out[voff[v] + k*ostride : +VL]`` when
     ``voff[v] >= 0`` -- its ``VL`` outputs are contiguous in ``out`` (1-D float32) -- and to
     ``scr[k*TW + VL*v : +VL]`` otherwise (a vector with junk columns or a row's end in it,
@@ -306,8 +300,8 @@ def _uk_direct(typingctx, x, xoff, offs, ntap, w, woff, out, voff, ostride, bias
             with smooth:  # tanh, or sigmoid as 0.5*tanh(v/2) + 0.5
                 store(lambda v: _smooth(builder, v, sigmoid, half))
             with plain:
-                store(lambda v: builder.select(
-                    use_relu, builder.select(builder.fcmp_ordered(">", v, zero), v, zero), v))
+                store(lambda v: builder.select(  # relu: a NaN stays NaN, as in PyTorch
+                    use_relu, builder.select(builder.fcmp_ordered("<", v, zero), zero, v), v))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -319,8 +313,11 @@ def _smooth(builder, v, sigmoid, half):
     return builder.select(sigmoid, builder.fadd(builder.fmul(half, t), half), t)
 
 
-#: The activations _uk_direct applies itself (any other goes through the scratch).
-DIRECT_ACTS = (ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID)
+@numba.njit(error_model="numpy")
+def _direct_act(act):
+    """Whether _uk_direct applies activation ``act`` itself (any other goes through the
+    scratch)."""
+    return act == ACT_NONE or act == ACT_RELU or act == ACT_TANH or act == ACT_SIGMOID
 
 
 _uk_full = _make_microkernel(VN)  # a full tile
@@ -742,6 +739,7 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     nchunks = 1 if serial else min(nitems, NCHUNK)
     # per-chunk scratch, allocated once per call rather than once per chunk
     scratch = np.empty((nchunks, KT * TW), np.float32)
+    voffs = np.empty((nchunks, VN), np.int64)  # where _uk_direct stores a tile's vectors
     # as_is only: a last, partial tile reads up to VL*ceil(rem/VL) floats a tap, past the
     # end of its plane -- into the next plane (junk columns, never stored), or for the last
     # planes of the buffer past its end. Such a tile's taps are copied to a panel, once per
@@ -752,7 +750,7 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     panel_offs = np.empty(ntap if pstride else 0, np.int64)
     for t in range(panel_offs.size):
         panel_offs[t] = t * pstride
-    # A full tile with no residual and no activation, relu, tanh or sigmoid (DIRECT_ACTS):
+    # A full tile with no residual and no activation, relu, tanh or sigmoid (_direct_act):
     # the micro-kernel applies the epilogue and stores each vector whose outputs are
     # contiguous in an output plane itself -- all of them with no junk columns and one image
     # a block (as is, or a copied 1x1), else those inside one row of one image -- and the
@@ -761,24 +759,22 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     # whole tile through the scratch: 3x3 3->64 at 32x32 1.25-1.3x, 3x3/2 3->64 at 224x224
     # 1.14-1.19x, stride-2 3x3 and 5x5 layers 2-12%; masked stores measured no faster than
     # the scratch)
-    direct = rc0 < 0 and (act == ACT_NONE or act == ACT_RELU or act == ACT_TANH
-                          or act == ACT_SIGMOID)  # DIRECT_ACTS
+    direct = rc0 < 0 and _direct_act(act)
     vpos = _vector_positions(P, ntiles if direct else 0, Wrow, Wq, OW, OH, nb == 1,
                              out.shape[1] * OH * OW)  # fmt: skip
     out_flat = out.reshape(out.size)
     if serial:  # np.int64(0): a literal 0 would compile _conv_chunk a second time (~10 s)
-        _conv_chunk(np.int64(0), nitems, scratch[0],
-                    panels[0], xq, offs, ntap, wpk, out, out_flat, oc0, bias, act, alpha,
-                    beta, res, rc0, act_from, ntiles, nkb, kgrp, ngrp, groups, k_g, wblock, P,
-                    Wrow, Wq, OW, OH, nb, blk_stride, x_start, g_stride, as_is, pstride,
-                    panel_offs, direct, vpos)  # fmt: skip
+        _conv_chunk(np.int64(0), nitems, scratch[0], voffs[0], panels[0], xq, offs, ntap,
+                    wpk, out, out_flat, oc0, bias, act, alpha, beta, res, rc0, act_from, ntiles,
+                    nkb, kgrp, ngrp, groups, k_g, wblock, P, Wrow, Wq, OW, OH, nb, blk_stride,
+                    x_start, g_stride, as_is, pstride, panel_offs, direct, vpos)  # fmt: skip
         return
     for chunk in numba.prange(nchunks):
         _conv_chunk(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks, scratch[chunk],
-                    panels[chunk], xq, offs, ntap, wpk, out, out_flat, oc0, bias, act, alpha,
-                    beta, res, rc0, act_from, ntiles, nkb, kgrp, ngrp, groups, k_g, wblock, P,
-                    Wrow, Wq, OW, OH, nb, blk_stride, x_start, g_stride, as_is, pstride,
-                    panel_offs, direct, vpos)  # fmt: skip
+                    voffs[chunk], panels[chunk], xq, offs, ntap, wpk, out, out_flat, oc0, bias,
+                    act, alpha, beta, res, rc0, act_from, ntiles, nkb, kgrp, ngrp, groups, k_g,
+                    wblock, P, Wrow, Wq, OW, OH, nb, blk_stride, x_start, g_stride, as_is,
+                    pstride, panel_offs, direct, vpos)  # fmt: skip
 
 
 # Not inlined, and neither are the helpers it calls: the prange loop of conv2d_packed only
@@ -788,14 +784,13 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
 # body, 46.6 with the body a call but its helpers inlined, 29-33 with nothing inlined;
 # GoogLeNet at one thread ran as fast as before (83-104 against 89-100 ms CPU, noisy).
 @numba.njit(error_model="numpy")
-def _conv_chunk(first, last, scr, panel, xq, offs, ntap, wpk, out, out_flat, oc0, bias, act,
-                alpha, beta, res, rc0, act_from, ntiles, nkb, kgrp, ngrp, groups, k_g, wblock,
+def _conv_chunk(first, last, scr, voff, panel, xq, offs, ntap, wpk, out, out_flat, oc0, bias,
+                act, alpha, beta, res, rc0, act_from, ntiles, nkb, kgrp, ngrp, groups, k_g, wblock,
                 P, Wrow, Wq, OW, OH, nb, blk_stride, x_start, g_stride, as_is, pstride,
                 panel_offs, direct, vpos):  # fmt: skip
     """Work items ``[first, last)`` of conv2d_packed (one chunk): one micro-tile each, in
     the order (image block, group, k-block group, tile, k block of the group)."""
     panel_of = -1  # the (image block, group) whose tail the panel holds
-    voff = np.empty(VN, np.int64)  # where _uk_direct stores each vector of a tile
     # the item's indices, counted on from the first item's rather than divided out of each
     # (a thin conv's item is ~100 cycles of arithmetic; six divisions were as many again)
     n_kbi = first % kgrp
