@@ -149,6 +149,10 @@ PACKED_CASES = [
     # stride 2 with one column phase read: the split's constant-stride copy
     (2, 3, 9, 10, 4, (1, 1), (2, 2), (1, 1), (1, 1), 1),  # padded: the copy starts at j 1
     (1, 3, 11, 12, 4, (3, 3), (2, 2), "same", (2, 2), 1),  # dilation 2: even taps only
+    # 1x1 convs of more than THIN_TAPS taps, each tile through several k blocks: a plane of
+    # 63 positions (copied), a grouped one of 48 (read as it is)
+    (2, 40, 9, 7, 12, (1, 1), (1, 1), "valid", (1, 1), 1),
+    (2, 70, 8, 6, 10, (1, 1), (1, 1), "valid", (1, 1), 2),  # grouped: 35 taps a group
 ]
 
 
@@ -175,7 +179,7 @@ def test_packed_shapes_parallel(case):
 @pytest.mark.parametrize("act", ACTS)
 # 33: rows wider than a tile, whose vectors go straight to out or, at a row's end, through
 # the scratch (tanh and sigmoid both ways)
-@pytest.mark.parametrize("case", [PACKED_CASES[i] for i in (2, 10, 26, 33)], ids=str)
+@pytest.mark.parametrize("case", [PACKED_CASES[i] for i in (2, 10, 26, 33, -2)], ids=str)
 def test_packed_activations(case, act):
     run_packed(case, act, xc0=2, oc0=1)
 
@@ -198,7 +202,7 @@ def test_packed_nan_stays_nan(act):
 
 
 @pytest.mark.parametrize("xc0, oc0", [(0, 0), (0, 3), (4, 0)])
-@pytest.mark.parametrize("case", [PACKED_CASES[2], PACKED_CASES[9]], ids=str)
+@pytest.mark.parametrize("case", [PACKED_CASES[2], PACKED_CASES[9], PACKED_CASES[-2]], ids=str)
 def test_packed_offsets(case, xc0, oc0):
     run_packed(case, K.ACT_LEAKY, xc0, oc0)
 
@@ -216,7 +220,7 @@ def test_packed_as_is_at_buffer_end(case):
 
 
 @pytest.mark.parametrize("act", [K.ACT_NONE, K.ACT_RELU, K.ACT_TANH])
-@pytest.mark.parametrize("case", [PACKED_CASES[i] for i in (2, 9, 11, 36)], ids=str)
+@pytest.mark.parametrize("case", [PACKED_CASES[i] for i in (2, 9, 11, 36, -1)], ids=str)
 def test_packed_residual(case, act):
     """``act(conv + bias + res)``: the residual is read from channels ``rc0..`` of its own
     buffer, at the output's cells, junk columns and batch blocks included."""
