@@ -687,9 +687,12 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     # when its planes keep the micro-kernel's vector loads on whole cache lines, or when
     # too few k blocks share the cost of the copy that would align them (a load straddling
     # two lines costs two: 832->624 channels on a 7x7 plane ran at 64 GFLOP/s as is and
-    # 75 copied; 832->64 at 60 as is and 37 copied)
+    # 75 copied; 832->64 at 60 as is and 37 copied), or when it has at most THIN_TAPS
+    # input channels, whose few loads a tile cost less than the copy's pass (16->64 at
+    # 55x55: 1.14x at batch 1, 1.68x at batch 8; 32->128 at 27x27 alike; interleaved)
     as_is = (KH == 1 and KW == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0
-             and OH == H and OW == W and ((H * W) % 16 == 0 or groups * nkb < 16))  # fmt: skip
+             and OH == H and OW == W and ((H * W) % 16 == 0 or groups * nkb < 16
+                                          or ntap <= THIN_TAPS))  # fmt: skip
     if as_is:
         nb = 1
         Wq = Wrow = W
