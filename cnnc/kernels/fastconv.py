@@ -109,6 +109,7 @@ XQ_BLOCK_BYTES = 1 << 20  # phase-split input of the images laid side by side in
 # channels at once lost (3x3/2 3->64 at 224x224: 32 -> 25 GFLOP/s; LeNet's 5x5 1->6 10%).
 WEIGHT_GROUP_BYTES = 192 << 10
 THIN_TAPS = 32
+AS_IS_CHANNELS = 256  # a 1x1 conv of fewer output channels reads a misaligned input as is
 
 _VEC = ir.VectorType(ir.FloatType(), VL)
 _I32 = ir.IntType(32)
@@ -685,14 +686,16 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     serial = N * K * OH * OW * ntap < SERIAL_WORK  # on this thread alone: a small conv
     # As is: a 1x1 stride-1 unpadded conv reads the input buffer itself (rows of width W)
     # when its planes keep the micro-kernel's vector loads on whole cache lines, or when
-    # too few k blocks share the cost of the copy that would align them (a load straddling
-    # two lines costs two: 832->624 channels on a 7x7 plane ran at 64 GFLOP/s as is and
-    # 75 copied; 832->64 at 60 as is and 37 copied), or when it has at most THIN_TAPS
-    # input channels, whose few loads a tile cost less than the copy's pass (16->64 at
-    # 55x55: 1.14x at batch 1, 1.68x at batch 8; 32->128 at 27x27 alike; interleaved)
+    # too few output channels share the cost of the copy that would align them (a load
+    # straddling two lines costs two), or when it has at most THIN_TAPS input channels,
+    # whose few loads a tile cost less than the copy's pass. Interleaved A/B, copied ->
+    # as is: 512->1000 at 13x13 0.81x at batch 1 (1.00x at batch 8); 832->128 at 7x7
+    # 1.21x (batch 8 1.15x), 480->192 at 14x14 1.02x (1.17x), 384->64 at 13x13 1.12x,
+    # 48->192 1.08x, 16->64 at 55x55 1.14x (1.68x). (An earlier measurement: 832->624 at
+    # 7x7 64 GFLOP/s as is, 75 copied.)
     as_is = (KH == 1 and KW == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0
-             and OH == H and OW == W and ((H * W) % 16 == 0 or groups * nkb < 16
-                                          or ntap <= THIN_TAPS))  # fmt: skip
+             and OH == H and OW == W
+             and ((H * W) % 16 == 0 or K < AS_IS_CHANNELS or ntap <= THIN_TAPS))  # fmt: skip
     if as_is:
         nb = 1
         Wq = Wrow = W
