@@ -126,7 +126,9 @@ PACKED_CASES = [
     (3, 8, 9, 8, 18, (3, 3), (2, 2), "same", (1, 1), 2),  # 9 channels per group
     (2, 6, 9, 7, 6, (3, 3), (1, 1), (1, 1), (1, 1), 3),
     (1, 6, 6, 6, 6, (1, 1), (1, 1), "valid", (1, 1), 2),  # grouped 1x1, read as it is
-    (2, 5, 7, 7, 130, (1, 1), (1, 1), "valid", (1, 1), 1),  # 1x1, 7x7: copied, aligned
+    # a 1x1 conv of AS_IS_CHANNELS outputs and more than THIN_TAPS inputs on a plane not a
+    # multiple of 16 floats: copied, aligned
+    (1, 33, 5, 5, 256, (1, 1), (1, 1), "valid", (1, 1), 1),
     # one image a block, no column padding (and the case below): the split copies whole
     # planes, here with zero rows above and below
     (1, 4, 9, 7, 5, (3, 1), (1, 1), (1, 1, 0, 0), (1, 1), 1),
