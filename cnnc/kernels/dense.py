@@ -45,15 +45,17 @@ def _dense_units(first, last, flat, start, D, w, b, out, oc0):
     """Units ``[first, last)`` of dense, for every image: four units against two images
     in one loop (eight sums, each input vector loaded once for four FMAs: 0.75 loads an
     FMA, against 2 for one dot product at a time, which bounded the loop by its loads),
-    the units and images left over one dot product at a time."""
+    the units left over one dot product at a time. An odd last image runs the same loop
+    paired with itself, so an image's outputs never depend on the batch it came in
+    (``cnnc predict`` splits data sets into batches, and must give what one call gives)."""
     N = flat.shape[0]
-    pairs = N // 2 * 2  # images taken two at a time
     u = first
-    while u + UNIT_BLOCK <= last and pairs > 0:
+    while u + UNIT_BLOCK <= last:
         r0, r1, r2, r3 = w[u], w[u + 1], w[u + 2], w[u + 3]
-        for n in range(0, pairs, 2):
+        for n in range(0, N, 2):
+            n2 = min(n + 1, N - 1)
             xa = flat[n, start : start + D]
-            xb = flat[n + 1, start : start + D]
+            xb = flat[n2, start : start + D]
             a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = np.float32(0.0)
             for d in range(D):
                 p, q = xa[d], xb[d]
@@ -65,20 +67,17 @@ def _dense_units(first, last, flat, start, D, w, b, out, oc0):
                 b1 += r1[d] * q
                 b2 += r2[d] * q
                 b3 += r3[d] * q
+            out[n2, oc0 + u, 0, 0] = b0 + b[u]
+            out[n2, oc0 + u + 1, 0, 0] = b1 + b[u + 1]
+            out[n2, oc0 + u + 2, 0, 0] = b2 + b[u + 2]
+            out[n2, oc0 + u + 3, 0, 0] = b3 + b[u + 3]
             out[n, oc0 + u, 0, 0] = a0 + b[u]
             out[n, oc0 + u + 1, 0, 0] = a1 + b[u + 1]
             out[n, oc0 + u + 2, 0, 0] = a2 + b[u + 2]
             out[n, oc0 + u + 3, 0, 0] = a3 + b[u + 3]
-            out[n + 1, oc0 + u, 0, 0] = b0 + b[u]
-            out[n + 1, oc0 + u + 1, 0, 0] = b1 + b[u + 1]
-            out[n + 1, oc0 + u + 2, 0, 0] = b2 + b[u + 2]
-            out[n + 1, oc0 + u + 3, 0, 0] = b3 + b[u + 3]
         u += UNIT_BLOCK
-    # the rest: units [u, last) of every image, and those of [first, u) of an odd last one
-    for n in range(N):
+    for n in range(N):  # the units short of a block, in every image
         _dot_units(u, last, n, flat, start, D, w, b, out, oc0)
-    if pairs < N:
-        _dot_units(first, u, N - 1, flat, start, D, w, b, out, oc0)
 
 
 @numba.njit(fastmath=True, error_model="numpy")
