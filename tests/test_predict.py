@@ -403,7 +403,20 @@ def test_predict_takes_a_network_and_keeps_spatial_outputs():
 
 
 # ---------------------------------------------------------------- interruptions
-def test_ctrl_c_silences_logging_until_the_run_has_unwound():
+@pytest.fixture
+def sigint_taken():
+    """SIGINT raises KeyboardInterrupt here and is not ignored in children, as in a
+    terminal, even when the suite runs as a background job (which starts with SIGINT
+    ignored, and passes that on through exec to the cnnc it starts)."""
+    handler = signal.getsignal(signal.SIGINT)
+    if handler is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if handler is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, handler)
+
+
+def test_ctrl_c_silences_logging_until_the_run_has_unwound(sigint_taken):
     """cnnc.predict.run._quiet_on_interrupt: SIGINT turns logging off, then interrupts;
     leaving the block puts back the SIGINT handler and the logging level it found."""
     import logging
@@ -429,7 +442,7 @@ def test_ctrl_c_silences_logging_until_the_run_has_unwound():
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_an_interrupted_run_leaves_no_partial_file_and_resumes(capsys, tmp_path, model, net,
-                                                                scheduler, sig):
+                                                                scheduler, sig, sigint_taken):
     x = rng(18).standard_normal((300, 3, 8, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "out"
