@@ -36,7 +36,7 @@ def dense(x, xc0, cin, w, b, out, oc0, act, alpha, beta):
     activation(out, oc0, units, out, oc0, act, alpha, beta)
 
 
-DENSE_CHUNKS = 64  # static work chunks of units, shared out over the threads by prange
+DENSE_CHUNKS = 64  # static work chunks of unit blocks, shared out over the threads by prange
 UNIT_BLOCK = 4  # units whose dot products with two images share one pass over the inputs
 
 

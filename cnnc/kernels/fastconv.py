@@ -252,13 +252,14 @@ def _uk_direct(typingctx, x, xoff, offs, ntap, w, woff, out, voff, ostride, bias
 
         value[k][p] = act(acc[k][p] + bias[boff + k])   (p < TW, k < KT)
 
-    with ``act`` an ``ACT_*`` code: none, relu (``v if v > 0 else 0``), tanh or sigmoid (as
-    ``fast_tanh`` and ``bias_activate_inplace``; ``_direct_act``). Vector ``v`` (positions
-    ``VL*v`` to ``VL*v + VL``) of row ``k`` goes to ``out[voff[v] + k*ostride : +VL]`` when
-    ``voff[v] >= 0`` -- its ``VL`` outputs are contiguous in ``out`` (1-D float32) -- and to
-    ``scr[k*TW + VL*v : +VL]`` otherwise (a vector with junk columns or a row's end in it,
-    which the caller copies cell by cell). Rows ``k >= kvalid`` (a conv's last channels
-    short of a tile) go to ``scr`` too, never read.
+    with ``act`` an ``ACT_*`` code: none, relu (``0 if v < 0 else v``: a NaN stays NaN),
+    tanh or sigmoid (as ``fast_tanh`` and ``bias_activate_inplace``; ``_direct_act``).
+    Vector ``v`` (positions ``VL*v`` to ``VL*v + VL``) of row ``k`` goes to
+    ``out[voff[v] + k*ostride : +VL]`` when ``voff[v] >= 0`` -- its ``VL`` outputs are
+    contiguous in ``out`` (1-D float32) -- and to ``scr[k*TW + VL*v : +VL]`` otherwise (a
+    vector with junk columns or a row's end in it, which the caller copies cell by cell).
+    Rows ``k >= kvalid`` (a conv's last channels short of a tile) go to ``scr`` too, never
+    read.
     """
     sig = types.void(x, xoff, offs, ntap, w, woff, out, voff, ostride, bias, boff, act, scr,
                      kvalid)  # fmt: skip

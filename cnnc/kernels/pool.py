@@ -24,6 +24,8 @@ from .jit import cached_njit
 #   with the stride a compile-time constant for stride 2 (so the loads vectorise). Only the
 #   rows a window covers are touched, once per window: 8x64x112x112 3x3/2 max pool 5.7 ->
 #   2.8 ms on one thread; on a 7x7 stride-1 plane this way is 1.5x slower than the passes.
+#   A 2x2 stride-2 pool wholly inside the input (no padding) takes a loop of its own
+#   (``_pool2x2``), one pass per pair of input rows.
 @cached_njit(inline="always", error_model="numpy")
 def _max_into(acc, x):
     """``acc[t] = max(acc[t], x[t])`` for ``t < acc.size``."""
@@ -198,10 +200,10 @@ def _maxpool3x3_same(src, dst, t, H, W):
 def _pool2x2(x, out, first, last, C, Cx, xc0, Cout, oc0, H, W, OH, OW, is_max):
     """A 2x2 stride-2 pool with no padding of planes ``[first, last)`` (``n*C + c``) of the
     flat ``x`` (``Cx`` channels of ``H x W``) into the flat ``out`` (``Cout`` of ``OH x OW``),
-    by flat indices: the general paths' slices and passes cost ~50 ns an output row, which
-    on small planes was most of the pool (LeNet-5's 16x10x10 -> 5x5 at batch 64: 0.26 ms
-    on one thread). An average sums as they do, ``(a + c) + (b + d)`` with ``c, d`` the
-    row below, times 0.25: the same float32 result."""
+    one output row per pass over its two input rows: the general path's several slices and
+    passes cost ~50 ns an output row, which on small planes was most of the pool (LeNet-5's
+    16x10x10 -> 5x5 at batch 64: 0.26 ms on one thread). An average sums as that path does,
+    ``(a + c) + (b + d)`` with ``c, d`` the row below, times 0.25: the same float32 result."""
     quarter = np.float32(0.25)
     for task in range(first, last):
         n = task // C
