@@ -29,6 +29,8 @@ class Target:
     registers: int  # vector registers
     tile_channels: int  # output channels of a micro-kernel tile (broadcast weights)
     tile_vectors: int  # vectors of flat output positions of a tile
+    lanes_vectors: int  # the lanes conv's tile: vectors of output channels
+    lanes_positions: int  # and output positions (a broadcast input float each)
 
     @property
     def tile_width(self) -> int:
@@ -37,7 +39,8 @@ class Target:
 
     def describe(self) -> str:
         return (f"{self.name} ({self.lanes} x float32 vectors, {self.registers} registers; "
-                f"conv tile {self.tile_channels} channels x {self.tile_width} positions)")
+                f"conv tile {self.tile_channels} channels x {self.tile_width} positions, "
+                f"lanes tile {self.lanes_vectors * self.lanes} x {self.lanes_positions})")
 
 
 def fitting_tile(registers: int) -> tuple[int, int]:
@@ -50,8 +53,15 @@ def fitting_tile(registers: int) -> tuple[int, int]:
     return kt, vn
 
 
+def lanes_tile(registers: int) -> tuple[int, int]:
+    """(vectors of output channels, positions) of the lanes conv's tile: two vectors of
+    channels (16 on AVX2, K of 16 fills it), and as many positions as the accumulators, the
+    two weight vectors and one broadcast leave registers for, at most 12."""
+    return 2, min(12, (registers - 3) // 2)
+
+
 def _target(name: str, lanes: int, registers: int) -> Target:
-    return Target(name, lanes, registers, *fitting_tile(registers))
+    return Target(name, lanes, registers, *fitting_tile(registers), *lanes_tile(registers))
 
 
 #: The known targets, widest first. `generic` is any 128-bit SIMD CPU (SSE: 16
@@ -120,6 +130,40 @@ def conv_kernel(out_channels: int, groups: int, in_channels: int) -> str:
     if groups > 1 and in_channels == groups:
         return "depthwise"
     return "packed" if out_channels // groups >= PACKED_MIN_CHANNELS_PER_GROUP else "generic"
+
+
+#: The lanes kernel (kernels/lanesconv.py: output channels in the vector lanes, input
+#: broadcast) against the packed one, interleaved in one process, 2 threads, AVX2, batch 1
+#: unless named (docs/kernel-notes.md): it wins where the packed kernel computes junk
+#: columns or splits stride phases -- stride 2 (3x3 128->256 at 28x28 1.26x, 256->512 at
+#: 14x14 1.26x, 64->128 at 56x56 1.11x), small planes (5x5 24->64 at 8x8 1.36x, 32->128
+#: at 7x7 1.3x, 3x3 512->512 at 7x7 1.08x, 1x1 832->384 at 7x7 1.2x), LeNet-5's valid 5x5
+#: 6->16 at 14x14 (1.4-1.8x at batch 1 to 64) -- and loses on wide planes (3x3 16->64 at
+#: 55x55 0.8x, 1x1 128->16 at 55x55 0.8-0.9x), short reductions (3x3 3->64 at 32x32, 27
+#: taps: 0.6-0.7x; 7x7/2 3->64, 147 taps: 0.98x) and fewer output channels than its tile
+#: (LeNet-5's 6: 0.8x).
+LANES_MIN_TAPS = 64  # input channels x kernel cells
+LANES_MAX_PLANE = 32 * 32  # stride-1 outputs up to this many positions
+LANES_MAX_PLANE_1X1 = 64  # stride-1 unpadded 1x1 outputs up to this many
+
+
+def lanes_runs(attrs: dict, in_channels: int, out_shape: tuple) -> bool:
+    """Whether the lanes kernel computes a conv the packed kernel would (``conv_kernel``
+    says "packed", no Winograd): one group, at least ``LANES_MIN_TAPS`` taps, output
+    channels that fill its tile to at least 3/4, and a stride, or a plane of at most
+    ``LANES_MAX_PLANE`` positions (``LANES_MAX_PLANE_1X1`` for a 1x1)."""
+    k, oh, ow = out_shape
+    t = current_target()
+    tile = t.lanes_vectors * t.lanes
+    kh, kw = attrs["kernel"]
+    if attrs["groups"] != 1 or in_channels * kh * kw < LANES_MIN_TAPS:
+        return False
+    if -(-k // tile) * tile * 3 > 4 * k:
+        return False
+    if tuple(attrs["stride"]) != (1, 1):
+        return True
+    limit = LANES_MAX_PLANE_1X1 if (kh, kw) == (1, 1) else LANES_MAX_PLANE
+    return oh * ow <= limit
 
 
 #: Winograd pays where a conv has enough output tiles to amortise its input and output

@@ -14,7 +14,7 @@ import networkx as nx
 import numpy as np
 
 from . import kernels as K
-from .backend import conv_kernel
+from .backend import conv_kernel, lanes_runs
 from .errors import CnncError
 from .memory import ALIAS_OPS, View
 from .ops import CONV_OPS, activation_floats, broadcasts
@@ -59,13 +59,15 @@ def _conv_step(data, attrs, x: View, ins: list[View], out: View, act: int, alpha
                 b, m, pt, pl, act, alpha, res, rc0)
         return step(K.conv2d_winograd, args, reads=ins)
     if kernel == "packed":
-        # register-blocked direct convolution, weights packed once here
+        # register-blocked direct convolution, weights packed once here: output positions
+        # in the vector lanes, or output channels (the lanes kernel) where that is faster
         kh, kw = attrs["kernel"]
-        args = (x, x.c0, x.channels, out, out.c0, w.shape[0],
-                K.pack_conv_weights(w, attrs["groups"]), b, kh, kw, pt, pl, *attrs["stride"],
-                *attrs["dilation"], attrs["groups"], act, alpha, beta, res, rc0,
-                attrs.get("act_from", 0))
-        return step(K.conv2d_packed, args, reads=ins)
+        lanes = lanes_runs(attrs, x.channels, data["shape"])
+        wpk = K.pack_lanes_weights(w) if lanes else K.pack_conv_weights(w, attrs["groups"])
+        args = (x, x.c0, x.channels, out, out.c0, w.shape[0], wpk, b, kh, kw, pt, pl,
+                *attrs["stride"], *attrs["dilation"], attrs["groups"], act, alpha, beta, res,
+                rc0, attrs.get("act_from", 0))
+        return step(K.conv2d_lanes if lanes else K.conv2d_packed, args, reads=ins)
     if attrs.get("residual") or attrs.get("act_from"):
         raise CnncError(f"internal: conv '{data['name']}' has a residual or a partial "
                         "activation but no packed kernel")

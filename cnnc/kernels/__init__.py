@@ -45,6 +45,7 @@ from .fastconv import (
     pack_conv_weights,
 )
 from .jit import sources_digest
+from .lanesconv import conv2d_lanes, pack_lanes_weights
 from .layout import copy_channels, pad2d, shuffle_channels
 from .norm import batchnorm, batchnorm_coefficients, lrn
 from .pool import global_avgpool, global_maxpool, pool2d
@@ -90,6 +91,8 @@ __all__ = [
     "conv2d",
     "conv2d_depthwise",
     "conv2d_packed",
+    "conv2d_lanes",
+    "pack_lanes_weights",
     "conv2d_winograd",
     "copy_channels",
     "dense",

@@ -30,6 +30,9 @@ TABLE = (
         'int', 'int')),
     ('conv2d_winograd', ('tensor', 'int', 'int', 'tensor', 'int', 'int', 'vector', 'vector', 'int',
         'int', 'int', 'int', 'float', 'tensor', 'int')),
+    ('conv2d_lanes', ('tensor', 'int', 'int', 'tensor', 'int', 'int', 'vector', 'vector', 'int',
+        'int', 'int', 'int', 'int', 'int', 'int', 'int', 'int', 'int', 'float', 'float', 'tensor',
+        'int', 'int')),
 )
 
 
@@ -110,8 +113,15 @@ def run_plan(n, arena, params, ops, ints, floats, fns):
                 view(arena, n, r, 6), r[10], r[11], vector(params, r, 12), vector(params, r, 14),
                 r[16], r[17], r[18], r[19], r[20], r[21], r[22], r[23], r[24], r[25], f[0], f[1],
                 view(arena, n, r, 26), r[30], r[31]))
-        else:
+        elif op == 15:
             # conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, res, rc0)
             call_compiled(fns[15], 'TIITIIVVIIIIFTI', (view(arena, n, r, 0), r[4], r[5],
                 view(arena, n, r, 6), r[10], r[11], vector(params, r, 12), vector(params, r, 14),
                 r[16], r[17], r[18], r[19], f[0], view(arena, n, r, 20), r[24]))
+        else:
+            # conv2d_lanes(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh, dw,
+            #            groups, act, alpha, beta, res, rc0, act_from)
+            call_compiled(fns[16], 'TIITIIVVIIIIIIIIIIFFTII', (view(arena, n, r, 0), r[4], r[5],
+                view(arena, n, r, 6), r[10], r[11], vector(params, r, 12), vector(params, r, 14),
+                r[16], r[17], r[18], r[19], r[20], r[21], r[22], r[23], r[24], r[25], f[0], f[1],
+                view(arena, n, r, 26), r[30], r[31]))

@@ -42,6 +42,7 @@ from .dense import dense
 from .depthwise import conv2d_depthwise
 from .elementwise import activation, combine, softmax
 from .fastconv import conv2d_packed
+from .lanesconv import conv2d_lanes
 from .layout import copy_channels, pad2d, shuffle_channels
 from .norm import batchnorm, lrn
 from .pool import global_avgpool, global_maxpool, pool2d
@@ -86,6 +87,8 @@ SIGNATURES = (
     (conv2d_packed, (T, I, I, T, I, I, "vector", "vector", I, I, I, I, I, I, I, I, I, I, F,
                      F, T, I, I)),
     (conv2d_winograd, (T, I, I, T, I, I, "vector", "vector", I, I, I, I, F, T, I)),
+    (conv2d_lanes, (T, I, I, T, I, I, "vector", "vector", I, I, I, I, I, I, I, I, I, I, F,
+                    F, T, I, I)),
 )
 OPCODES = {kernel: code for code, (kernel, _) in enumerate(SIGNATURES)}
 KINDS = dict(SIGNATURES)

@@ -1,0 +1,269 @@
+"""Direct 2-D convolution with output channels in the vector lanes ("lanes" kernel).
+
+Same maths, tensor convention, arguments and epilogue as
+:func:`cnnc.kernels.fastconv.conv2d_packed` (one group only); which of the two a conv
+runs is decided by ``cnnc.backend.lanes_runs``. docs/kernel-notes.md keeps the
+measurements behind the choice.
+
+The packed kernel puts flat output positions in the lanes: a tap's input for ``VL``
+positions is one vector load, which needs a phase-split copy of the input for a stride and
+computes junk columns between rows (a valid 5x5 conv on 14x14 planes computes 14 columns
+a row for 10 outputs). This one puts output channels in the lanes, as ONNX Runtime's NCHWc
+kernels do, but reads and writes plain NCHW tensors:
+
+1. The input is read as it is, or (with padding) copied once into a zero-padded buffer
+   (``_pad_task``). Output position ``p = (oh, ow)`` of an image reads tap ``t = (c, i, j)``
+   at ``base[p] + off[t]`` of that buffer, with ``base[p] = oh*sh*Wp + ow*sw`` and
+   ``off[t] = (c*Hp + i*dh)*Wp + j*dw``: a stride or a dilation costs nothing, and there
+   are no junk columns, as a tile's positions are any ``NP`` consecutive flat positions
+   (across rows too).
+2. Micro-kernel (``_lanes_tile``, vector IR as fastconv's): a tile of ``KB = KV*VL``
+   output channels x ``NP`` positions in ``KV x NP`` accumulators; per tap ``KV`` vector
+   loads of packed weights (``[k_block][tap][KB]``), ``NP`` broadcast input floats and
+   ``KV*NP`` FMAs (AVX2: 2 x 6, 12 of 16 registers, the tile 16 channels x 6 positions).
+3. Store: the tile (positions x channels) goes to a scratch, and each channel's ``NP``
+   values, contiguous in its output plane, get bias, residual and activation and are
+   written to ``out`` (no residual and no activation or relu: straight from the scratch).
+
+Work items ``(image, k block, tile)`` in that order -- a k block's weights stay in L2
+(or L1) while its tiles sweep the image -- are cut into chunks handed out as the threads
+ask (``sched.next_chunk``); a conv of fewer than ``SERIAL_WORK`` multiply-adds runs on the
+calling thread alone.
+"""
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ..backend import current_target
+from .elementwise import ACT_NONE, ACT_RELU, SERIAL_WORK, bias_activate_inplace
+from .fastconv import _I64, _VEC, _splat
+from .jit import cached_njit
+from .sched import next_chunk
+
+TARGET = current_target()
+VL = TARGET.lanes
+KV = TARGET.lanes_vectors  # vectors of output channels a tile
+NP = TARGET.lanes_positions  # output positions a tile
+KB = KV * VL  # output channels a tile (a k block)
+NCHUNK = 64  # work chunks per call
+
+
+
+def pack_lanes_weights(w: np.ndarray) -> np.ndarray:
+    """Pack ``(K, Cin, KH, KW)`` weights for :func:`conv2d_lanes` (once, at compile time):
+    1-D float32, ``[k_block][tap][KB]`` with ``tap = (c, i, j)`` in C order and ``K``
+    zero-padded to a multiple of ``KB``."""
+    w = np.asarray(w, dtype=np.float32)
+    K = w.shape[0]
+    ntap = w[0].size
+    nkb = -(-K // KB)
+    packed = np.zeros((nkb * KB, ntap), np.float32)
+    packed[:K] = w.reshape(K, ntap)
+    return np.ascontiguousarray(packed.reshape(nkb, KB, ntap).transpose(0, 2, 1)).reshape(-1)
+
+
+@intrinsic
+def _lanes_tile(typingctx, x, xoff, bases, boff, offs, ntap, w, woff, scr):
+    """One tile: ``scr[j*KB + k] = sum_t w[woff + t*KB + k] * x[xoff + bases[boff+j] +
+    offs[t]]`` for ``j < NP``, ``k < KB``. No bounds checks: the caller keeps every read
+    inside ``x``. (Transposing the tile in registers, so that each channel's positions
+    were contiguous in the scratch, measured 0.88-1.03x against this.)"""
+    sig = types.void(x, xoff, bases, boff, offs, ntap, w, woff, scr)
+
+    def codegen(context, builder, sig, args):
+        xa, ba, oa, wa, sa = [context.make_array(sig.args[i])(context, builder, args[i])
+                              for i in (0, 2, 4, 6, 8)]  # fmt: skip
+        xoff_, boff_, ntap_, woff_ = args[1], args[3], args[5], args[7]
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fma.v{VL}f32")
+        rows = []  # each position's input pointer, before the tap's offset
+        for j in range(NP):
+            b = builder.load(builder.gep(ba.data, [builder.add(boff_, ir.Constant(_I64, j))]))
+            rows.append(builder.gep(xa.data, [builder.add(xoff_, b)]))
+        wbase = builder.gep(wa.data, [woff_])
+        zero = ir.Constant(_VEC, None)
+        entry = builder.basic_block
+        loop = builder.append_basic_block("lanes_loop")
+        done = builder.append_basic_block("lanes_done")
+        builder.cbranch(builder.icmp_signed(">", ntap_, ir.Constant(_I64, 0)), loop, done)
+
+        # the tap loop; the accumulators are phi nodes, so they stay in registers
+        builder.position_at_end(loop)
+        t = builder.phi(_I64)
+        t.add_incoming(ir.Constant(_I64, 0), entry)
+        acc = [[builder.phi(_VEC) for _ in range(NP)] for _ in range(KV)]
+        for row in acc:
+            for a in row:
+                a.add_incoming(zero, entry)
+        off = builder.load(builder.gep(oa.data, [t]))
+        wp = builder.gep(wbase, [builder.mul(t, ir.Constant(_I64, KB))])
+        wv = [builder.load(builder.bitcast(builder.gep(wp, [ir.Constant(_I64, VL * k)]),
+                                           _VEC.as_pointer()), align=4)
+              for k in range(KV)]  # fmt: skip
+        new = [[None] * NP for _ in range(KV)]
+        for j in range(NP):
+            xb = _splat(builder, builder.load(builder.gep(rows[j], [off]), align=4))
+            for k in range(KV):
+                new[k][j] = builder.call(fma, [wv[k], xb, acc[k][j]])
+        t1 = builder.add(t, ir.Constant(_I64, 1))
+        loop_end = builder.basic_block
+        t.add_incoming(t1, loop_end)
+        for k in range(KV):
+            for j in range(NP):
+                acc[k][j].add_incoming(new[k][j], loop_end)
+        builder.cbranch(builder.icmp_signed("<", t1, ntap_), loop, done)
+
+        builder.position_at_end(done)
+        finals = {}
+        for k in range(KV):  # every phi first: LLVM wants them at the block's top
+            for j in range(NP):
+                fin = builder.phi(_VEC)
+                fin.add_incoming(zero, entry)
+                fin.add_incoming(new[k][j], loop_end)
+                finals[k, j] = fin
+        for (k, j), fin in finals.items():
+            p = builder.gep(sa.data, [ir.Constant(_I64, j * KB + k * VL)])
+            builder.store(fin, builder.bitcast(p, _VEC.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@numba.njit(error_model="numpy")
+def _pad_task(q, x, xc0, cin, xp, Hp, Wp, pt, pl):
+    """Plane ``q = (n, c)`` of the zero-padded input: ``xp[q]`` (``Hp x Wp``) is channel
+    ``xc0 + c`` of image ``n`` with ``pt`` zero rows above and ``pl`` zero columns left,
+    zeros below and right."""
+    H, W = x.shape[2], x.shape[3]
+    n = q // cin
+    c = q % cin
+    src = x[n, xc0 + c]
+    dst = xp[q * Hp * Wp : (q + 1) * Hp * Wp]
+    dst[: pt * Wp] = 0.0
+    for i in range(H):
+        row = (pt + i) * Wp
+        dst[row : row + pl] = 0.0
+        dst[row + pl : row + pl + W] = src[i]
+        dst[row + pl + W : row + Wp] = 0.0
+    dst[(pt + H) * Wp :] = 0.0
+
+
+@cached_njit(parallel=True, error_model="numpy")
+def _pad_planes(x, xc0, cin, xp, Hp, Wp, pt, pl):
+    """Every plane of the zero-padded input (``_pad_task``), in parallel."""
+    for q in numba.prange(x.shape[0] * cin):
+        _pad_task(np.int64(q), x, xc0, cin, xp, Hp, Wp, pt, pl)
+
+
+@cached_njit(parallel=True, error_model="numpy")
+def conv2d_lanes(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh, dw, groups,
+                 act, alpha, beta, res, rc0, act_from):  # fmt: skip
+    """As :func:`cnnc.kernels.fastconv.conv2d_packed` (the same arguments; ``groups`` must
+    be 1), with weights ``wpk = pack_lanes_weights(w)``. See the module docstring."""
+    N, Cx, H, W = x.shape
+    OH, OW = out.shape[2], out.shape[3]
+    Hp = max(H + pt, (OH - 1) * sh + (KH - 1) * dh + 1)
+    Wp = max(W + pl, (OW - 1) * sw + (KW - 1) * dw + 1)
+    ntap = cin * KH * KW
+    serial = N * K * OH * OW * ntap < SERIAL_WORK
+    if pt == 0 and pl == 0 and Hp == H and Wp == W:  # read as it is
+        xp = x.reshape(x.size)
+        image = Cx * H * W
+        start = xc0 * H * W
+    else:
+        xp = np.empty(N * cin * Hp * Wp, np.float32)
+        if serial:
+            for q in range(N * cin):
+                _pad_task(q, x, xc0, cin, xp, Hp, Wp, pt, pl)
+        else:
+            _pad_planes(x, xc0, cin, xp, Hp, Wp, pt, pl)
+        image = cin * Hp * Wp
+        start = 0
+    offs = np.empty(ntap, np.int64)
+    for t in range(ntap):
+        c = t // (KH * KW)
+        offs[t] = (c * Hp + ((t // KW) % KH) * dh) * Wp + (t % KW) * dw
+    P = OH * OW
+    ntiles = (P + NP - 1) // NP
+    bases = np.empty(ntiles * NP, np.int64)
+    for q in range(bases.size):  # a last tile's missing positions read the last one's input
+        p = min(q, P - 1)
+        bases[q] = (p // OW) * sh * Wp + (p % OW) * sw
+    nkb = (K + KB - 1) // KB
+    nitems = N * nkb * ntiles
+    nchunks = 1 if serial else min(nitems, NCHUNK)
+    scratch = np.empty((nchunks, KB * NP + NP), np.float32)  # the tile, then a row
+    out_flat = out.reshape(out.size)
+    res_flat = res.reshape(res.size)
+    if serial:  # np.int64(0): a literal 0 would compile _lanes_chunk a second time
+        _lanes_chunk(np.int64(0), nitems, scratch[0], xp, image, start, offs, ntap,
+                     wpk, bases, ntiles, nkb, K, P, out_flat, out.shape[1], oc0, bias, act,
+                     alpha, beta, res_flat, res.shape[1], rc0, act_from)  # fmt: skip
+        return
+    counter = np.zeros(1, np.int64)  # chunks handed out as threads ask (sched.py)
+    for _worker in numba.prange(nchunks):
+        chunk = next_chunk(counter)
+        while chunk < nchunks:
+            _lanes_chunk(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks,
+                         scratch[chunk], xp, image, start, offs, ntap, wpk, bases,
+                         ntiles, nkb, K, P, out_flat, out.shape[1], oc0, bias, act, alpha,
+                         beta, res_flat, res.shape[1], rc0, act_from)  # fmt: skip
+            chunk = next_chunk(counter)
+
+
+# Not inlined, as fastconv's _conv_chunk: the parallel passes see one call.
+@numba.njit(fastmath=True, error_model="numpy")
+def _lanes_chunk(first, last, scr, xp, image, start, offs, ntap, wpk, bases, ntiles, nkb,
+                 K, P, out_flat, Cout, oc0, bias, act, alpha, beta, res_flat, Cres, rc0,
+                 act_from):  # fmt: skip
+    """Work items ``[first, last)`` of conv2d_lanes, in the order (image, k block, tile)."""
+    zero = np.float32(0.0)
+    for item in range(first, last):
+        tile = item % ntiles
+        r = item // ntiles
+        kb = r % nkb
+        n = r // nkb
+        _lanes_tile(xp, n * image + start, bases, tile * NP, offs, ntap, wpk, kb * ntap * KB,
+                    scr)  # fmt: skip
+        k0 = kb * KB
+        p0 = tile * NP
+        npos = min(NP, P - p0)
+        kval = min(KB, K - k0)
+        o = (n * Cout + oc0 + k0) * P + p0
+        if rc0 < 0 and (act == ACT_NONE or act == ACT_RELU or k0 + kval <= act_from):
+            # bias and relu (or nothing) on the way out
+            for k in range(kval):
+                relu = act == ACT_RELU and k0 + k >= act_from
+                b = bias[k0 + k]
+                for j in range(npos):
+                    v = scr[j * KB + k] + b
+                    if relu and v < zero:  # a NaN stays NaN, as in PyTorch
+                        v = zero
+                    out_flat[o + k * P + j] = v
+            continue
+        if rc0 >= 0:
+            rr = (n * Cres + rc0 + k0) * P + p0
+            for k in range(kval):
+                for j in range(npos):
+                    scr[j * KB + k] += res_flat[rr + k * P + j]
+        if k0 >= act_from:  # every channel's activation, over the tile's channels in a row
+            for j in range(npos):
+                for k in range(kval):
+                    scr[j * KB + k] += bias[k0 + k]
+            bias_activate_inplace(scr[: npos * KB], 0.0, act, alpha, beta)
+        else:  # channels from act_from on only
+            for k in range(kval):
+                row = scr[KB * NP : KB * NP + npos]
+                for j in range(npos):
+                    row[j] = scr[j * KB + k]
+                bias_activate_inplace(row, bias[k0 + k], act if k0 + k >= act_from else ACT_NONE,
+                                      alpha, beta)  # fmt: skip
+                for j in range(npos):
+                    scr[j * KB + k] = row[j]
+        for k in range(kval):
+            for j in range(npos):
+                out_flat[o + k * P + j] = scr[j * KB + k]
