@@ -135,35 +135,40 @@ def conv_kernel(out_channels: int, groups: int, in_channels: int) -> str:
 #: The lanes kernel (kernels/lanesconv.py: output channels in the vector lanes, input
 #: broadcast) against the packed one, interleaved in one process, 2 threads, AVX2, batch 1
 #: unless named (docs/kernel-notes.md): it wins where the packed kernel computes junk
-#: columns or splits stride phases -- stride 2 (3x3 128->256 at 28x28 1.26x, 256->512 at
-#: 14x14 1.26x, 64->128 at 56x56 1.11x), small planes (5x5 24->64 at 8x8 1.36x, 32->128
-#: at 7x7 1.3x, 3x3 512->512 at 7x7 1.08x, 1x1 832->384 at 7x7 1.2x), LeNet-5's valid 5x5
-#: 6->16 at 14x14 (1.4-1.8x at batch 1 to 64) -- and loses on wide planes (3x3 16->64 at
-#: 55x55 0.8x, 1x1 128->16 at 55x55 0.8-0.9x), short reductions (3x3 3->64 at 32x32, 27
-#: taps: 0.6-0.7x; 7x7/2 3->64, 147 taps: 0.98x) and fewer output channels than its tile
-#: (LeNet-5's 6: 0.8x).
+#: columns or splits stride phases -- stride 2 (3x3 128->256 at 28x28 1.15-1.26x, 256->512
+#: at 14x14 1.19-1.26x, 64->128 at 56x56 1.06-1.11x), small planes (5x5 24->64 at 8x8
+#: 1.36-1.41x, 12->32 at 16x16 1.07-1.17x, 32->128 at 7x7 1.3x, 3x3 160->320 at 7x7
+#: 1.2x, 64->128 at 8x8 1.14x, 1x1 832->448 at 7x7 1.23x; 3x3 512->512 at 7x7 1.01x),
+#: LeNet-5's valid 5x5 6->16 at 14x14 (1.4-1.8x at batch 1 to 64) -- is even at 28x28
+#: (5x5 16->32 0.95-0.98x, 32->96 1.01x) and loses on wider planes (3x3 32->48 at 32x32
+#: 0.86-1.0x, 16->64 at 55x55 0.8x, 1x1 128->16 at 55x55 0.8-0.9x, 1x1/2 64->128 at 56x56
+#: 0.82-0.85x), short reductions (3x3 3->64 at 32x32, 27 taps: 0.6-0.7x), three
+#: input channels (the 7x7/2 stem, 147 taps: 0.86-0.92x) and fewer output channels than
+#: its tile (LeNet-5's 6: 0.8x).
 LANES_MIN_TAPS = 64  # input channels x kernel cells
-LANES_MAX_PLANE = 32 * 32  # stride-1 outputs up to this many positions
-LANES_MAX_PLANE_1X1 = 64  # stride-1 unpadded 1x1 outputs up to this many
+LANES_MIN_INPUT_CHANNELS = 4
+LANES_MAX_PLANE = 16 * 16  # stride-1 outputs up to this many positions
+LANES_MAX_PLANE_1X1 = 64  # 1x1 outputs up to this many
 
 
 def lanes_runs(attrs: dict, in_channels: int, out_shape: tuple) -> bool:
     """Whether the lanes kernel computes a conv the packed kernel would (``conv_kernel``
-    says "packed", no Winograd): one group, at least ``LANES_MIN_TAPS`` taps, output
-    channels that fill its tile to at least 3/4, and a stride, or a plane of at most
-    ``LANES_MAX_PLANE`` positions (``LANES_MAX_PLANE_1X1`` for a 1x1)."""
+    says "packed", no Winograd): one group, at least ``LANES_MIN_INPUT_CHANNELS`` input
+    channels and ``LANES_MIN_TAPS`` taps, output channels that fill its tile to at least
+    3/4, and a plane of at most ``LANES_MAX_PLANE_1X1`` positions for a 1x1, else a stride
+    or a plane of at most ``LANES_MAX_PLANE``."""
     k, oh, ow = out_shape
     t = current_target()
     tile = t.lanes_vectors * t.lanes
     kh, kw = attrs["kernel"]
-    if attrs["groups"] != 1 or in_channels * kh * kw < LANES_MIN_TAPS:
+    if (attrs["groups"] != 1 or in_channels < LANES_MIN_INPUT_CHANNELS
+            or in_channels * kh * kw < LANES_MIN_TAPS):
         return False
     if -(-k // tile) * tile * 3 > 4 * k:
         return False
-    if tuple(attrs["stride"]) != (1, 1):
-        return True
-    limit = LANES_MAX_PLANE_1X1 if (kh, kw) == (1, 1) else LANES_MAX_PLANE
-    return oh * ow <= limit
+    if (kh, kw) == (1, 1):
+        return oh * ow <= LANES_MAX_PLANE_1X1
+    return tuple(attrs["stride"]) != (1, 1) or oh * ow <= LANES_MAX_PLANE
 
 
 #: Winograd pays where a conv has enough output tiles to amortise its input and output

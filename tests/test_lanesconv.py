@@ -168,6 +168,8 @@ def conv_attrs(kernel, stride=(1, 1), groups=1):
     (conv_attrs((1, 1)), 128, (16, 55, 55), False),  # a 1x1 on a wide plane
     (conv_attrs((3, 3)), 16, (64, 55, 55), False),  # a wide plane
     (conv_attrs((3, 3)), 3, (64, 32, 32), False),  # 27 taps
+    (conv_attrs((7, 7), (2, 2)), 3, (64, 112, 112), False),  # 147 taps of 3 channels
+    (conv_attrs((1, 1), (2, 2)), 64, (128, 28, 28), False),  # a strided 1x1, wide plane
     (conv_attrs((5, 5)), 1, (6, 28, 28), False),  # 25 taps, 6 channels
     (conv_attrs((3, 3), (2, 2), groups=2), 64, (64, 14, 14), False),  # grouped
 ])
