@@ -70,6 +70,9 @@ LANES_CASES = [
     (1, 3, 12, 10, 2, (3, 2), (2, 1), (2, 1), (2, 3), 1),
     # more weights than one k block reads: 7 k blocks of 16, the last short
     (2, 64, 9, 9, 100, (3, 3), (2, 2), "same", (1, 1), 1),
+    # more taps than 2 * TAP_BLOCK (on AVX2: 3 blocks of 128, the last short) over groups
+    # of TILE_GROUP tiles of positions, the last group short (24 tiles of 6 positions)
+    (1, 36, 12, 12, 20, (3, 3), (1, 1), "same", (1, 1), 1),
 ]
 
 
@@ -84,7 +87,7 @@ def test_lanes_shapes_parallel(case):
 
 
 @pytest.mark.parametrize("act", [*ACTS, ACT_RELU6, ACT_HARDSWISH])
-@pytest.mark.parametrize("case", [LANES_CASES[i] for i in (1, 7, 12, -1)], ids=str)
+@pytest.mark.parametrize("case", [LANES_CASES[i] for i in (1, 7, 12, -2, -1)], ids=str)
 def test_lanes_activations(case, act):
     if act in (ACT_RELU6, ACT_HARDSWISH):  # not in torch_act: referenced here
         conv = make_problem(case, K.ACT_NONE, 2, 1)[4]
@@ -102,7 +105,7 @@ def test_lanes_offsets(case, xc0, oc0):
 
 
 @pytest.mark.parametrize("act", [K.ACT_NONE, K.ACT_RELU, K.ACT_TANH])
-@pytest.mark.parametrize("case", [LANES_CASES[i] for i in (1, 6, 7, -1)], ids=str)
+@pytest.mark.parametrize("case", [LANES_CASES[i] for i in (1, 6, 7, -2, -1)], ids=str)
 def test_lanes_residual(case, act):
     """``act(conv + bias + res)``, the residual read from channels ``rc0..`` of its own
     buffer."""

@@ -25,10 +25,11 @@ kernels do, but reads and writes plain NCHW tensors:
    values, contiguous in its output plane, get bias, residual and activation and are
    written to ``out`` (no residual and no activation or relu: straight from the scratch).
 
-Work items ``(image, k block, tile)`` in that order -- a k block's weights stay in L2
-(or L1) while its tiles sweep the image -- are cut into chunks handed out as the threads
-ask (``sched.next_chunk``); a conv of fewer than ``SERIAL_WORK`` multiply-adds runs on the
-calling thread alone.
+Work items ``(image, k block, group of tiles)`` in that order -- a k block's weights stay
+in L2 while its tiles sweep the image; in an item, each block of taps (its weights in L1)
+runs over the group's tiles, their partial sums kept in the scratch -- are cut into
+chunks handed out as the threads ask (``sched.next_chunk``); a conv of fewer than
+``SERIAL_WORK`` multiply-adds runs on the calling thread alone.
 """
 
 import numba
@@ -49,6 +50,17 @@ VL = TARGET.lanes
 KV = TARGET.lanes_vectors  # vectors of output channels a tile
 NP = TARGET.lanes_positions  # output positions a tile
 KB = KV * VL  # output channels a tile (a k block)
+# A conv of more than 2 * TAP_BLOCK taps runs them in blocks of TAP_BLOCK (8 KB of weights,
+# in L1) over a group of TILE_GROUP tiles (their partial sums, 6 KB, in the scratch),
+# rather than every tap of one tile after the other (each tile streaming all its k
+# block's weights from L2). Interleaved in one process, 2 threads, AVX2, batch 1, against
+# that: 3x3 512->512 at 7x7 1.03-1.16x, 1x1 832->448 at 7x7 1.13-1.20x, 3x3/2 64->128 at
+# 56x56 1.03-1.11x, 256->512 at 14x14 1.05x, 128->256 at 28x28 0.97-1.02x (in a scratch
+# copy: blocks of 64 taps x 16 tiles, 128 x 8 and 256 x 16 alike). Fewer taps stay one
+# block, a tile at a time: LeNet-5's 150 in groups measured 0.84-0.88x at batch 64 (but
+# this small layer moves by 10-15% between two copies of one code in one process).
+TAP_BLOCK = 2048 // KB
+TILE_GROUP = max(1, 1536 // (NP * KB))
 NCHUNK = 64  # work chunks per call
 
 
@@ -67,12 +79,13 @@ def pack_lanes_weights(w: np.ndarray) -> np.ndarray:
 
 
 @intrinsic
-def _lanes_tile(typingctx, x, xoff, bases, boff, offs, ntap, w, woff, scr):
-    """One tile: ``scr[j*KB + k] = sum_t w[woff + t*KB + k] * x[xoff + bases[boff+j] +
-    offs[t]]`` for ``j < NP``, ``k < KB``. No bounds checks: the caller keeps every read
-    inside ``x``. (Transposing the tile in registers, so that each channel's positions
+def _lanes_tile(typingctx, x, xoff, bases, boff, offs, ntap, w, woff, scr, fresh):
+    """One tile: ``scr[j*KB + k] (+)= sum_t w[woff + t*KB + k] * x[xoff + bases[boff+j] +
+    offs[t]]`` for ``t < ntap``, ``j < NP``, ``k < KB``: ``=`` when ``fresh`` (an integer,
+    not 0: the first block of taps), else ``+=``. No bounds checks: the caller keeps every
+    read inside ``x``. (Transposing the tile in registers, so that each channel's positions
     were contiguous in the scratch, measured 0.88-1.03x against this.)"""
-    sig = types.void(x, xoff, bases, boff, offs, ntap, w, woff, scr)
+    sig = types.void(x, xoff, bases, boff, offs, ntap, w, woff, scr, fresh)
 
     def codegen(context, builder, sig, args):
         xa, ba, oa, wa, sa = [context.make_array(sig.args[i])(context, builder, args[i])
@@ -85,8 +98,27 @@ def _lanes_tile(typingctx, x, xoff, bases, boff, offs, ntap, w, woff, scr):
             b = builder.load(builder.gep(ba.data, [builder.add(boff_, ir.Constant(_I64, j))]))
             rows.append(builder.gep(xa.data, [builder.add(xoff_, b)]))
         wbase = builder.gep(wa.data, [woff_])
+        # the accumulators start from zero, or from the scratch's partial sums (earlier
+        # tap blocks): a branch, not a select, so a fresh tile reads nothing
         zero = ir.Constant(_VEC, None)
-        entry = builder.basic_block
+        top = builder.basic_block
+        partial = builder.append_basic_block("lanes_partial")
+        entry = builder.append_basic_block("lanes_entry")
+        builder.cbranch(builder.icmp_signed("!=", args[9], ir.Constant(args[9].type, 0)),
+                        entry, partial)
+        builder.position_at_end(partial)
+        loaded = {}
+        for k in range(KV):
+            for j in range(NP):
+                p = builder.gep(sa.data, [ir.Constant(_I64, j * KB + k * VL)])
+                loaded[k, j] = builder.load(builder.bitcast(p, _VEC.as_pointer()), align=4)
+        builder.branch(entry)
+        builder.position_at_end(entry)
+        start = {}
+        for key, value in loaded.items():
+            start[key] = builder.phi(_VEC)
+            start[key].add_incoming(zero, top)
+            start[key].add_incoming(value, partial)
         loop = builder.append_basic_block("lanes_loop")
         done = builder.append_basic_block("lanes_done")
         builder.cbranch(builder.icmp_signed(">", ntap_, ir.Constant(_I64, 0)), loop, done)
@@ -96,9 +128,9 @@ def _lanes_tile(typingctx, x, xoff, bases, boff, offs, ntap, w, woff, scr):
         t = builder.phi(_I64)
         t.add_incoming(ir.Constant(_I64, 0), entry)
         acc = [[builder.phi(_VEC) for _ in range(NP)] for _ in range(KV)]
-        for row in acc:
-            for a in row:
-                a.add_incoming(zero, entry)
+        for k in range(KV):
+            for j in range(NP):
+                acc[k][j].add_incoming(start[k, j], entry)
         off = builder.load(builder.gep(oa.data, [t]))
         wp = builder.gep(wbase, [builder.mul(t, ir.Constant(_I64, KB))])
         wv = [builder.load(builder.bitcast(builder.gep(wp, [ir.Constant(_I64, VL * k)]),
@@ -122,7 +154,7 @@ def _lanes_tile(typingctx, x, xoff, bases, boff, offs, ntap, w, woff, scr):
         for k in range(KV):  # every phi first: LLVM wants them at the block's top
             for j in range(NP):
                 fin = builder.phi(_VEC)
-                fin.add_incoming(zero, entry)
+                fin.add_incoming(start[k, j], entry)
                 fin.add_incoming(new[k][j], loop_end)
                 finals[k, j] = fin
         for (k, j), fin in finals.items():
@@ -194,76 +226,98 @@ def conv2d_lanes(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh
         p = min(q, P - 1)
         bases[q] = (p // OW) * sh * Wp + (p % OW) * sw
     nkb = (K + KB - 1) // KB
-    nitems = N * nkb * ntiles
+    # taps in blocks over groups of tiles when a k block's weights pass 16 KB, else
+    # every tap of a tile at once (LeNet-5's 150 taps in groups: 0.84-0.88x at batch 64)
+    block, group = (TAP_BLOCK, TILE_GROUP) if ntap > 2 * TAP_BLOCK else (ntap, 1)
+    nitems = N * nkb * ((ntiles + group - 1) // group)
     nchunks = 1 if serial else min(nitems, NCHUNK)
-    scratch = np.empty((nchunks, KB * NP + NP), np.float32)  # the tile, then a row
+    scratch = np.empty((nchunks, group * NP * KB), np.float32)  # the group's partial sums
+    rows = np.empty((nchunks, NP), np.float32)
     out_flat = out.reshape(out.size)
     res_flat = res.reshape(res.size)
     if serial:  # np.int64(0): a literal 0 would compile _lanes_chunk a second time
-        _lanes_chunk(np.int64(0), nitems, scratch[0], xp, image, start, offs, ntap,
+        _lanes_chunk(np.int64(0), nitems, scratch[0], rows[0], xp, image, start, offs, ntap,
                      wpk, bases, ntiles, nkb, K, P, out_flat, out.shape[1], oc0, bias, act,
-                     alpha, beta, res_flat, res.shape[1], rc0, act_from)  # fmt: skip
+                     alpha, beta, res_flat, res.shape[1], rc0, act_from, block,
+                     group)  # fmt: skip
         return
     counter = np.zeros(1, np.int64)  # chunks handed out as threads ask (sched.py)
     for _worker in numba.prange(nchunks):
         chunk = next_chunk(counter)
         while chunk < nchunks:
             _lanes_chunk(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks,
-                         scratch[chunk], xp, image, start, offs, ntap, wpk, bases,
+                         scratch[chunk], rows[chunk], xp, image, start, offs, ntap, wpk, bases,
                          ntiles, nkb, K, P, out_flat, out.shape[1], oc0, bias, act, alpha,
-                         beta, res_flat, res.shape[1], rc0, act_from)  # fmt: skip
+                         beta, res_flat, res.shape[1], rc0, act_from, block,
+                         group)  # fmt: skip
             chunk = next_chunk(counter)
 
 
 # Not inlined, as fastconv's _conv_chunk: the parallel passes see one call.
 @numba.njit(fastmath=True, error_model="numpy")
-def _lanes_chunk(first, last, scr, xp, image, start, offs, ntap, wpk, bases, ntiles, nkb,
+def _lanes_chunk(first, last, scr, row, xp, image, start, offs, ntap, wpk, bases, ntiles, nkb,
                  K, P, out_flat, Cout, oc0, bias, act, alpha, beta, res_flat, Cres, rc0,
-                 act_from):  # fmt: skip
-    """Work items ``[first, last)`` of conv2d_lanes, in the order (image, k block, tile)."""
-    zero = np.float32(0.0)
+                 act_from, block, group):  # fmt: skip
+    """Work items ``[first, last)`` of conv2d_lanes, in the order (image, k block, group of
+    ``group`` tiles): each block of ``block`` taps runs over the group's tiles, whose
+    partial sums wait in the scratch, then each tile is stored."""
+    ngroups = (ntiles + group - 1) // group
     for item in range(first, last):
-        tile = item % ntiles
-        r = item // ntiles
+        gi = item % ngroups
+        r = item // ngroups
         kb = r % nkb
         n = r // nkb
-        _lanes_tile(xp, n * image + start, bases, tile * NP, offs, ntap, wpk, kb * ntap * KB,
-                    scr)  # fmt: skip
-        k0 = kb * KB
-        p0 = tile * NP
-        npos = min(NP, P - p0)
-        kval = min(KB, K - k0)
-        o = (n * Cout + oc0 + k0) * P + p0
-        if rc0 < 0 and (act == ACT_NONE or act == ACT_RELU or k0 + kval <= act_from):
-            # bias and relu (or nothing) on the way out
-            for k in range(kval):
-                relu = act == ACT_RELU and k0 + k >= act_from
-                b = bias[k0 + k]
-                for j in range(npos):
-                    v = scr[j * KB + k] + b
-                    if relu and v < zero:  # a NaN stays NaN, as in PyTorch
-                        v = zero
-                    out_flat[o + k * P + j] = v
-            continue
-        if rc0 >= 0:
-            rr = (n * Cres + rc0 + k0) * P + p0
-            for k in range(kval):
-                for j in range(npos):
-                    scr[j * KB + k] += res_flat[rr + k * P + j]
-        if k0 >= act_from:  # every channel's activation, over the tile's channels in a row
+        t_lo = gi * group
+        t_hi = min(ntiles, t_lo + group)
+        for t0 in range(0, ntap, block):
+            for tile in range(t_lo, t_hi):
+                _lanes_tile(xp, n * image + start, bases, tile * NP, offs[t0:],
+                            min(block, ntap - t0), wpk, (kb * ntap + t0) * KB,
+                            scr[(tile - t_lo) * NP * KB :], t0 == 0)  # fmt: skip
+        for tile in range(t_lo, t_hi):
+            _lanes_store(scr[(tile - t_lo) * NP * KB :], row, n, kb, tile, K, P, out_flat,
+                         Cout, oc0, bias, act, alpha, beta, res_flat, Cres, rc0, act_from)
+
+
+@numba.njit(fastmath=True, inline="always", error_model="numpy")
+def _lanes_store(scr, row, n, kb, tile, K, P, out_flat, Cout, oc0, bias, act, alpha, beta,
+                 res_flat, Cres, rc0, act_from):  # fmt: skip
+    """Store one tile (``scr[j*KB + k]``): bias, residual and activation applied."""
+    zero = np.float32(0.0)
+    k0 = kb * KB
+    p0 = tile * NP
+    npos = min(NP, P - p0)
+    kval = min(KB, K - k0)
+    o = (n * Cout + oc0 + k0) * P + p0
+    if rc0 < 0 and (act == ACT_NONE or act == ACT_RELU or k0 + kval <= act_from):
+        # bias and relu (or nothing) on the way out
+        for k in range(kval):
+            relu = act == ACT_RELU and k0 + k >= act_from
+            b = bias[k0 + k]
             for j in range(npos):
-                for k in range(kval):
-                    scr[j * KB + k] += bias[k0 + k]
-            bias_activate_inplace(scr[: npos * KB], 0.0, act, alpha, beta)
-        else:  # channels from act_from on only
-            for k in range(kval):
-                row = scr[KB * NP : KB * NP + npos]
-                for j in range(npos):
-                    row[j] = scr[j * KB + k]
-                bias_activate_inplace(row, bias[k0 + k], act if k0 + k >= act_from else ACT_NONE,
-                                      alpha, beta)  # fmt: skip
-                for j in range(npos):
-                    scr[j * KB + k] = row[j]
+                v = scr[j * KB + k] + b
+                if relu and v < zero:  # a NaN stays NaN, as in PyTorch
+                    v = zero
+                out_flat[o + k * P + j] = v
+        return
+    if rc0 >= 0:
+        rr = (n * Cres + rc0 + k0) * P + p0
         for k in range(kval):
             for j in range(npos):
-                out_flat[o + k * P + j] = scr[j * KB + k]
+                scr[j * KB + k] += res_flat[rr + k * P + j]
+    if k0 >= act_from:  # every channel's activation, over the tile's channels in a row
+        for j in range(npos):
+            for k in range(kval):
+                scr[j * KB + k] += bias[k0 + k]
+        bias_activate_inplace(scr[: npos * KB], 0.0, act, alpha, beta)
+    else:  # channels from act_from on only
+        for k in range(kval):
+            for j in range(npos):
+                row[j] = scr[j * KB + k]
+            a = act if k0 + k >= act_from else ACT_NONE
+            bias_activate_inplace(row[:npos], bias[k0 + k], a, alpha, beta)
+            for j in range(npos):
+                scr[j * KB + k] = row[j]
+    for k in range(kval):
+        for j in range(npos):
+            out_flat[o + k * P + j] = scr[j * KB + k]
