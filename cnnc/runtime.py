@@ -239,7 +239,7 @@ class Plan:
 # (`python benchmarks/compile_time.py examples/googlenet.cnn`), 1 for the small ones: the
 # costliest are compiled first, so the two processes of a cold compile end together.
 COMPILE_COST = {"conv2d_packed": 25, "pool2d": 15, "conv2d_winograd": 10, "dense": 6,
-                "run_plan": 6, "conv2d_lanes": 6}
+                "run_plan": 6, "conv2d_lanes": 11}
 
 
 # A helper still compiling after this long is taken to be stuck (the costliest kernel

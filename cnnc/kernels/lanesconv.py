@@ -173,22 +173,21 @@ def _pad_task(q, x, xc0, cin, xp, Hp, Wp, pt, pl):
     H, W = x.shape[2], x.shape[3]
     n = q // cin
     c = q % cin
-    src = x[n, xc0 + c]
-    dst = xp[q * Hp * Wp : (q + 1) * Hp * Wp]
-    dst[: pt * Wp] = 0.0
-    for i in range(H):
-        row = (pt + i) * Wp
-        dst[row : row + pl] = 0.0
-        dst[row + pl : row + pl + W] = src[i]
-        dst[row + pl + W : row + Wp] = 0.0
-    dst[(pt + H) * Wp :] = 0.0
-
-
-@cached_njit(parallel=True, error_model="numpy")
-def _pad_planes(x, xc0, cin, xp, Hp, Wp, pt, pl):
-    """Every plane of the zero-padded input (``_pad_task``), in parallel."""
-    for q in numba.prange(x.shape[0] * cin):
-        _pad_task(np.int64(q), x, xc0, cin, xp, Hp, Wp, pt, pl)
+    dst = q * Hp * Wp
+    # loops, not slice assignments: an array assigned to a slice compiles shape checks
+    # whose error messages format strings (~5 s of this kernel's cold compile)
+    for i in range(Hp):
+        row = dst + i * Wp
+        if pt <= i < pt + H:
+            for j in range(pl):
+                xp[row + j] = 0.0
+            for j in range(W):
+                xp[row + pl + j] = x[n, xc0 + c, i - pt, j]
+            for j in range(pl + W, Wp):
+                xp[row + j] = 0.0
+        else:
+            for j in range(Wp):
+                xp[row + j] = 0.0
 
 
 @cached_njit(parallel=True, error_model="numpy")
@@ -207,12 +206,11 @@ def conv2d_lanes(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh
         image = Cx * H * W
         start = xc0 * H * W
     else:
+        # on this thread: a parallel copy costs ~4 s of cold compile, and the copy is a
+        # few per cent of the conv
         xp = np.empty(N * cin * Hp * Wp, np.float32)
-        if serial:
-            for q in range(N * cin):
-                _pad_task(q, x, xc0, cin, xp, Hp, Wp, pt, pl)
-        else:
-            _pad_planes(x, xc0, cin, xp, Hp, Wp, pt, pl)
+        for q in range(N * cin):
+            _pad_task(q, x, xc0, cin, xp, Hp, Wp, pt, pl)
         image = cin * Hp * Wp
         start = 0
     offs = np.empty(ntap, np.int64)
@@ -279,7 +277,7 @@ def _lanes_chunk(first, last, scr, row, xp, image, start, offs, ntap, wpk, bases
                          Cout, oc0, bias, act, alpha, beta, res_flat, Cres, rc0, act_from)
 
 
-@numba.njit(fastmath=True, inline="always", error_model="numpy")
+@numba.njit(fastmath=True, error_model="numpy")
 def _lanes_store(scr, row, n, kb, tile, K, P, out_flat, Cout, oc0, bias, act, alpha, beta,
                  res_flat, Cres, rc0, act_from):  # fmt: skip
     """Store one tile (``scr[j*KB + k]``): bias, residual and activation applied."""
@@ -305,17 +303,22 @@ def _lanes_store(scr, row, n, kb, tile, K, P, out_flat, Cout, oc0, bias, act, al
         for k in range(kval):
             for j in range(npos):
                 scr[j * KB + k] += res_flat[rr + k * P + j]
-    if k0 >= act_from:  # every channel's activation, over the tile's channels in a row
-        for j in range(npos):
-            for k in range(kval):
-                scr[j * KB + k] += bias[k0 + k]
-        bias_activate_inplace(scr[: npos * KB], 0.0, act, alpha, beta)
-    else:  # channels from act_from on only
+    for j in range(npos):
         for k in range(kval):
+            scr[j * KB + k] += bias[k0 + k]
+    # the activation over the whole tile at once (its channels in a row), or over each
+    # channel from act_from on: one call site, as each is a large function of every
+    # activation's loop
+    whole = k0 >= act_from
+    for k in range(0 if whole else act_from - k0, 1 if whole else kval):
+        if whole:
+            seg = scr[: npos * KB]
+        else:
             for j in range(npos):
                 row[j] = scr[j * KB + k]
-            a = act if k0 + k >= act_from else ACT_NONE
-            bias_activate_inplace(row[:npos], bias[k0 + k], a, alpha, beta)
+            seg = row[:npos]
+        bias_activate_inplace(seg, 0.0, act, alpha, beta)
+        if not whole:
             for j in range(npos):
                 scr[j * KB + k] = row[j]
     for k in range(kval):
