@@ -169,6 +169,8 @@ def conv_attrs(kernel, stride=(1, 1), groups=1):
     (conv_attrs((3, 3)), 512, (512, 7, 7), True),  # a small plane
     (conv_attrs((1, 1)), 832, (384, 7, 7), True),  # a 1x1 on a small plane
     (conv_attrs((1, 1)), 128, (16, 55, 55), False),  # a 1x1 on a wide plane
+    (conv_attrs((1, 1)), 512, (64, 13, 13), True),  # few outputs on a 13x13 plane
+    (conv_attrs((1, 1)), 512, (1000, 13, 13), False),  # many
     (conv_attrs((3, 3)), 16, (64, 55, 55), False),  # a wide plane
     (conv_attrs((3, 3)), 3, (64, 32, 32), False),  # 27 taps
     (conv_attrs((7, 7), (2, 2)), 3, (64, 112, 112), False),  # 147 taps of 3 channels

@@ -4,8 +4,9 @@ Same maths and tensor convention as :func:`cnnc.kernels.conv.conv2d` (cross-corr
 operands passed as ``(buffer, channel offset)``, docs/DESIGN.md). Which of the two a conv
 node runs is decided by ``cnnc.backend.conv_kernel``: this one for every conv but
 depthwise and thin grouped ones, except those that ``cnnc.backend.lanes_runs`` gives to
-its sibling with output channels in the lanes (``lanesconv.py``). The tile shape comes from the CPU target
-(``cnnc.backend.Target``): ``KT`` output channels x ``VN`` vectors of ``VL`` floats.
+its sibling with output channels in the lanes (``lanesconv.py``). The tile shape comes
+from the CPU target (``cnnc.backend.Target``): ``KT`` output channels x ``VN`` vectors of
+``VL`` floats.
 docs/kernel-notes.md keeps the measurements behind these choices.
 
 Design of ``conv2d_packed`` ("flat shifted GEMM")
