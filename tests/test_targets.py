@@ -31,6 +31,10 @@ def test_known_targets():
             for name, t in TARGETS.items()} == {
         "avx512": (16, 32, 8, 48), "avx2": (8, 16, 4, 24), "neon": (4, 32, 8, 12),
         "generic": (4, 16, 4, 12)}
+    assert {name: (t.lanes_vectors, t.lanes_positions) for name, t in TARGETS.items()} == {
+        "avx512": (2, 12), "avx2": (2, 6), "neon": (2, 12), "generic": (2, 6)}
+    for t in TARGETS.values():  # accumulators, weight vectors, one broadcast
+        assert t.lanes_vectors * t.lanes_positions + t.lanes_vectors + 1 <= t.registers
     assert isinstance(host_target(), Target)
     assert runnable_targets()[0] == host_target().name and "generic" in runnable_targets()
 
@@ -41,8 +45,10 @@ def _env(target: str) -> dict:
 
 @pytest.mark.parametrize("target", NARROWER)
 def test_packed_conv_kernels_on_a_narrower_target(target):
+    """The packed and the lanes conv kernels' tests, with the target's tiles."""
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             str(ROOT / "tests" / "test_fastconv.py")],
+                             str(ROOT / "tests" / "test_fastconv.py"),
+                             str(ROOT / "tests" / "test_lanesconv.py")],
                             env=_env(target), cwd=ROOT / "tests", capture_output=True,
                             text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
@@ -57,13 +63,17 @@ NETWORK_CHECK = textwrap.dedent('''
     net = cnnc.compile_source("""network n(input: 5x11x9) {{
         conv(12, 3x3, padding=same) -> relu
         add {{ conv(12, 3x3, padding=same) | identity }} -> relu
+        conv(16, 3x3, stride=2, padding=1) -> relu
         conv(6, 1x1, stride=2)
     }}""", progress=False)
+    kernels = {{s.node: s.kernel.__name__ for s in net._plan.steps}}
+    assert kernels["conv3"] == "conv2d_lanes" and kernels["conv4"] == "conv2d_packed", kernels
     p = {{k: torch.from_numpy(v) for k, v in net.parameters().items()}}
     x = np.random.default_rng(0).standard_normal((3, 5, 11, 9)).astype(np.float32)
     t = F.relu(F.conv2d(torch.from_numpy(x), p["conv1.weight"], p["conv1.bias"], padding=1))
     t = F.relu(F.conv2d(t, p["conv2.weight"], p["conv2.bias"], padding=1) + t)
-    t = F.conv2d(t, p["conv3.weight"], p["conv3.bias"], stride=2)
+    t = F.relu(F.conv2d(t, p["conv3.weight"], p["conv3.bias"], stride=2, padding=1))
+    t = F.conv2d(t, p["conv4.weight"], p["conv4.bias"], stride=2)
     err = np.abs(net(x) - t.numpy()).max() / max(1.0, float(t.abs().max()))
     assert err < 1e-4, err
     print("ok", fastconv.KT, fastconv.TW)
