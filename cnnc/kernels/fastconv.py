@@ -142,6 +142,38 @@ def _store_rows(builder, acc, data, offset, stride):
             builder.store(value, builder.bitcast(p, _VEC.as_pointer()), align=4)
 
 
+def emit_tap_loop(builder, ntap, starts, step):
+    """Emit ``for t in range(ntap): acc = step(t, acc)`` over a list of vector accumulators
+    held in phi nodes, so they stay in registers, starting from ``starts``; ``step(t,
+    acc)`` emits one tap's code and returns the new accumulators. Returns the final ones
+    (``starts`` when ``ntap <= 0``); the builder is left after the loop."""
+    entry = builder.basic_block
+    loop = builder.append_basic_block("taps")
+    done = builder.append_basic_block("taps_done")
+    builder.cbranch(builder.icmp_signed(">", ntap, ir.Constant(_I64, 0)), loop, done)
+    builder.position_at_end(loop)
+    t = builder.phi(_I64)
+    t.add_incoming(ir.Constant(_I64, 0), entry)
+    acc = []
+    for value in starts:
+        acc.append(builder.phi(_VEC))
+        acc[-1].add_incoming(value, entry)
+    new = step(t, acc)
+    t1 = builder.add(t, ir.Constant(_I64, 1))
+    loop_end = builder.basic_block
+    t.add_incoming(t1, loop_end)
+    for a, value in zip(acc, new, strict=True):
+        a.add_incoming(value, loop_end)
+    builder.cbranch(builder.icmp_signed("<", t1, ntap), loop, done)
+    builder.position_at_end(done)
+    finals = []
+    for value, last in zip(starts, new, strict=True):
+        finals.append(builder.phi(_VEC))
+        finals[-1].add_incoming(value, entry)
+        finals[-1].add_incoming(last, loop_end)
+    return finals
+
+
 def _emit_tile(context, builder, x, xoff, offs, ntap, w, woff, vn):
     """Emit the tap loop of a ``KT x VL*vn`` tile; returns ``acc[k][v]`` (``VL`` floats):
 
@@ -154,48 +186,22 @@ def _emit_tile(context, builder, x, xoff, offs, ntap, w, woff, vn):
     )
     xbase = builder.gep(x.data, [xoff])
     wbase = builder.gep(w.data, [woff])
-    zero = ir.Constant(_VEC, None)
 
-    entry = builder.basic_block
-    loop = builder.append_basic_block("uk_loop")
-    done = builder.append_basic_block("uk_done")
-    builder.cbranch(builder.icmp_signed(">", ntap, ir.Constant(_I64, 0)), loop, done)
-
-    # loop over taps; the accumulators are phi nodes, so they stay in registers
-    builder.position_at_end(loop)
-    t = builder.phi(_I64)
-    t.add_incoming(ir.Constant(_I64, 0), entry)
-    acc = [[builder.phi(_VEC) for _ in range(vn)] for _ in range(KT)]
-    for row in acc:
-        for a in row:
-            a.add_incoming(zero, entry)
-    xp = builder.gep(xbase, [builder.load(builder.gep(offs.data, [t]))])
-    xv = []
-    for v in range(vn):
-        p = builder.gep(xp, [ir.Constant(_I64, VL * v)])
-        xv.append(builder.load(builder.bitcast(p, _VEC.as_pointer()), align=4))
-    wp = builder.gep(wbase, [builder.mul(t, ir.Constant(_I64, KT))])
-    new = []
-    for k in range(KT):
-        wb = _splat(builder, builder.load(builder.gep(wp, [ir.Constant(_I64, k)]), align=4))
-        new.append([builder.call(fma, [xv[v], wb, acc[k][v]]) for v in range(vn)])
-    t1 = builder.add(t, ir.Constant(_I64, 1))
-    loop_end = builder.basic_block
-    t.add_incoming(t1, loop_end)
-    for k in range(KT):
+    def tap(t, acc):
+        xp = builder.gep(xbase, [builder.load(builder.gep(offs.data, [t]))])
+        xv = []
         for v in range(vn):
-            acc[k][v].add_incoming(new[k][v], loop_end)
-    builder.cbranch(builder.icmp_signed("<", t1, ntap), loop, done)
+            p = builder.gep(xp, [ir.Constant(_I64, VL * v)])
+            xv.append(builder.load(builder.bitcast(p, _VEC.as_pointer()), align=4))
+        wp = builder.gep(wbase, [builder.mul(t, ir.Constant(_I64, KT))])
+        new = []
+        for k in range(KT):
+            wb = _splat(builder, builder.load(builder.gep(wp, [ir.Constant(_I64, k)]), align=4))
+            new += [builder.call(fma, [xv[v], wb, acc[k * vn + v]]) for v in range(vn)]
+        return new
 
-    builder.position_at_end(done)
-    finals = [[None] * vn for _ in range(KT)]
-    for k in range(KT):
-        for v in range(vn):
-            fin = builder.phi(_VEC)
-            fin.add_incoming(zero, entry)
-            fin.add_incoming(new[k][v], loop_end)
-            finals[k][v] = fin
-    return finals
+    finals = emit_tap_loop(builder, ntap, [ir.Constant(_VEC, None)] * (KT * vn), tap)
+    return [finals[k * vn : (k + 1) * vn] for k in range(KT)]
 
 
 def _make_microkernel(vn):

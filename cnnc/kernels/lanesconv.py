@@ -41,7 +41,7 @@ from numba.extending import intrinsic
 
 from ..backend import current_target
 from .elementwise import ACT_NONE, ACT_RELU, SERIAL_WORK, bias_activate_inplace
-from .fastconv import _I64, _VEC, _splat
+from .fastconv import _I64, _VEC, _splat, emit_tap_loop
 from .jit import cached_njit
 from .sched import next_chunk
 
@@ -119,44 +119,23 @@ def _lanes_tile(typingctx, x, xoff, bases, boff, offs, ntap, w, woff, scr, fresh
             start[key] = builder.phi(_VEC)
             start[key].add_incoming(zero, top)
             start[key].add_incoming(value, partial)
-        loop = builder.append_basic_block("lanes_loop")
-        done = builder.append_basic_block("lanes_done")
-        builder.cbranch(builder.icmp_signed(">", ntap_, ir.Constant(_I64, 0)), loop, done)
 
-        # the tap loop; the accumulators are phi nodes, so they stay in registers
-        builder.position_at_end(loop)
-        t = builder.phi(_I64)
-        t.add_incoming(ir.Constant(_I64, 0), entry)
-        acc = [[builder.phi(_VEC) for _ in range(NP)] for _ in range(KV)]
-        for k in range(KV):
+        def tap(t, acc):
+            off = builder.load(builder.gep(oa.data, [t]))
+            wp = builder.gep(wbase, [builder.mul(t, ir.Constant(_I64, KB))])
+            wv = [builder.load(builder.bitcast(builder.gep(wp, [ir.Constant(_I64, VL * k)]),
+                                               _VEC.as_pointer()), align=4)
+                  for k in range(KV)]  # fmt: skip
+            new = list(acc)
             for j in range(NP):
-                acc[k][j].add_incoming(start[k, j], entry)
-        off = builder.load(builder.gep(oa.data, [t]))
-        wp = builder.gep(wbase, [builder.mul(t, ir.Constant(_I64, KB))])
-        wv = [builder.load(builder.bitcast(builder.gep(wp, [ir.Constant(_I64, VL * k)]),
-                                           _VEC.as_pointer()), align=4)
-              for k in range(KV)]  # fmt: skip
-        new = [[None] * NP for _ in range(KV)]
-        for j in range(NP):
-            xb = _splat(builder, builder.load(builder.gep(rows[j], [off]), align=4))
-            for k in range(KV):
-                new[k][j] = builder.call(fma, [wv[k], xb, acc[k][j]])
-        t1 = builder.add(t, ir.Constant(_I64, 1))
-        loop_end = builder.basic_block
-        t.add_incoming(t1, loop_end)
-        for k in range(KV):
-            for j in range(NP):
-                acc[k][j].add_incoming(new[k][j], loop_end)
-        builder.cbranch(builder.icmp_signed("<", t1, ntap_), loop, done)
+                xb = _splat(builder, builder.load(builder.gep(rows[j], [off]), align=4))
+                for k in range(KV):
+                    new[k * NP + j] = builder.call(fma, [wv[k], xb, acc[k * NP + j]])
+            return new
 
-        builder.position_at_end(done)
-        finals = {}
-        for k in range(KV):  # every phi first: LLVM wants them at the block's top
-            for j in range(NP):
-                fin = builder.phi(_VEC)
-                fin.add_incoming(start[k, j], entry)
-                fin.add_incoming(new[k][j], loop_end)
-                finals[k, j] = fin
+        keys = [(k, j) for k in range(KV) for j in range(NP)]
+        finals = dict(zip(keys, emit_tap_loop(builder, ntap_, [start[key] for key in keys],
+                                              tap), strict=True))
         for (k, j), fin in finals.items():
             p = builder.gep(sa.data, [ir.Constant(_I64, j * KB + k * VL)])
             builder.store(fin, builder.bitcast(p, _VEC.as_pointer()), align=4)
