@@ -55,6 +55,32 @@ def test_packed_conv_kernels_on_a_narrower_target(target):
     assert " passed" in result.stdout and "failed" not in result.stdout
 
 
+EMULATED_AVX512 = textwrap.dedent('''
+    import dataclasses, sys
+    import cnnc.backend as B
+    B.TARGETS["generic"] = dataclasses.replace(B.TARGETS["avx512"], name="generic")
+    import pytest
+    from cnnc.kernels import fastconv, lanesconv
+    assert (fastconv.VL, fastconv.KT, fastconv.TW, lanesconv.NP, lanesconv.KB) == (
+        16, 8, 48, 12, 32)
+    sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "test_fastconv.py",
+                          "test_lanesconv.py", "-k", "not choice"]))
+''')
+
+
+@pytest.mark.skipif("avx512" in runnable_targets(), reason="the native suite runs it")
+def test_the_avx512_tiles_emulated(tmp_path):
+    """The AVX-512 tiles (16 lanes: 8 x 48 packed, 32 x 12 lanes) on a CPU without AVX-512:
+    LLVM splits each 16-float vector into narrower ones, so the kernels' index arithmetic
+    for the wide tiles is checked against PyTorch on any x86 host. Its own cache directory:
+    these kernels pose as the generic target's."""
+    env = dict(_env("generic"), NUMBA_CACHE_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", EMULATED_AVX512], env=env,
+                            cwd=ROOT / "tests", capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
+
+
 NETWORK_CHECK = textwrap.dedent('''
     import numpy as np, torch, torch.nn.functional as F, cnnc
     from cnnc.backend import current_target
