@@ -14,7 +14,7 @@ import networkx as nx
 import numpy as np
 
 from . import kernels as K
-from .backend import conv_kernel, lanes_runs
+from .backend import LANES_MIN_SHARE, conv_kernel, lanes_runs
 from .errors import CnncError
 from .memory import ALIAS_OPS, View
 from .ops import CONV_OPS, activation_floats, broadcasts
@@ -35,7 +35,28 @@ class Step:
 
 def lower(graph: nx.DiGraph, order: list[str], views: dict[str, View]) -> list[Step]:
     """The kernel calls of the whole graph, node by node in `order`."""
-    return [step for node_id in order for step in lower_node(graph, node_id, views)]
+    lanes = lanes_convs(graph, order, views)
+    return [step for node_id in order for step in lower_node(graph, node_id, views, lanes)]
+
+
+def lanes_convs(graph: nx.DiGraph, order: list[str], views: dict[str, View]) -> set[str]:
+    """The convs that run on the lanes kernel: those `lanes_runs` gives it, when they hold
+    at least `LANES_MIN_SHARE` of the network's conv multiply-adds (else none)."""
+    chosen, macs, total = set(), 0, 0
+    for node_id in order:
+        data = graph.nodes[node_id]
+        if data["op"] not in CONV_OPS:
+            continue
+        attrs = data["attrs"]
+        x = views[data["inputs"][0]]
+        work = data["params"]["weight"].size * data["shape"][1] * data["shape"][2]
+        total += work
+        if (not attrs.get("winograd")
+                and conv_kernel(data["shape"][0], attrs["groups"], x.channels) == "packed"
+                and lanes_runs(attrs, x.channels, data["shape"])):
+            chosen.add(node_id)
+            macs += work
+    return chosen if macs >= LANES_MIN_SHARE * total else set()
 
 
 def _weight_and_bias(data) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +67,7 @@ def _weight_and_bias(data) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _conv_step(data, attrs, x: View, ins: list[View], out: View, act: int, alpha: float,
-               beta: float, step) -> Step:
+               beta: float, step, lanes: bool) -> Step:
     """The kernel call of a convolution (conv, dwconv), on the kernel the backend picks."""
     w, b = _weight_and_bias(data)
     pt, _, pl, _ = attrs["pads"]
@@ -60,9 +81,8 @@ def _conv_step(data, attrs, x: View, ins: list[View], out: View, act: int, alpha
         return step(K.conv2d_winograd, args, reads=ins)
     if kernel == "packed":
         # register-blocked direct convolution, weights packed once here: output positions
-        # in the vector lanes, or output channels (the lanes kernel) where that is faster
+        # in the vector lanes, or output channels (the lanes kernel: `lanes_convs`)
         kh, kw = attrs["kernel"]
-        lanes = lanes_runs(attrs, x.channels, data["shape"])
         wpk = K.pack_lanes_weights(w) if lanes else K.pack_conv_weights(w, attrs["groups"])
         args = (x, x.c0, x.channels, out, out.c0, w.shape[0], wpk, b, kh, kw, pt, pl,
                 *attrs["stride"], *attrs["dilation"], attrs["groups"], act, alpha, beta, res,
@@ -80,8 +100,10 @@ def _conv_step(data, attrs, x: View, ins: list[View], out: View, act: int, alpha
     return step(K.conv2d, args)
 
 
-def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[Step]:
-    """The kernel calls that compute one node; View objects stand for buffers.
+def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View],
+               lanes: set[str] = frozenset()) -> list[Step]:
+    """The kernel calls that compute one node; View objects stand for buffers; the convs
+    in `lanes` run on the lanes kernel (`lanes_convs`).
 
     An op named in `kernels.ACT_CODES` is an element-wise activation: it lowers to the one
     activation kernel with its code, so a new activation needs no change here.
@@ -101,7 +123,7 @@ def lower_node(graph: nx.DiGraph, node_id: str, views: dict[str, View]) -> list[
     if op in ("input", *ALIAS_OPS):
         return []
     if op in CONV_OPS:
-        return [_conv_step(data, attrs, x, ins, out, act, alpha, beta, step)]
+        return [_conv_step(data, attrs, x, ins, out, act, alpha, beta, step, node_id in lanes)]
     if op in ("maxpool", "avgpool"):
         if attrs["global"]:
             kernel = K.global_maxpool if op == "maxpool" else K.global_avgpool

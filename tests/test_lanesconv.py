@@ -22,6 +22,7 @@ from test_fastconv import (
     torch_act,
 )
 
+import cnnc
 from cnnc import kernels as K
 from cnnc.backend import current_target, lanes_runs
 from cnnc.kernels import lanesconv
@@ -182,6 +183,19 @@ def test_lanes_choice(attrs, cin, out_shape, expected):
     if expected == "16":  # AVX-512's tile of 32 channels would be half empty
         expected = current_target().lanes_vectors * current_target().lanes <= 16
     assert lanes_runs(attrs, cin, out_shape) == expected
+
+
+@pytest.mark.parametrize("last, lanes", [
+    ("conv(16, 3x3, stride=4)", False),  # 12% of the multiply-adds: not worth its compile
+    ("conv(64, 3x3, stride=2)", True),  # 69%
+])
+def test_lanes_only_for_enough_of_the_work(last, lanes):
+    """A network runs the lanes kernel only where its convs hold LANES_MIN_SHARE of the
+    network's conv work; the wide 1x1 conv stays packed either way."""
+    net = cnnc.compile_source(f"network n(input: 64x56x56) {{ conv(128, 1x1) -> {last} }}",
+                              progress=False)
+    kernels = [s.kernel.__name__ for s in net._plan.steps]
+    assert kernels == ["conv2d_packed", "conv2d_lanes" if lanes else "conv2d_packed"]
 
 
 def test_one_lanes_signature():
