@@ -45,8 +45,10 @@ def test_one_branch_add_and_concat_match_pytorch(body, opt_level):
 def test_plan_check_catches_a_missing_step(monkeypatch):
     real = lower.lower_node
 
-    def drop_relu(graph, node_id, views):
-        return [] if graph.nodes[node_id]["op"] == "relu" else real(graph, node_id, views)
+    def drop_relu(graph, node_id, views, lanes=frozenset()):
+        if graph.nodes[node_id]["op"] == "relu":
+            return []
+        return real(graph, node_id, views, lanes)
 
     monkeypatch.setattr(lower, "lower_node", drop_relu)
     with pytest.raises(cnnc.CnncError, match="never written"):
