@@ -51,6 +51,11 @@ def test_packed_conv_kernels_on_a_narrower_target(target):
                              str(ROOT / "tests" / "test_lanesconv.py")],
                             env=_env(target), cwd=ROOT / "tests", capture_output=True,
                             text=True, timeout=1800)
+    _check_suite(result)
+
+
+def _check_suite(result: subprocess.CompletedProcess) -> None:
+    """A pytest run in a subprocess passed, and ran tests."""
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
 
@@ -77,8 +82,7 @@ def test_the_avx512_tiles_emulated(tmp_path):
     env = dict(_env("generic"), NUMBA_CACHE_DIR=str(tmp_path))
     result = subprocess.run([sys.executable, "-c", EMULATED_AVX512], env=env,
                             cwd=ROOT / "tests", capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout and "failed" not in result.stdout
+    _check_suite(result)
 
 
 NETWORK_CHECK = textwrap.dedent('''

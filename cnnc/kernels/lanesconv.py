@@ -41,7 +41,7 @@ from numba.extending import intrinsic
 
 from ..backend import current_target
 from .elementwise import ACT_NONE, ACT_RELU, SERIAL_WORK, bias_activate_inplace
-from .fastconv import _I64, _VEC, _splat, emit_tap_loop
+from .fastconv import _I64, _VEC, NCHUNK, _splat, emit_tap_loop
 from .jit import cached_njit
 from .sched import next_chunk
 
@@ -61,8 +61,6 @@ KB = KV * VL  # output channels a tile (a k block)
 # this small layer moves by 10-15% between two copies of one code in one process).
 TAP_BLOCK = 2048 // KB
 TILE_GROUP = max(1, 1536 // (NP * KB))
-NCHUNK = 64  # work chunks per call
-
 
 
 def pack_lanes_weights(w: np.ndarray) -> np.ndarray:
