@@ -33,7 +33,8 @@ twice = []
 for info in pkgutil.iter_modules(importlib.import_module("cnnc.kernels").__path__):
     module = importlib.import_module(f"cnnc.kernels.{info.name}")
     for name, value in vars(module).items():
-        if isinstance(value, CPUDispatcher) and value.__module__ == module.__name__:
+        value = getattr(value, "dispatcher", value)  # a jit.Linked helper
+        if isinstance(value, CPUDispatcher) and value.py_func.__module__ == module.__name__:
             if len(value.signatures) > 1:
                 twice.append(f"{info.name}.{name} ({len(value.signatures)})")
 print("compiled for more than one signature:", ", ".join(twice) or "none")

@@ -115,6 +115,86 @@ def test_a_caller_compiled_over_a_cached_parallel_kernel_runs_in_a_fresh_process
     assert third.stdout.split()[-1] == "1", third.stdout  # the caller came from the cache
 
 
+LINKED = '''
+import numba
+import numpy as np
+from cnnc.kernels.jit import cached_njit, call_linked, linked_njit
+
+@linked_njit()
+def add_rows(first, last, x, out, shift):
+    if shift < 0:
+        raise ValueError("negative shift")
+    for i in range(first, last):
+        out[i] = x[i] + shift
+
+@cached_njit(parallel=True)
+def shifted(x, shift):
+    out = np.empty_like(x)
+    call_linked(add_rows, 0, 1, x, out, shift)  # a literal 0 and 1: passed as int64
+    for chunk in numba.prange(3):
+        call_linked(add_rows, 1 + chunk * (x.size - 1) // 3,
+                    1 + (chunk + 1) * (x.size - 1) // 3, x, out, shift)
+    return out
+'''
+
+LINKED_STEP = '''
+import numpy as np, linked_kernel as k
+x = np.arange(10.0)
+assert k.shifted(x, 2.5).tolist() == (x + 2.5).tolist()
+try:
+    k.shifted(x, -1.0)
+except ValueError as e:
+    assert "negative shift" in str(e)
+else:
+    raise AssertionError("no ValueError from the linked helper")
+print(k.shifted.stats.cache_hits.total(), k.add_rows.dispatcher.stats.cache_hits.total())
+'''
+
+
+def test_a_helper_called_through_a_symbol_from_a_cold_and_a_warm_cache(tmp_path):
+    """call_linked: the caller's code calls the helper through a symbol the dynamic
+    linker resolves when the code is loaded, so a fresh process that loads the caller from
+    the disk cache must register the helper first (here also when the helper's own entry is
+    gone and it is compiled again); the helper's exception reaches the caller's caller."""
+    (tmp_path / "linked_kernel.py").write_text(LINKED)
+    env = _env(tmp_path / "cache", tmp_path)
+
+    def step():
+        return subprocess.run([sys.executable, "-c", LINKED_STEP], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+
+    cold = step()
+    assert cold.returncode == 0, cold.stderr
+    assert cold.stdout.split() == ["0", "0"], cold.stdout
+    warm = step()
+    assert warm.returncode == 0, f"return code {warm.returncode}: {warm.stderr[-2000:]}"
+    assert warm.stdout.split() == ["1", "1"], warm.stdout  # both loaded, none compiled
+    for entry in (tmp_path / "cache").rglob("*add_rows*"):
+        entry.unlink()
+    helper_gone = step()
+    assert helper_gone.returncode == 0, helper_gone.stderr[-2000:]
+    assert helper_gone.stdout.split() == ["1", "0"], helper_gone.stdout
+
+
+def test_call_linked_refuses_a_function_that_is_not_linked():
+    import numba
+    import pytest
+    from numba.core.errors import TypingError
+
+    from cnnc.kernels.jit import call_linked
+
+    @numba.njit
+    def plain(x):
+        pass
+
+    @numba.njit
+    def caller(x):
+        call_linked(plain, x)
+
+    with pytest.raises(TypingError, match="calls a linked_njit function"):
+        caller(1)
+
+
 def test_cache_key_holds_every_kernel_source():
     """An entry compiled from other kernel sources (run_plan inlines every kernel) never
     matches, wherever the cache lives."""

@@ -4,7 +4,7 @@ import numba
 import numpy as np
 
 from .elementwise import SERIAL_WORK, activation
-from .jit import cached_njit
+from .jit import cached_njit, call_linked, linked_njit
 
 
 @cached_njit(fastmath=True, parallel=True, error_model="numpy")
@@ -23,14 +23,13 @@ def dense(x, xc0, cin, w, b, out, oc0, act, alpha, beta):
     D = cin * x.shape[2] * x.shape[3]  # == w.shape[1]
     start = xc0 * x.shape[2] * x.shape[3]
     flat = x.reshape(N, x.shape[1] * x.shape[2] * x.shape[3])
-    if N * units * D < SERIAL_WORK:  # a small layer: on this thread alone (np.int64(0):
-        # a literal 0 would compile _dense_units a second time)
-        _dense_units(np.int64(0), units, flat, start, D, w, b, out, oc0)
+    if N * units * D < SERIAL_WORK:  # a small layer: on this thread alone
+        call_linked(_dense_units, 0, units, flat, start, D, w, b, out, oc0)
     else:
         blocks = (units + UNIT_BLOCK - 1) // UNIT_BLOCK
         chunks = min(blocks, DENSE_CHUNKS)
         for chunk in numba.prange(chunks):
-            _dense_units(UNIT_BLOCK * (blocks * chunk // chunks),
+            call_linked(_dense_units, UNIT_BLOCK * (blocks * chunk // chunks),
                          min(units, UNIT_BLOCK * (blocks * (chunk + 1) // chunks)),
                          flat, start, D, w, b, out, oc0)  # fmt: skip
     activation(out, oc0, units, out, oc0, act, alpha, beta)
@@ -40,7 +39,7 @@ DENSE_CHUNKS = 64  # static work chunks of unit blocks, shared out over the thre
 UNIT_BLOCK = 4  # units whose dot products with two images share one pass over the inputs
 
 
-@numba.njit(fastmath=True, error_model="numpy")
+@linked_njit(fastmath=True, error_model="numpy")
 def _dense_units(first, last, flat, start, D, w, b, out, oc0):
     """Units ``[first, last)`` of dense, for every image: four units against two images
     in one loop (eight sums, each input vector loaded once for four FMAs: 0.75 loads an

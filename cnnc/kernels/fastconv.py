@@ -88,7 +88,7 @@ from .elementwise import (
     bias_activate_inplace,
     copy_into,
 )
-from .jit import cached_njit
+from .jit import cached_njit, call_linked, linked_njit
 from .sched import next_chunk
 
 # The micro-kernel's tile, from the CPU target (cnnc/backend.py): every accumulator, the
@@ -446,7 +446,7 @@ def _phase_columns(pw, pl, sw, W, Wq):
     return j_lo, j_hi
 
 
-@cached_njit(parallel=True, error_model="numpy")
+@linked_njit(parallel=True, error_model="numpy")
 def _split_phases(x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh, dw):
     """``xq[b, ph, pw, c, i, m, j] = xpad[b*nb + m, xc0+c, i*sh + ph, j*sw + pw]`` (0 in the
     padding).
@@ -459,17 +459,19 @@ def _split_phases(x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh
     rows.
     """
     for q in numba.prange((x.shape[0] // nb) * sh * cin):
-        _split_task(np.int64(q), x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh, dw)
+        call_linked(_split_task, np.int64(q), x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh,
+                    sw, KH, KW, dh, dw)  # fmt: skip
 
 
-@numba.njit(error_model="numpy")
+@linked_njit(error_model="numpy")
 def _split_serial(x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh, dw):
     """``_split_phases`` on the calling thread alone (a small conv)."""
     for q in range((x.shape[0] // nb) * sh * cin):
-        _split_task(q, x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh, dw)
+        call_linked(_split_task, q, x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW,
+                    dh, dw)  # fmt: skip
 
 
-@numba.njit(error_model="numpy")
+@linked_njit(error_model="numpy")
 def _split_task(q, x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh, dw):
     """Task ``q`` of ``_split_phases``: the planes of one ``(b, ph, c)``."""
     H, W = x.shape[2], x.shape[3]
@@ -730,13 +732,13 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
         xq = _empty_aligned((N // nb) * blk_stride + TW + VL + ((KW - 1) * dw) // sw)
         for i in range((N // nb) * blk_stride, xq.size):  # a loop: an array expression
             xq[i] = 0.0                                   # here would be one more parfor
-        # np.int64: nb may be typed as the literal 1 here, which compiles a second split
+        # called through a symbol (jit.call_linked), as _conv_chunk is below
         if serial:
-            _split_serial(x, xc0, cin, xq, np.int64(nb), Hq, Wq, plane, pt, pl, sh, sw, KH, KW,
-                          dh, dw)  # fmt: skip
+            call_linked(_split_serial, x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH,
+                        KW, dh, dw)  # fmt: skip
         else:
-            _split_phases(x, xc0, cin, xq, np.int64(nb), Hq, Wq, plane, pt, pl, sh, sw, KH, KW,
-                          dh, dw)  # fmt: skip
+            call_linked(_split_phases, x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH,
+                        KW, dh, dw)  # fmt: skip
         x_start = 0
         g_stride = cin_g * plane
         for t in range(ntap):
@@ -780,8 +782,8 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     vpos = _vector_positions(P, ntiles if direct else 0, Wrow, Wq, OW, OH, nb == 1,
                              out.shape[1] * OH * OW)  # fmt: skip
     out_flat = out.reshape(out.size)
-    if serial:  # np.int64(0): a literal 0 would compile _conv_chunk a second time (~10 s)
-        _conv_chunk(np.int64(0), nitems, scratch[0], voffs[0], panels[0], xq, offs, ntap,
+    if serial:
+        call_linked(_conv_chunk, 0, nitems, scratch[0], voffs[0], panels[0], xq, offs, ntap,
                     wpk, out, out_flat, oc0, bias, act, alpha, beta, res, rc0, act_from, ntiles,
                     nkb, kgrp, ngrp, groups, k_g, wblock, P, Wrow, Wq, OW, OH, nb, blk_stride,
                     x_start, g_stride, as_is, pstride, panel_offs, direct, vpos)  # fmt: skip
@@ -795,7 +797,7 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     for _worker in numba.prange(nchunks):
         chunk = next_chunk(counter)
         while chunk < nchunks:
-            _conv_chunk(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks,
+            call_linked(_conv_chunk, nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks,
                         scratch[chunk], voffs[chunk], panels[chunk], xq, offs, ntap, wpk, out,
                         out_flat, oc0, bias, act, alpha, beta, res, rc0, act_from, ntiles, nkb,
                         kgrp, ngrp, groups, k_g, wblock, P, Wrow, Wq, OW, OH, nb, blk_stride,
@@ -810,7 +812,10 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
 # cold compile, on a loaded machine: 47.8 CPU s with every helper inlined into the loop
 # body, 46.6 with the body a call but its helpers inlined, 29-33 with nothing inlined;
 # GoogLeNet at one thread ran as fast as before (83-104 against 89-100 ms CPU, noisy).
-@numba.njit(error_model="numpy")
+# Called through a symbol (jit.call_linked), not linked into conv2d_packed and its loop
+# body, whose code LLVM then optimised and generated again: 30 -> 16 s (this chunk ~6 s,
+# the phase split ~4 s); GoogLeNet's outputs bit for bit the same, its speed too.
+@linked_njit(error_model="numpy")
 def _conv_chunk(first, last, scr, voff, panel, xq, offs, ntap, wpk, out, out_flat, oc0, bias,
                 act, alpha, beta, res, rc0, act_from, ntiles, nkb, kgrp, ngrp, groups, k_g, wblock,
                 P, Wrow, Wq, OW, OH, nb, blk_stride, x_start, g_stride, as_is, pstride,

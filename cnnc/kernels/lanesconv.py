@@ -42,7 +42,7 @@ from numba.extending import intrinsic
 from ..backend import current_target
 from .elementwise import ACT_NONE, ACT_RELU, SERIAL_WORK, bias_activate_inplace
 from .fastconv import _I64, _VEC, NCHUNK, _splat, emit_tap_loop
-from .jit import cached_njit
+from .jit import cached_njit, call_linked, linked_njit
 from .sched import next_chunk
 
 TARGET = current_target()
@@ -142,7 +142,7 @@ def _lanes_tile(typingctx, x, xoff, bases, boff, offs, ntap, w, woff, scr, fresh
     return sig, codegen
 
 
-@numba.njit(error_model="numpy")
+@linked_njit(error_model="numpy")
 def _pad_task(q, x, xc0, cin, xp, Hp, Wp, pt, pl):
     """Plane ``q = (n, c)`` of the zero-padded input: ``xp[q]`` (``Hp x Wp``) is channel
     ``xc0 + c`` of image ``n`` with ``pt`` zero rows above and ``pl`` zero columns left,
@@ -187,7 +187,7 @@ def conv2d_lanes(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh
         # few per cent of the conv
         xp = np.empty(N * cin * Hp * Wp, np.float32)
         for q in range(N * cin):
-            _pad_task(q, x, xc0, cin, xp, Hp, Wp, pt, pl)
+            call_linked(_pad_task, q, x, xc0, cin, xp, Hp, Wp, pt, pl)
         image = cin * Hp * Wp
         start = 0
     offs = np.empty(ntap, np.int64)
@@ -210,8 +210,8 @@ def conv2d_lanes(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh
     rows = np.empty((nchunks, NP), np.float32)
     out_flat = out.reshape(out.size)
     res_flat = res.reshape(res.size)
-    if serial:  # np.int64(0): a literal 0 would compile _lanes_chunk a second time
-        _lanes_chunk(np.int64(0), nitems, scratch[0], rows[0], xp, image, start, offs, ntap,
+    if serial:
+        call_linked(_lanes_chunk, 0, nitems, scratch[0], rows[0], xp, image, start, offs, ntap,
                      wpk, bases, ntiles, nkb, K, P, out_flat, out.shape[1], oc0, bias, act,
                      alpha, beta, res_flat, res.shape[1], rc0, act_from, block,
                      group)  # fmt: skip
@@ -220,7 +220,7 @@ def conv2d_lanes(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh
     for _worker in numba.prange(nchunks):
         chunk = next_chunk(counter)
         while chunk < nchunks:
-            _lanes_chunk(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks,
+            call_linked(_lanes_chunk, nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks,
                          scratch[chunk], rows[chunk], xp, image, start, offs, ntap, wpk, bases,
                          ntiles, nkb, K, P, out_flat, out.shape[1], oc0, bias, act, alpha,
                          beta, res_flat, res.shape[1], rc0, act_from, block,
@@ -228,8 +228,8 @@ def conv2d_lanes(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh
             chunk = next_chunk(counter)
 
 
-# Not inlined, as fastconv's _conv_chunk: the parallel passes see one call.
-@numba.njit(fastmath=True, error_model="numpy")
+# Called through a symbol, as fastconv's _conv_chunk (jit.call_linked)
+@linked_njit(fastmath=True, error_model="numpy")
 def _lanes_chunk(first, last, scr, row, xp, image, start, offs, ntap, wpk, bases, ntiles, nkb,
                  K, P, out_flat, Cout, oc0, bias, act, alpha, beta, res_flat, Cres, rc0,
                  act_from, block, group):  # fmt: skip

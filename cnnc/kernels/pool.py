@@ -8,7 +8,7 @@ import numba
 import numpy as np
 
 from .elementwise import SERIAL_WORK, copy_into
-from .jit import cached_njit
+from .jit import cached_njit, call_linked, linked_njit
 
 
 # Windowed pools work on one (n, c) plane at a time, in one of two ways:
@@ -266,18 +266,17 @@ def pool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max):
     same3 = (is_max and kh == 3 and kw == 3 and sh == 1 and sw == 1 and pt == 1
              and pl == 1 and OH == H and OW == W and H >= 2 and W >= 2)  # fmt: skip
     if planes * OH * OW * kh * kw < SERIAL_WORK:  # a small pool: on this thread alone
-        # np.int64(0): a literal 0 would type, and compile, _pool_chunk a second time
-        _pool_chunk(np.int64(0), planes, x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max,
+        call_linked(_pool_chunk, 0, planes, x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max,
                     fill, Hp, Wp, by_rows, same3, two, inv_rows, inv_cols)  # fmt: skip
         return
     for chunk in numba.prange(chunks):
-        _pool_chunk(chunk * planes // chunks, (chunk + 1) * planes // chunks, x, xc0, C, out,
-                    oc0, kh, kw, sh, sw, pt, pl, is_max, fill, Hp, Wp, by_rows, same3, two,
-                    inv_rows, inv_cols)  # fmt: skip
+        call_linked(_pool_chunk, chunk * planes // chunks, (chunk + 1) * planes // chunks,
+                    x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max, fill, Hp, Wp, by_rows,
+                    same3, two, inv_rows, inv_cols)  # fmt: skip
 
 
-# Not inlined, as conv2d_packed's _conv_chunk: the parallel passes see one call.
-@numba.njit(error_model="numpy")
+# Called through a symbol (jit.call_linked), as conv2d_packed's _conv_chunk
+@linked_njit(error_model="numpy")
 def _pool_chunk(first, last, x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max, fill, Hp,
                 Wp, by_rows, same3, two, inv_rows, inv_cols):  # fmt: skip
     """Planes ``[first, last)`` of pool2d (one chunk)."""

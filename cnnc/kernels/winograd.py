@@ -52,7 +52,7 @@ from numba.extending import intrinsic
 
 from .elementwise import ACT_RELU
 from .fastconv import _I32, _I64, _VEC, KT, TW, VL, VN, _emit_tile, _splat, _store_rows
-from .jit import cached_njit
+from .jit import cached_njit, call_linked, linked_njit
 
 # Lavin & Gray's matrices: B^T (input), G (weights), A^T (output), for m = 4 and m = 2
 BT4 = np.array([[4, 0, -5, 0, 1, 0],
@@ -276,7 +276,7 @@ def _output_transform(m, src, soff, sstride, dst, doff, dstride, lanes):
             _at2(src, soff + q, sstride, dst, doff + q, dstride)
 
 
-@cached_njit(parallel=True, error_model="numpy")
+@linked_njit(llvm_opt=2, parallel=True, error_model="numpy")
 def _split_columns(x, xc0, cin, xq, m, Hr, U, pt, pl):
     """``xq[n, c, ph, r, u] = xpad[n, xc0+c, r, m*u + ph]`` (0 in the padding): the zero-padded
     input (``pt`` rows on top, ``pl`` columns on the left) split into its ``m`` column
@@ -369,7 +369,7 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     Hr = m * th + 2
     U = twp + 1
     xq = np.empty(N * cin * m * Hr * U, np.float32)
-    _split_columns(x, xc0, cin, xq, m, Hr, U, pt, pl)
+    call_linked(_split_columns, x, xc0, cin, xq, m, Hr, U, pt, pl)
     # every scratch array is allocated here, none in the parallel loop: array expressions
     # there become nested parallel loops, which doubled the kernel's compile time
     vbuf = np.empty((nchunks, a2 * cin * TW), np.float32)
@@ -378,15 +378,14 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     ybuf = np.empty((nchunks, m * m * TW), np.float32)
     tbuf = np.empty((nchunks, 3, TW), np.int64)  # each slot's image, top row, left column
     for chunk in numba.prange(nchunks):
-        _winograd_chunk(nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks,
+        call_linked(_winograd_chunk, nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks,
                         vbuf[chunk], mbuf[chunk], ebuf[chunk], ybuf[chunk], tbuf[chunk], xq,
                         cin, Hr, U, out, oc0, K, upk, bias, m, act, res, rc0, offs,
                         per_image, twp, tw, nslots, nks, nkb, kpad, OH, OW)
 
 
-# Not inlined: the prange loop above only calls this, so Numba's parallel passes (which
-# copy and analyse the loop body several times) see one call (as fastconv._conv_chunk).
-@numba.njit(error_model="numpy")
+# Called through a symbol, as fastconv._conv_chunk (jit.call_linked); at -O2 as the kernel
+@linked_njit(llvm_opt=2, error_model="numpy")
 def _winograd_chunk(first, last, V, M, e, y, tiles, xq, cin, Hr, U, out, oc0, K, upk, bias, m,
                     act, res, rc0, offs, per_image, twp, tw, nslots, nks, nkb, kpad, OH,
                     OW):  # fmt: skip
