@@ -238,12 +238,12 @@ class Plan:
 # What a kernel's cold compile costs, in CPU seconds on the development machine
 # (`python benchmarks/compile_time.py examples/googlenet.cnn`), 1 for the small ones: the
 # costliest are compiled first, so the two processes of a cold compile end together.
-COMPILE_COST = {"conv2d_packed": 25, "pool2d": 15, "conv2d_winograd": 10, "dense": 6,
-                "run_plan": 6, "conv2d_lanes": 11}
+COMPILE_COST = {"conv2d_packed": 16, "pool2d": 11, "conv2d_winograd": 9, "dense": 6,
+                "run_plan": 6, "conv2d_lanes": 7}
 
 
 # A helper still compiling after this long is taken to be stuck (the costliest kernel
-# takes ~25 s here, ~100 s on a loaded machine): it is killed and its kernels compiled here.
+# takes ~16 s here, ~60 s on a loaded machine): it is killed and its kernels compiled here.
 HELPER_TIMEOUT_S = 900
 
 
