@@ -158,11 +158,11 @@ LANES_MAX_NARROW_CHANNELS = 192
 
 
 #: A network runs the lanes kernel only when the convs it would take hold at least this
-#: share of the network's conv multiply-adds: it costs ~7 CPU s of cold compile (one
-#: time per machine; 10-13 s before jit.call_linked) for 1.1-1.2x on those layers, which in GoogLeNet (13% of its
-#: multiply-adds) came to 0.97-1.02x of the whole network and pushed its cold compile from
-#: 35-45 to 48-56 s on a slow day (the limit is 40 s); SqueezeNet (4%) gained 1.03x.
-#: ResNet-18 (29%), CIFAR inception (21%), LeNet-5 (67%) keep it.
+#: share of the network's conv multiply-adds: it costs ~7 CPU s of cold compile (one time
+#: per machine; 10-13 s before jit.call_linked) for 1.1-1.2x on those layers, which in
+#: GoogLeNet (13% of its multiply-adds) came to 0.97-1.02x of the whole network and pushed
+#: its cold compile from 35-45 to 48-56 s on a slow day (the limit is 40 s); SqueezeNet
+#: (4%) gained 1.03x. ResNet-18 (29%), CIFAR inception (21%), LeNet-5 (67%) keep it.
 LANES_MIN_SHARE = 0.2
 
 
