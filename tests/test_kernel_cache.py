@@ -127,35 +127,61 @@ def add_rows(first, last, x, out, shift):
     for i in range(first, last):
         out[i] = x[i] + shift
 
+@linked_njit()
+def inner(out, i, factor):
+    out[i] *= factor
+
+@linked_njit()
+def outer(first, last, out, factor):  # a helper that calls a helper through a symbol
+    for i in range(first, last):
+        call_linked(inner, out, i, factor)
+
+@linked_njit()
+def negate_first(out):
+    out[0] = -out[0]
+
+@numba.njit
+def plain_callee(out):  # linked into the kernel, as Numba links callees
+    call_linked(negate_first, out)
+
 @cached_njit(parallel=True)
-def shifted(x, shift):
+def shifted(x, shift, factor):
     out = np.empty_like(x)
-    call_linked(add_rows, 0, 1, x, out, shift)  # a literal 0 and 1: passed as int64
+    call_linked(add_rows, 0, 1, x, out, shift)  # literal 0 and 1: passed as int64
     for chunk in numba.prange(3):
         call_linked(add_rows, 1 + chunk * (x.size - 1) // 3,
                     1 + (chunk + 1) * (x.size - 1) // 3, x, out, shift)
+    for chunk in numba.prange(2):  # outer is called in the loop body only
+        call_linked(outer, chunk * x.size // 2, (chunk + 1) * x.size // 2, out, factor)
+    plain_callee(out)
     return out
 '''
 
 LINKED_STEP = '''
 import numpy as np, linked_kernel as k
 x = np.arange(10.0)
-assert k.shifted(x, 2.5).tolist() == (x + 2.5).tolist()
-try:
-    k.shifted(x, -1.0)
+want = (x + 2.5) * 3.0
+want[0] = -want[0]
+assert k.shifted(x, 2.5, 3.0).tolist() == want.tolist()
+try:  # (not from a parallel loop body: Numba's raise there is not for two threads at once)
+    k.shifted(x, -1.0, 3.0)
 except ValueError as e:
-    assert "negative shift" in str(e)
+    assert "negative shift" in str(e), e
 else:
     raise AssertionError("no ValueError from the linked helper")
-print(k.shifted.stats.cache_hits.total(), k.add_rows.dispatcher.stats.cache_hits.total())
+helpers = [k.shifted, *(h.dispatcher for h in (k.add_rows, k.outer, k.inner, k.negate_first))]
+assert all(len(h.signatures) == 1 for h in helpers), [h.signatures for h in helpers]
+print(*(h.stats.cache_hits.total() for h in helpers))
 '''
 
 
 def test_a_helper_called_through_a_symbol_from_a_cold_and_a_warm_cache(tmp_path):
     """call_linked: the caller's code calls the helper through a symbol the dynamic
     linker resolves when the code is loaded, so a fresh process that loads the caller from
-    the disk cache must register the helper first (here also when the helper's own entry is
-    gone and it is compiled again); the helper's exception reaches the caller's caller."""
+    the disk cache must register every helper its code calls first: in the kernel, in a
+    parallel loop body only, in a function linked into it, and in a helper (also when a
+    helper's own entry is gone and it is compiled again). A helper's exception reaches the
+    caller's caller, and each helper compiles once (literal arguments pass as int64)."""
     (tmp_path / "linked_kernel.py").write_text(LINKED)
     env = _env(tmp_path / "cache", tmp_path)
 
@@ -165,15 +191,15 @@ def test_a_helper_called_through_a_symbol_from_a_cold_and_a_warm_cache(tmp_path)
 
     cold = step()
     assert cold.returncode == 0, cold.stderr
-    assert cold.stdout.split() == ["0", "0"], cold.stdout
+    assert cold.stdout.split() == ["0"] * 5, cold.stdout
     warm = step()
     assert warm.returncode == 0, f"return code {warm.returncode}: {warm.stderr[-2000:]}"
-    assert warm.stdout.split() == ["1", "1"], warm.stdout  # both loaded, none compiled
-    for entry in (tmp_path / "cache").rglob("*add_rows*"):
+    assert warm.stdout.split() == ["1"] * 5, warm.stdout  # all loaded, none compiled
+    for entry in (tmp_path / "cache").rglob("*inner*"):
         entry.unlink()
-    helper_gone = step()
-    assert helper_gone.returncode == 0, helper_gone.stderr[-2000:]
-    assert helper_gone.stdout.split() == ["1", "0"], helper_gone.stdout
+    inner_gone = step()
+    assert inner_gone.returncode == 0, inner_gone.stderr[-2000:]
+    assert inner_gone.stdout.split() == ["1", "1", "1", "0", "1"], inner_gone.stdout
 
 
 def test_call_linked_refuses_a_function_that_is_not_linked():
@@ -260,3 +286,33 @@ def test_concurrent_cold_compiles_then_fresh_runs(tmp_path):
     for example in ("lenet5", "cifar_inception", "squeezenet"):
         run = _cli("verify", str(ROOT / "examples" / f"{example}.cnn"), env=env)
         assert run.returncode == 0, (example, run.returncode, run.stderr[-2000:])
+
+
+def test_each_chunk_helper_compiles_once_for_the_serial_and_the_parallel_path():
+    """A kernel calls its chunk helper on the calling thread (a small layer) and in its
+    prange loop (a large one); call_linked compiles the helper for the types of each call,
+    so the two must give one signature (a uint64 loop index would give a second, ~5 s)."""
+    import importlib
+    import pkgutil
+
+    import numpy as np
+
+    import cnnc
+    from cnnc.kernels.jit import Linked
+
+    text = ("network n(input: {c}x{s}x{s}) {{ conv(16, 3x3, padding=same) -> relu -> "
+            "conv(32, 3x3, stride=2) -> relu -> maxpool(3x3, stride=2) -> "
+            "avgpool(2x2) -> dense(10) }}")
+    for c, s in ((4, 12), (8, 72)):  # serial paths, then parallel ones
+        net = cnnc.compile_source(text.format(c=c, s=s))
+        assert np.isfinite(net(np.ones((2, c, s, s), np.float32))).all()
+    helpers = {}
+    package = importlib.import_module("cnnc.kernels")
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"cnnc.kernels.{info.name}")
+        helpers.update({f"{info.name}.{name}": value.dispatcher.signatures
+                        for name, value in vars(module).items() if isinstance(value, Linked)})
+    used = {name for name, sigs in helpers.items() if sigs}
+    assert {"fastconv._conv_chunk", "lanesconv._lanes_chunk", "pool._pool_chunk",
+            "dense._dense_units"} <= used, used
+    assert all(len(sigs) <= 1 for sigs in helpers.values()), helpers

@@ -89,6 +89,7 @@ def _exclusive(path: str):
 # A link is (module, function name, argument types): a linked_njit helper compiled for
 # those types, whose address is registered under the link's symbol.
 _LINK_PREFIX = "cnnc.linked."
+_NUMBA_OPT = int(numba.core.config.OPT)  # Numba's LLVM level (NUMBA_OPT), as imported
 _links: dict[str, tuple] = {}  # symbol -> link, of the links registered in this process
 
 
@@ -98,28 +99,41 @@ def _symbol(link: tuple) -> str:
     return f"{_LINK_PREFIX}{module}.{name}.{digest}"
 
 
-def _link(link: tuple) -> str:
-    """Compile (or load) the helper of ``link`` and register its address under its
-    symbol, once a process; the symbol."""
+def _link(link: tuple, helper: Linked | None = None) -> str:
+    """Compile (or load) the helper of ``link`` (``helper``, else the module-level name
+    the link gives) at Numba's own optimisation level unless the helper sets its own, and
+    register its address under its symbol, once a process; the symbol."""
     symbol = _symbol(link)
-    if symbol not in _links:
-        module, name, argtypes = link
-        helper = getattr(importlib.import_module(module), name).dispatcher
-        helper.compile(argtypes)
-        compiled = helper.overloads[argtypes]
-        if compiled.signature.return_type != types.none:
-            raise TypingError(f"call_linked: {name} returns "
-                              f"{compiled.signature.return_type}, not nothing")
-        llvm.add_symbol(symbol, compiled.library.get_pointer_to_function(
-            compiled.fndesc.llvm_func_name))
-        _links[symbol] = link
+    if _links.get(symbol) == link:
+        return symbol
+    if symbol in _links:
+        raise RuntimeError(f"two links named {symbol}: {_links[symbol]} and {link}")
+    module, name, argtypes = link
+    found = getattr(importlib.import_module(module), name, None)
+    if helper is not None and found is not helper:  # a cached caller finds it by name
+        raise TypingError(f"call_linked: {module}.{name} is not the module-level name of "
+                          "a linked_njit helper")
+    if not isinstance(found, Linked):
+        raise TypingError(f"call_linked: {module}.{name} is not a linked_njit helper")
+    with _llvm_opt_level(_NUMBA_OPT):  # not the caller's llvm_opt (jit.cached_njit)
+        found.dispatcher.compile(argtypes)
+    compiled = found.dispatcher.overloads[argtypes]
+    if compiled.signature.return_type != types.none:
+        raise TypingError(f"call_linked: {name} returns {compiled.signature.return_type}, "
+                          "not nothing")
+    address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
+    if not address:
+        raise RuntimeError(f"no compiled code of {module}.{name} found")
+    llvm.add_symbol(symbol, address)
+    _links[symbol] = link
     return symbol
 
 
 def _links_of(library) -> tuple:
     """The links the code of ``library`` (a compiled function, with what was linked into
-    it) calls: its declared, undefined functions named by a link's symbol."""
-    return tuple(_links[f.name] for f in library._final_module.functions
+    it) calls, with their symbols: its declared, undefined functions named by a link's
+    symbol."""
+    return tuple((f.name, _links[f.name]) for f in library._final_module.functions
                  if f.is_declaration and f.name.startswith(_LINK_PREFIX))
 
 
@@ -168,7 +182,7 @@ def call_linked(typingctx, helper, *args):
         raise TypingError(f"call_linked calls a linked_njit function, not {helper}")
     argtypes = tuple(types.unliteral(a) for a in args)
     link = (helper.helper.__module__, helper.helper.__qualname__, argtypes)
-    symbol = _link(link)
+    symbol = _link(link, helper.helper)
     sig = types.none(helper, types.StarArgTuple.from_types(args))
 
     def codegen(context, builder, sig, llargs):
@@ -205,8 +219,12 @@ class _KeyedCacheFile(IndexDataCacheFile):
         if saved is None:
             return None
         links, data = saved
-        for link in links:
-            _link(link)
+        try:
+            for symbol, link in links:
+                if _link(link) != symbol:
+                    return None
+        except Exception:  # noqa: BLE001 - as if not cached: the compile says what is wrong
+            return None
         return data
 
 
