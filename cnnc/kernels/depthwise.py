@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 from .elementwise import bias_activate_inplace, copy_into
-from .jit import cached_njit
+from .jit import cached_njit, call_linked, linked_njit
 from .window import axpy, output_range
 
 CHUNKS = 64  # static pieces of the (image, output channel) tasks, shared out over the threads
@@ -46,7 +46,6 @@ def conv2d_depthwise(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, act, a
     N = x.shape[0]
     K, _, KH, KW = w.shape
     OH, OW = out.shape[2], out.shape[3]
-    mult = K // cin
     Hq = OH + ((KH - 1) * dh) // sh  # rows of a phase that some tap reads
     Wq = OW + ((KW - 1) * dw) // sw  # columns of a phase that some tap reads
     PQ = Hq * Wq
@@ -62,21 +61,36 @@ def conv2d_depthwise(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, act, a
     planes = np.empty((nchunks, sh * sw * PQ), np.float32)
     sums = np.empty((nchunks, OH * Wq), np.float32)
     for chunk in numba.prange(nchunks):
-        xq = planes[chunk]
-        split_of = -1  # the (image, input channel) whose plane xq holds
-        for task in range(ntasks * chunk // nchunks, ntasks * (chunk + 1) // nchunks):
-            n = task // K
-            k = task - n * K
-            if split_of != n * cin + k // mult:  # a multiplier's outputs share one split
-                split_of = n * cin + k // mult
-                _split_plane(x[n, xc0 + k // mult], xq, sh, sw, Hq, Wq, pt, pl)
-            plane = out[n, oc0 + k].reshape(OH * OW)
-            acc = plane if Wq == OW else sums[chunk]
-            _sum_taps(xq, offs, w[k, 0].reshape(KH * KW), acc, L, np.float32(b[k]), act,
-                      alpha, beta)
-            if Wq != OW:
-                for oh in range(OH):
-                    copy_into(plane[oh * OW : (oh + 1) * OW], acc[oh * Wq :])
+        call_linked(_depthwise_chunk, ntasks * chunk // nchunks,
+                    ntasks * (chunk + 1) // nchunks, planes[chunk], sums[chunk], x, xc0, cin,
+                    w, b, out, oc0, sh, sw, pt, pl, act, alpha, beta, offs, Hq, Wq,
+                    L)  # fmt: skip
+
+
+# Called through a symbol (jit.call_linked): conv2d_depthwise's cold compile 9.0 -> 5.3 s
+@linked_njit(fastmath=True, error_model="numpy")
+def _depthwise_chunk(first, last, xq, acc_buf, x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl,
+                     act, alpha, beta, offs, Hq, Wq, L):  # fmt: skip
+    """Tasks ``[first, last)`` (``n*K + k``) of conv2d_depthwise (one chunk), with the
+    chunk's scratch ``xq`` (the split plane) and ``acc_buf`` (the sums, junk columns and
+    all)."""
+    K, _, KH, KW = w.shape
+    OH, OW = out.shape[2], out.shape[3]
+    mult = K // cin
+    split_of = -1  # the (image, input channel) whose plane xq holds
+    for task in range(first, last):
+        n = task // K
+        k = task - n * K
+        if split_of != n * cin + k // mult:  # a multiplier's outputs share one split
+            split_of = n * cin + k // mult
+            _split_plane(x[n, xc0 + k // mult], xq, sh, sw, Hq, Wq, pt, pl)
+        plane = out[n, oc0 + k].reshape(OH * OW)
+        acc = plane if Wq == OW else acc_buf
+        _sum_taps(xq, offs, w[k, 0].reshape(KH * KW), acc, L, np.float32(b[k]), act,
+                  alpha, beta)
+        if Wq != OW:
+            for oh in range(OH):
+                copy_into(plane[oh * OW : (oh + 1) * OW], acc[oh * Wq :])
 
 
 @numba.njit(fastmath=True, inline="always", error_model="numpy")
