@@ -30,8 +30,8 @@ def dense(x, xc0, cin, w, b, out, oc0, act, alpha, beta):
         chunks = min(blocks, DENSE_CHUNKS)
         for chunk in numba.prange(chunks):
             call_linked(_dense_units, UNIT_BLOCK * (blocks * chunk // chunks),
-                         min(units, UNIT_BLOCK * (blocks * (chunk + 1) // chunks)),
-                         flat, start, D, w, b, out, oc0)  # fmt: skip
+                        min(units, UNIT_BLOCK * (blocks * (chunk + 1) // chunks)),
+                        flat, start, D, w, b, out, oc0)  # fmt: skip
     activation(out, oc0, units, out, oc0, act, alpha, beta)
 
 

@@ -464,14 +464,6 @@ def _split_phases(x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh
 
 
 @linked_njit(error_model="numpy")
-def _split_serial(x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh, dw):
-    """``_split_phases`` on the calling thread alone (a small conv)."""
-    for q in range((x.shape[0] // nb) * sh * cin):
-        call_linked(_split_task, q, x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW,
-                    dh, dw)  # fmt: skip
-
-
-@linked_njit(error_model="numpy")
 def _split_task(q, x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, dh, dw):
     """Task ``q`` of ``_split_phases``: the planes of one ``(b, ph, c)``."""
     H, W = x.shape[2], x.shape[3]
@@ -733,9 +725,10 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
         for i in range((N // nb) * blk_stride, xq.size):  # a loop: an array expression
             xq[i] = 0.0                                   # here would be one more parfor
         # called through a symbol (jit.call_linked), as _conv_chunk is below
-        if serial:
-            call_linked(_split_serial, x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH,
-                        KW, dh, dw)  # fmt: skip
+        if serial:  # _split_phases on this thread alone
+            for q in range((N // nb) * sh * cin):
+                call_linked(_split_task, q, x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw,
+                            KH, KW, dh, dw)  # fmt: skip
         else:
             call_linked(_split_phases, x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH,
                         KW, dh, dw)  # fmt: skip

@@ -42,6 +42,7 @@ from .dense import dense
 from .depthwise import conv2d_depthwise
 from .elementwise import activation, combine, softmax
 from .fastconv import conv2d_packed
+from .jit import native_address
 from .lanesconv import conv2d_lanes
 from .layout import copy_channels, pad2d, shuffle_channels
 from .norm import batchnorm, lrn
@@ -262,10 +263,7 @@ def kernel_address(code: int) -> int:
     if compiled.signature.return_type != numba.types.none:
         raise TypeError(f"{kernel.__name__} returns {compiled.signature.return_type}; "
                         "run_plan calls kernels that return nothing")
-    address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
-    if not address:
-        raise RuntimeError(f"no compiled code of {kernel.__name__} found")
-    return address
+    return native_address(compiled)
 
 
 def kernel_addresses(codes) -> np.ndarray:

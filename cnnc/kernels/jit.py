@@ -121,12 +121,18 @@ def _link(link: tuple, helper: Linked | None = None) -> str:
     if compiled.signature.return_type != types.none:
         raise TypingError(f"call_linked: {name} returns {compiled.signature.return_type}, "
                           "not nothing")
-    address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
-    if not address:
-        raise RuntimeError(f"no compiled code of {module}.{name} found")
-    llvm.add_symbol(symbol, address)
+    llvm.add_symbol(symbol, native_address(compiled))
     _links[symbol] = link
     return symbol
+
+
+def native_address(compiled) -> int:
+    """The address of a compiled overload's code, called by Numba's own convention (not
+    its Python wrapper); it stays valid while the overload's dispatcher keeps the code."""
+    address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
+    if not address:
+        raise RuntimeError(f"no compiled code of {compiled.fndesc.qualname} found")
+    return address
 
 
 def _links_of(library) -> tuple:

@@ -183,8 +183,8 @@ def conv2d_lanes(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh
         image = Cx * H * W
         start = xc0 * H * W
     else:
-        # on this thread: a parallel copy costs ~4 s of cold compile, and the copy is a
-        # few per cent of the conv
+        # on this thread: the copy is a few per cent of the conv, and a parallel one (a
+        # linked helper) measured 0.91-1.08x on a noisy machine (docs/kernel-notes.md)
         xp = np.empty(N * cin * Hp * Wp, np.float32)
         for q in range(N * cin):
             call_linked(_pad_task, q, x, xc0, cin, xp, Hp, Wp, pt, pl)
@@ -212,19 +212,19 @@ def conv2d_lanes(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh
     res_flat = res.reshape(res.size)
     if serial:
         call_linked(_lanes_chunk, 0, nitems, scratch[0], rows[0], xp, image, start, offs, ntap,
-                     wpk, bases, ntiles, nkb, K, P, out_flat, out.shape[1], oc0, bias, act,
-                     alpha, beta, res_flat, res.shape[1], rc0, act_from, block,
-                     group)  # fmt: skip
+                    wpk, bases, ntiles, nkb, K, P, out_flat, out.shape[1], oc0, bias, act,
+                    alpha, beta, res_flat, res.shape[1], rc0, act_from, block,
+                    group)  # fmt: skip
         return
     counter = np.zeros(1, np.int64)  # chunks handed out as threads ask (sched.py)
     for _worker in numba.prange(nchunks):
         chunk = next_chunk(counter)
         while chunk < nchunks:
             call_linked(_lanes_chunk, nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks,
-                         scratch[chunk], rows[chunk], xp, image, start, offs, ntap, wpk, bases,
-                         ntiles, nkb, K, P, out_flat, out.shape[1], oc0, bias, act, alpha,
-                         beta, res_flat, res.shape[1], rc0, act_from, block,
-                         group)  # fmt: skip
+                        scratch[chunk], rows[chunk], xp, image, start, offs, ntap, wpk, bases,
+                        ntiles, nkb, K, P, out_flat, out.shape[1], oc0, bias, act, alpha,
+                        beta, res_flat, res.shape[1], rc0, act_from, block,
+                        group)  # fmt: skip
             chunk = next_chunk(counter)
 
 
