@@ -53,24 +53,35 @@ def fitting_tile(registers: int) -> tuple[int, int]:
     return kt, vn
 
 
-def lanes_tile(registers: int) -> tuple[int, int]:
+def lanes_tile(registers: int, max_positions: int) -> tuple[int, int]:
     """(vectors of output channels, positions) of the lanes conv's tile: two vectors of
     channels (16 on AVX2, K of 16 fills it), and as many positions as the accumulators, the
-    two weight vectors and one broadcast leave registers for, at most 12."""
-    return 2, min(12, (registers - 3) // 2)
+    two weight vectors and one broadcast leave vector registers for, at most
+    ``max_positions``: each position's input pointer takes a general register through the
+    tap loop, and x86-64 has 16 (``X86_LANES_POSITIONS``)."""
+    return 2, min(max_positions, (registers - 3) // 2)
 
 
-def _target(name: str, lanes: int, registers: int) -> Target:
-    return Target(name, lanes, registers, *fitting_tile(registers), *lanes_tile(registers))
+#: On x86-64 the lanes tile's positions, one input pointer each, and the tap loop's own
+#: values share 16 general registers: in the AVX-512 tile's tap loop (2 x NP zmm
+#: accumulators) LLVM spilled 4 values per two taps at NP 6 and 8, 27 at 10 and 69 at 12,
+#: and 12 positions ran 3x3 512->512 at 7x7 2.5x, 3x3/2 128->256 at 28x28 2.1x slower than
+#: 8 (2 threads, batch 1). AArch64 has 31 general registers.
+X86_LANES_POSITIONS = 8
+
+
+def _target(name: str, lanes: int, registers: int, max_positions: int) -> Target:
+    return Target(name, lanes, registers, *fitting_tile(registers),
+                  *lanes_tile(registers, max_positions))
 
 
 #: The known targets, widest first. `generic` is any 128-bit SIMD CPU (SSE: 16
 #: registers); aarch64's NEON has 32.
 TARGETS = {
-    "avx512": _target("avx512", 16, 32),
-    "avx2": _target("avx2", 8, 16),
-    "neon": _target("neon", 4, 32),
-    "generic": _target("generic", 4, 16),
+    "avx512": _target("avx512", 16, 32, X86_LANES_POSITIONS),
+    "avx2": _target("avx2", 8, 16, X86_LANES_POSITIONS),
+    "neon": _target("neon", 4, 32, 12),
+    "generic": _target("generic", 4, 16, X86_LANES_POSITIONS),
 }
 
 
