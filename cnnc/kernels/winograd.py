@@ -15,22 +15,22 @@ summed over the input channels is a GEMM, so a conv is ``(m+2)^2`` independent G
    ``U[a] = G g G^T`` for every (k, c), packed ``[a][k_block][c][KT]`` as the micro-kernel
    reads them (K zero-padded to a multiple of ``KT``).
 2. The input is first split into its ``m`` column phases (``_split_columns``, one parallel
-   pass, zero padding written in): in that layout the input cell ``(i, j)`` of ``VL`` tiles
-   side by side in a tile row is ``VL`` consecutive floats, one vector load.
+   pass, zero padding written in): in that layout the input cell ``(i, j)`` of ``SV`` tiles
+   side by side in a tile row is ``SV`` consecutive floats, one vector load.
 3. Tiles are numbered in *slots*: each tile row takes ``twp`` slots, its ``tw`` tiles
-   rounded up to whole vectors, so a vector of ``VL`` slots never spans two rows (the
+   rounded up to whole vectors, so a vector of ``SV`` slots never spans two rows (the
    spare slots compute junk that is never stored). Work items are blocks of ``TW``
    consecutive slots (a micro-kernel tile's width) and, when blocks are few, a share of
    the output channels, so both threads have work.
 4. Per item, the input transform ``V[a][c][slot]``: ``B^T d`` down the columns straight from
-   the phase-split input, then ``(.) B`` along the rows, each a vector of ``VL`` slots at a
+   the phase-split input, then ``(.) B`` along the rows, each a vector of ``SV`` slots at a
    time (``_lincomb``: LLVM vector IR, as the micro-kernel, since Numba's own loops over
    a few lanes do not vectorise).
 5. ``M[k][a][slot] = sum_c U[a][k][c] V[a][c][slot]``: per ``a`` and k block, one
    micro-kernel call with the channels as its taps (``_uk_rows``), its rows stored so that
    one output channel's ``(m+2)^2`` rows are contiguous for the output transform.
 6. Output transform per output channel, then the epilogue and store (``_make_store``): for
-   the ``VL`` tiles of a vector, each output row they cover is one run of ``VL*m`` cells,
+   the ``SV`` tiles of a vector, each output row they cover is one run of ``SV*m`` cells,
    interleaved from the tiles' columns with vector shuffles and written with one masked
    store, with bias, the residual (fuse-residual) and relu applied in the order
    conv2d_packed applies them. Only no activation and relu: every activation of
@@ -51,7 +51,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .elementwise import ACT_RELU
-from .fastconv import _I32, _I64, _VEC, KT, TW, VL, VN, _emit_tile, _splat, _store_rows
+from .fastconv import _I32, _I64, KT, TW, VL, VN, _emit_tile, _splat, _store_rows
 from .jit import cached_njit, call_linked, linked_njit
 from .sched import next_chunk
 
@@ -79,6 +79,15 @@ AT2 = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
 #: the tile sizes m of F(m x m, 3 x 3) this kernel runs
 TILES = (2, 4)
 NCHUNK = 8  # scratch sets (prange iterations) per call; the items go to threads as they ask
+#: Slots a transform and a store handle at once (a vector of them), and so the multiple
+#: each tile row's slots are rounded up to: at most 8, not AVX-512's 16. Common planes
+#: have rows of 7 tiles (28x28 with F(4x4), 14x14 with F(2x2)), which filled 7 slots of
+#: 16; in 8-float vectors (ymm, which AVX-512 CPUs have too) they fill 7 of 8. AVX-512
+#: host, 2 threads, batch 1, 8 against 16 (separate processes, twice): 3x3 128->128 at
+#: 28x28 1.7-1.9x, 256->256 at 14x14 1.1-1.4x, 96->208 at 14x14 1.7x, 64->64 at 56x56
+#: 1.3-1.8x, 64->192 at 56x56 0.95-1.02x.
+SV = min(VL, 8)
+_SVEC = ir.VectorType(ir.FloatType(), SV)
 
 
 def pack_winograd_weights(w: np.ndarray, m: int) -> np.ndarray:
@@ -105,7 +114,7 @@ def pack_winograd_weights(w: np.ndarray, m: int) -> np.ndarray:
 
 
 def _make_lincomb(matrix):
-    """An intrinsic ``lc(src, soff, sstride, dst, doff, dstride)``: one vector of ``VL``
+    """An intrinsic ``lc(src, soff, sstride, dst, doff, dstride)``: one vector of ``SV``
     lanes of ``dst[doff + i*dstride + l] = sum_k matrix[i, k] * src[soff + k*sstride + l]``.
 
     The constant matrix is folded into the code: zeros skipped, ones and minus ones as
@@ -125,7 +134,7 @@ def _make_lincomb(matrix):
 
             def vector_at(data, offset, stride, k):
                 index = builder.add(offset, builder.mul(stride, ir.Constant(_I64, k)))
-                return builder.bitcast(builder.gep(data, [index]), _VEC.as_pointer())
+                return builder.bitcast(builder.gep(data, [index]), _SVEC.as_pointer())
 
             loads = [builder.load(vector_at(sa.data, soff_, sstride_, k), align=4)
                      for k in range(len(rows[0]))]  # fmt: skip
@@ -139,7 +148,7 @@ def _make_lincomb(matrix):
                         continue
                     v = loads[k]
                     if c != 1.0:
-                        v = builder.fmul(v, _splat(builder, ir.Constant(ir.FloatType(), c)))
+                        v = builder.fmul(v, _splat(builder, ir.Constant(ir.FloatType(), c), SV))
                     acc = v if acc is None else builder.fadd(acc, v)
                 builder.store(acc, vector_at(da.data, doff_, dstride_, i), align=4)
             return context.get_dummy_value()
@@ -173,23 +182,23 @@ def _uk_rows(typingctx, x, xoff, offs, ntap, w, woff, dst, doff, dstride):
 
 def _make_store(m):
     """An intrinsic ``st(y, yoff, ystride, out, ooff, b, res, roff, relu, ncols)``: the
-    Winograd epilogue of ``VL`` tiles side by side in a tile row. The ``m`` vectors
-    ``y_j = y[yoff + j*ystride : +VL]`` (column ``j`` of each tile's output row) are
-    interleaved into the ``VL*m`` consecutive cells of the output row they cover:
+    Winograd epilogue of ``SV`` tiles side by side in a tile row. The ``m`` vectors
+    ``y_j = y[yoff + j*ystride : +SV]`` (column ``j`` of each tile's output row) are
+    interleaved into the ``SV*m`` consecutive cells of the output row they cover:
 
         out[ooff + t*m + j] = act((y_j[t] + b) [+ res[roff + t*m + j]])   (t*m + j < ncols)
 
     the residual added when ``roff >= 0``, relu when ``relu != 0`` (``v if v > 0 else 0``,
     as conv2d_packed's store), only the first ``ncols`` cells read and written (masked
-    loads and stores: a row's last tiles may pass its end; a plain store when all ``VL*m``
+    loads and stores: a row's last tiles may pass its end; a plain store when all ``SV*m``
     cells are in). No bounds checks.
     """
-    width = VL * m
+    width = SV * m
     wide = ir.VectorType(ir.FloatType(), width)
     wptr = wide.as_pointer()
     mtype = ir.VectorType(ir.IntType(1), width)
-    # y_0 .. y_{m-1} concatenated is w[j*VL + t]; the cells want t*m + j
-    order = ir.Constant(ir.VectorType(_I32, width), [j * VL + t for t in range(VL)
+    # y_0 .. y_{m-1} concatenated is w[j*SV + t]; the cells want t*m + j
+    order = ir.Constant(ir.VectorType(_I32, width), [j * SV + t for t in range(SV)
                                                       for j in range(m)])  # fmt: skip
 
     @intrinsic
@@ -213,7 +222,7 @@ def _make_store(m):
             for j in range(m):
                 index = builder.add(yoff_, builder.mul(ystride_, ir.Constant(_I64, j)))
                 vs.append(builder.load(builder.bitcast(builder.gep(ya.data, [index]),
-                                                       _VEC.as_pointer()), align=4))  # fmt: skip
+                                                       _SVEC.as_pointer()), align=4))  # fmt: skip
             while len(vs) > 1:  # concatenate pairwise
                 n = 2 * vs[0].type.count
                 both = ir.Constant(ir.VectorType(_I32, n), list(range(n)))
@@ -259,8 +268,8 @@ _store2 = _make_store(2)
 @numba.njit(error_model="numpy")
 def _input_transform(m, src, soff, sstride, dst, doff, dstride, lanes):
     """``dst_i = sum_k B^T[i, k] src_k`` (rows ``soff + k*sstride``, ``doff + i*dstride``)
-    over ``lanes`` lanes (a multiple of VL)."""
-    for q in range(0, lanes, VL):
+    over ``lanes`` lanes (a multiple of SV)."""
+    for q in range(0, lanes, SV):
         if m == 4:
             _bt4(src, soff + q, sstride, dst, doff + q, dstride)
         else:
@@ -270,7 +279,7 @@ def _input_transform(m, src, soff, sstride, dst, doff, dstride, lanes):
 @numba.njit(error_model="numpy")
 def _output_transform(m, src, soff, sstride, dst, doff, dstride, lanes):
     """``dst_i = sum_k A^T[i, k] src_k``, as ``_input_transform``."""
-    for q in range(0, lanes, VL):
+    for q in range(0, lanes, SV):
         if m == 4:
             _at4(src, soff + q, sstride, dst, doff + q, dstride)
         else:
@@ -282,8 +291,8 @@ def _split_columns(x, xc0, cin, xq, m, Hr, U, pt, pl):
     """``xq[n, c, ph, r, u] = xpad[n, xc0+c, r, m*u + ph]`` (0 in the padding): the zero-padded
     input (``pt`` rows on top, ``pl`` columns on the left) split into its ``m`` column
     phases, each ``Hr`` rows of ``U`` columns. Tile ``(ty, tx)``'s input cell ``(i, j)`` is
-    then ``xq[n, c, j % m, m*ty + i, tx + j // m]``: for ``VL`` tiles side by side in a tile
-    row, ``VL`` consecutive floats -- one vector load, no gather."""
+    then ``xq[n, c, j % m, m*ty + i, tx + j // m]``: for ``SV`` tiles side by side in a tile
+    row, ``SV`` consecutive floats -- one vector load, no gather."""
     N, Cx, H, W = x.shape
     xf = x.reshape(x.size)
     lo = min(pl, m * U)  # the padded row: pl zeros, the image row, zeros up to m*U
@@ -359,7 +368,7 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     a2 = al * al
     th = (OH + m - 1) // m
     tw = (OW + m - 1) // m
-    twp = (tw + VL - 1) // VL * VL  # tile slots a tile row: whole vectors, never two rows
+    twp = (tw + SV - 1) // SV * SV  # tile slots a tile row: whole vectors, never two rows
     per_image = th * twp
     nslots = N * per_image
     nblocks = (nslots + TW - 1) // TW
@@ -429,19 +438,19 @@ def _winograd_chunk(first, last, V, M, e, y, tiles, xq, cin, Hr, U, out, oc0, K,
             tn[p] = n
             th0[p] = ty * m if s < nslots and tx < tw else -1
             tw0[p] = tx * m
-        # input transform: V[a, c, p], a vector of VL slots (one tile row) at a time
+        # input transform: V[a, c, p], a vector of SV slots (one tile row) at a time
         for c in range(cin):
-            for q in range(0, TW, VL):
+            for q in range(0, TW, SV):
                 s = s0 + q
                 if s >= nslots:  # past the last tile: finite junk
                     for a in range(a2):
-                        e[a * TW + q : a * TW + q + VL] = 0.0
+                        e[a * TW + q : a * TW + q + SV] = 0.0
                     continue
-                # a vector's first slot always holds a tile (twp < tw + VL)
+                # a vector's first slot always holds a tile (twp < tw + SV)
                 base = (tn[q] * cin + c) * m * plane + th0[q] * U + tw0[q] // m
                 for j in range(al):  # columns: e[i*al + j] = sum_k BT[i, k] d[k*al + j]
                     _input_transform(m, xq, base + (j % m) * plane + j // m, U, e,
-                                     j * TW + q, al * TW, VL)  # fmt: skip
+                                     j * TW + q, al * TW, SV)  # fmt: skip
             for i in range(al):  # rows: V[i*al + l, c] = sum_j BT[l, j] e[i*al + j]
                 _input_transform(m, e, i * al * TW, TW, V, (i * al * cin + c) * TW,
                                  cin * TW, TW)  # fmt: skip
@@ -457,15 +466,15 @@ def _winograd_chunk(first, last, V, M, e, y, tiles, xq, cin, Hr, U, out, oc0, K,
             for j in range(m):  # y[i*m + j] = sum_l AT[i, l] e[l*m + j]
                 _output_transform(m, e, j * TW, m * TW, y, j * TW, m * TW, TW)
             # the epilogue as conv2d_packed's store: (y + bias) [+ skip], then relu; the
-            # VL tiles of a vector lie side by side in one tile row, so each output row
-            # they cover is one run of VL*m cells
+            # SV tiles of a vector lie side by side in one tile row, so each output row
+            # they cover is one run of SV*m cells
             b = bias[k]
-            for q in range(0, TW, VL):
+            for q in range(0, TW, SV):
                 if th0[q] < 0:
                     continue
                 n = tn[q]
                 ow0 = tw0[q]
-                ncols = min(VL * m, OW - ow0)
+                ncols = min(SV * m, OW - ow0)
                 for i in range(min(m, OH - th0[q])):
                     oh = th0[q] + i
                     ooff = ((n * out.shape[1] + oc0 + k) * OH + oh) * OW + ow0
