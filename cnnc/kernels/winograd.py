@@ -51,7 +51,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .elementwise import ACT_RELU
-from .fastconv import _I32, _I64, KT, TW, VL, VN, _emit_tile, _splat, _store_rows
+from .fastconv import _I32, _I64, KT, VL, VN, _emit_tile, _splat, _store_rows
 from .jit import cached_njit, call_linked, linked_njit
 from .sched import next_chunk
 
@@ -87,6 +87,13 @@ NCHUNK = 8  # scratch sets (prange iterations) per call; the items go to threads
 #: 28x28 1.7-1.9x, 256->256 at 14x14 1.1-1.4x, 96->208 at 14x14 1.7x, 64->64 at 56x56
 #: 1.3-1.8x, 64->192 at 56x56 0.95-1.02x.
 SV = min(VL, 8)
+#: The GEMMs' micro-kernel tile: fastconv's ``KT`` channels, but at most 32 slots wide
+#: (``WVN`` vectors), so that batch 1's few blocks of slots waste little: a 28x28 F(4x4)
+#: layer has 56 slots, 2 blocks of 32 or 2 of 48 (40 junk). AVX-512 host, 2 threads,
+#: batch 1, 32 against 48 (separate processes, twice; the machine swung 1.5x): GoogLeNet
+#: 18.2 vs 20.0 ms, ResNet-18 19.0 vs 23.4, SqueezeNet 5.5 vs 6.7 (fastest medians).
+WVN = min(VN, max(1, 32 // VL))
+TW = WVN * VL  # slots a block (a work item)
 _SVEC = ir.VectorType(ir.FloatType(), SV)
 
 
@@ -166,14 +173,14 @@ _at2 = _make_lincomb(AT2)
 
 @intrinsic
 def _uk_rows(typingctx, x, xoff, offs, ntap, w, woff, dst, doff, dstride):
-    """fastconv's full micro-kernel tile with its ``KT`` rows stored ``dstride`` apart:
+    """fastconv's micro-kernel, a ``KT x TW`` tile, its ``KT`` rows stored ``dstride`` apart:
     ``dst[doff + k*dstride + VL*v : +VL] = acc[k][v]`` (``_emit_tile``). No bounds checks."""
     sig = types.void(x, xoff, offs, ntap, w, woff, dst, doff, dstride)
 
     def codegen(context, builder, sig, args):
         xa, oa, wa, da = [context.make_array(sig.args[i])(context, builder, args[i])
                           for i in (0, 2, 4, 6)]  # fmt: skip
-        acc = _emit_tile(context, builder, xa, args[1], oa, args[3], wa, args[5], VN)
+        acc = _emit_tile(context, builder, xa, args[1], oa, args[3], wa, args[5], WVN)
         _store_rows(builder, acc, da.data, args[7], args[8])
         return context.get_dummy_value()
 
