@@ -132,6 +132,15 @@ def _splat(builder, value, width=VL):
                                                           [0] * width))  # fmt: skip
 
 
+def vector_fma(builder):
+    """The ``_VEC`` multiply-add ``a*b + c`` the micro-kernels call: ``llvm.fmuladd``, one
+    fused instruction where the CPU has FMA (AVX2, AVX-512, NEON) and a multiply and an add
+    where it has not (SSE: the generic target). ``llvm.fma`` would be exact there too, by
+    a call of libm's ``fmaf`` for every lane."""
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fmuladd.v{VL}f32")
+
+
 def _store_rows(builder, acc, data, offset, stride):
     """Store a tile's accumulators ``acc[k][v]`` (``_emit_tile``) at ``data[offset +
     k*stride + VL*v : +VL]`` (``offset`` and ``stride`` i64 values)."""
@@ -181,9 +190,7 @@ def _emit_tile(context, builder, x, xoff, offs, ntap, w, woff, vn):
 
     ``x``, ``offs`` and ``w`` are Numba array structs (1-D float32, int64, float32).
     """
-    fma = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fma.v{VL}f32"
-    )
+    fma = vector_fma(builder)
     xbase = builder.gep(x.data, [xoff])
     wbase = builder.gep(w.data, [woff])
 
@@ -237,9 +244,7 @@ def _vconst(value):
 def _emit_tanh(builder, x):
     """``fast_tanh`` of each lane of the vector ``x``: the same clamp and rational function,
     its Horner steps as fused multiply-adds (as fastmath compiles ``fast_tanh``)."""
-    fma = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fma.v{VL}f32"
-    )
+    fma = vector_fma(builder)
     hi, lo = _vconst(TANH_CLAMP), _vconst(-TANH_CLAMP)
     x = builder.select(builder.fcmp_ordered(">", x, hi), hi, x)  # a NaN stays NaN
     x = builder.select(builder.fcmp_ordered("<", x, lo), lo, x)

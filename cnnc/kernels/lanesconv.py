@@ -36,12 +36,11 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..backend import current_target
 from .elementwise import ACT_NONE, ACT_RELU, SERIAL_WORK, bias_activate_inplace
-from .fastconv import _I64, _VEC, NCHUNK, _splat, emit_tap_loop
+from .fastconv import _I64, _VEC, NCHUNK, _splat, emit_tap_loop, vector_fma
 from .jit import cached_njit, call_linked, linked_njit
 from .sched import next_chunk
 
@@ -89,8 +88,7 @@ def _lanes_tile(typingctx, x, xoff, bases, boff, offs, ntap, w, woff, scr, fresh
         xa, ba, oa, wa, sa = [context.make_array(sig.args[i])(context, builder, args[i])
                               for i in (0, 2, 4, 6, 8)]  # fmt: skip
         xoff_, boff_, ntap_, woff_ = args[1], args[3], args[5], args[7]
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fma.v{VL}f32")
+        fma = vector_fma(builder)
         rows = []  # each position's input pointer, before the tap's offset
         for j in range(NP):
             b = builder.load(builder.gep(ba.data, [builder.add(boff_, ir.Constant(_I64, j))]))
