@@ -181,11 +181,16 @@ def conv2d_lanes(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh
         image = Cx * H * W
         start = xc0 * H * W
     else:
-        # on this thread: the copy is a few per cent of the conv, and a parallel one (a
-        # linked helper) measured 0.91-1.08x on a noisy machine (docs/kernel-notes.md)
+        # in parallel, plane by plane: on one thread the copy kept the second core idle
+        # (AVX-512 host, 2 threads, interleaved: 3x3/2 128->256 at 28x28 and 64->128 at
+        # 56x56 1.10x, 3x3 512->512 at 7x7 1.09x, ResNet-18 b1 1.03-1.05x, b8 1.01x)
         xp = np.empty(N * cin * Hp * Wp, np.float32)
-        for q in range(N * cin):
-            call_linked(_pad_task, q, x, xc0, cin, xp, Hp, Wp, pt, pl)
+        if serial:
+            for q in range(N * cin):
+                call_linked(_pad_task, q, x, xc0, cin, xp, Hp, Wp, pt, pl)
+        else:
+            for q in numba.prange(N * cin):
+                call_linked(_pad_task, np.int64(q), x, xc0, cin, xp, Hp, Wp, pt, pl)
         image = cin * Hp * Wp
         start = 0
     offs = np.empty(ntap, np.int64)
