@@ -66,8 +66,13 @@ def lanes_tile(registers: int, max_positions: int) -> tuple[int, int]:
 #: values share 16 general registers: in the AVX-512 tile's tap loop (2 x NP zmm
 #: accumulators) LLVM spilled 4 values per two taps at NP 6 and 8, 27 at 10 and 69 at 12,
 #: and 12 positions ran 3x3 512->512 at 7x7 2.5x, 3x3/2 128->256 at 28x28 2.1x slower than
-#: 8 (2 threads, batch 1). AArch64 has 31 general registers.
-X86_LANES_POSITIONS = 8
+#: 8 (2 threads, batch 1). Of those that fit, 7: the planes of networks for 224x224 images
+#: are 7 * 2^k wide (7x7, 14x14, 28x28, 56x56), which tiles of 7 positions cover without
+#: junk (7x7: 7 tiles of 7 rather than 7 of 8); interleaved against 8 on AVX-512, 3x3
+#: 512->512 at 7x7 1.08-1.14x, ResNet-18 b1 0.99-1.03x, b8 1.01-1.05x, CIFAR inception
+#: and LeNet-5 1.00x. (AVX2's 16 vector registers allow 6.) AArch64 has 31 general
+#: registers.
+X86_LANES_POSITIONS = 7
 
 
 def _target(name: str, lanes: int, registers: int, max_positions: int) -> Target:
