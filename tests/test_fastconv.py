@@ -8,6 +8,8 @@ channel counts that are not multiples of 8, 1x1 convs that read the input buffer
 batches split into blocks of images laid side by side.
 """
 
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -209,16 +211,61 @@ def test_packed_offsets(case, xc0, oc0):
     run_packed(case, K.ACT_LEAKY, xc0, oc0)
 
 
-@pytest.mark.parametrize("case", [PACKED_CASES[i] for i in (0, 2, 3)], ids=str)
+@pytest.mark.parametrize("case", [PACKED_CASES[i] for i in (0, 2, 3)] + [
+    (2, 16, 2, 2, 32, (1, 1), (1, 1), "valid", (1, 1), 8),  # planes of 4: 4 groups read past
+    (3, 12, 3, 3, 24, (1, 1), (1, 1), "valid", (1, 1), 4),
+], ids=str)
 def test_packed_as_is_at_buffer_end(case):
     """A 1x1 conv read as it is, its input the last channels of the buffer: the partial
-    tail tiles of the last image go through the panel (their reads would pass the end)."""
+    tail tiles of the last image (of its last groups, on planes shorter than a vector) go
+    through the panels (their reads would pass the end)."""
     n, cin, h, w, k = case[:5]
+    groups = case[-1]
     x, wt, b, _, ref, out = make_problem(case, K.ACT_NONE, 1, 0)
     x = np.ascontiguousarray(x[:, : 1 + cin])  # the operand ends the buffer
-    K.conv2d_packed(x, 1, cin, out, 0, k, K.pack_conv_weights(wt, 1), b, 1, 1, 0, 0, 1, 1,
-                    1, 1, 1, K.ACT_NONE, ALPHA, 0.0, out, -1, 0)  # fmt: skip
+    K.conv2d_packed(x, 1, cin, out, 0, k, K.pack_conv_weights(wt, groups), b, 1, 1, 0, 0, 1,
+                    1, 1, 1, groups, K.ACT_NONE, ALPHA, 0.0, out, -1, 0)  # fmt: skip
     check(out, 0, ref)
+
+
+# Run in a child process: the input ends where an inaccessible page begins, so a read past
+# its end is a segmentation fault, which would take pytest down with it.
+GUARDED_CONV = """
+import ctypes, mmap, sys
+import numpy as np, torch
+from cnnc import kernels as K
+n, cin, h, w, k, groups = (int(v) for v in sys.argv[1:])
+page = mmap.PAGESIZE
+size = n * cin * h * w
+pages = -(-size * 4 // page)
+buf = mmap.mmap(-1, (pages + 1) * page)
+base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+assert libc.mprotect(base + pages * page, page, 0) == 0  # PROT_NONE
+x = np.frombuffer(buf, np.float32, size, pages * page - size * 4).reshape(n, cin, h, w)
+rng = np.random.default_rng(0)
+x[...] = rng.standard_normal(x.shape, dtype=np.float32)
+wt = rng.standard_normal((k, cin // groups, 1, 1), dtype=np.float32)
+b = np.zeros(k, np.float32)
+out = np.empty((n, k, h, w), np.float32)
+K.conv2d_packed(x, 0, cin, out, 0, k, K.pack_conv_weights(wt, groups), b, 1, 1, 0, 0, 1, 1, 1,
+                1, groups, K.ACT_NONE, 0.0, 0.0, out, -1, 0)
+ref = torch.nn.functional.conv2d(torch.from_numpy(x.copy()), torch.from_numpy(wt),
+                                 groups=groups).numpy()
+assert np.allclose(out, ref, atol=1e-4), abs(out - ref).max()
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("shape", [(1, 512, 13, 13, 64, 1), (2, 16, 2, 2, 32, 8),
+                                   (3, 12, 3, 3, 24, 4), (1, 64, 7, 7, 48, 1)], ids=str)
+def test_packed_as_is_reads_nothing_past_its_input(shape):
+    """A 1x1 conv read as it is, its input ending at an inaccessible page: the panels hold
+    every tap a tail tile would read past the end (SIGSEGV otherwise)."""
+    proc = subprocess.run([sys.executable, "-c", GUARDED_CONV, *map(str, shape)],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("act", [K.ACT_NONE, K.ACT_RELU, K.ACT_TANH])

@@ -65,7 +65,7 @@ work saves (LeNet-5 at batch 1: 1.19x faster).
 
 The last spatial tile of a 1x1 unpadded conv reads past the end of its input planes; where
 that would pass the end of the buffer (the last image's last channels) its taps are first
-copied into a small panel. The runtime calls no BLAS (docs/kernel-notes.md says why).
+copied into a small panel, once per call. The runtime calls no BLAS (docs/kernel-notes.md says why).
 """
 
 import numba
@@ -759,11 +759,28 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     voffs = np.empty((nchunks, VN), np.int64)  # where _uk_direct stores a tile's vectors
     # as_is only: a last, partial tile reads up to VL*ceil(rem/VL) floats a tap, past the
     # end of its plane -- into the next plane (junk columns, never stored), or for the last
-    # planes of the buffer past its end. Such a tile's taps are copied to a panel, once per
-    # chunk and (image, group) rather than once per k block.
+    # planes of the buffer past its end. The taps of such a tile -- the last (image block,
+    # group)'s, or a few more on planes of fewer than VL floats -- are copied to a panel
+    # here, once per call: once per chunk, 1x1 512->64 at 13x13 (25 floats a tap in its
+    # last tile) spent 1.4-1.6x the time of the same conv on a copied input
     tail = P % TW
     pstride = VL * ((tail + VL - 1) // VL) if as_is else 0
-    panels = np.empty((nchunks, ntap * pstride), np.float32)
+    npairs = (N // nb) * groups
+    first_over = npairs  # the first (image block, group) whose last tile reads past the end
+    if pstride:
+        last_xoff = x_start + (ntiles - 1) * TW + offs[ntap - 1] + pstride
+        while first_over > 0 and ((first_over - 1) // groups * blk_stride
+                                  + (first_over - 1) % groups * g_stride
+                                  + last_xoff > xq.size):  # fmt: skip
+            first_over -= 1
+    panels = np.empty((npairs - first_over, ntap * pstride), np.float32)
+    for i in range(npairs - first_over):
+        pair = first_over + i
+        xoff = (pair // groups) * blk_stride + x_start + (pair % groups) * g_stride
+        for t in range(ntap):
+            src = xoff + (ntiles - 1) * TW + offs[t]
+            for j in range(tail):  # loops: an array expression here would be a parfor
+                panels[i, t * pstride + j] = xq[src + j]
     panel_offs = np.empty(ntap if pstride else 0, np.int64)
     for t in range(panel_offs.size):
         panel_offs[t] = t * pstride
@@ -781,10 +798,11 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
                              out.shape[1] * OH * OW)  # fmt: skip
     out_flat = out.reshape(out.size)
     if serial:
-        call_linked(_conv_chunk, 0, nitems, scratch[0], voffs[0], panels[0], xq, offs, ntap,
-                    wpk, out, out_flat, oc0, bias, act, alpha, beta, res, rc0, act_from, ntiles,
-                    nkb, kgrp, ngrp, groups, k_g, wblock, P, Wrow, Wq, OW, OH, nb, blk_stride,
-                    x_start, g_stride, as_is, pstride, panel_offs, direct, vpos)  # fmt: skip
+        call_linked(_conv_chunk, 0, nitems, scratch[0], voffs[0], panels, first_over, xq, offs,
+                    ntap, wpk, out, out_flat, oc0, bias, act, alpha, beta, res, rc0, act_from,
+                    ntiles, nkb, kgrp, ngrp, groups, k_g, wblock, P, Wrow, Wq, OW, OH, nb,
+                    blk_stride, x_start, g_stride, as_is, pstride, panel_offs, direct,
+                    vpos)  # fmt: skip
         return
     # chunks handed out as threads ask (sched.py): a thread's first iteration takes chunks
     # until none are left, its others find none. Against the static halves, interleaved,
@@ -796,10 +814,10 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
         chunk = next_chunk(counter)
         while chunk < nchunks:
             call_linked(_conv_chunk, nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks,
-                        scratch[chunk], voffs[chunk], panels[chunk], xq, offs, ntap, wpk, out,
-                        out_flat, oc0, bias, act, alpha, beta, res, rc0, act_from, ntiles, nkb,
-                        kgrp, ngrp, groups, k_g, wblock, P, Wrow, Wq, OW, OH, nb, blk_stride,
-                        x_start, g_stride, as_is, pstride, panel_offs, direct,
+                        scratch[chunk], voffs[chunk], panels, first_over, xq, offs, ntap, wpk,
+                        out, out_flat, oc0, bias, act, alpha, beta, res, rc0, act_from, ntiles,
+                        nkb, kgrp, ngrp, groups, k_g, wblock, P, Wrow, Wq, OW, OH, nb,
+                        blk_stride, x_start, g_stride, as_is, pstride, panel_offs, direct,
                         vpos)  # fmt: skip
             chunk = next_chunk(counter)
 
@@ -814,13 +832,12 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
 # body, whose code LLVM then optimised and generated again: 30 -> 16 s (this chunk ~6 s,
 # the phase split ~4 s); GoogLeNet's outputs bit for bit the same, its speed too.
 @linked_njit(error_model="numpy")
-def _conv_chunk(first, last, scr, voff, panel, xq, offs, ntap, wpk, out, out_flat, oc0, bias,
-                act, alpha, beta, res, rc0, act_from, ntiles, nkb, kgrp, ngrp, groups, k_g, wblock,
-                P, Wrow, Wq, OW, OH, nb, blk_stride, x_start, g_stride, as_is, pstride,
-                panel_offs, direct, vpos):  # fmt: skip
+def _conv_chunk(first, last, scr, voff, panels, first_over, xq, offs, ntap, wpk, out, out_flat,
+                oc0, bias, act, alpha, beta, res, rc0, act_from, ntiles, nkb, kgrp, ngrp, groups,
+                k_g, wblock, P, Wrow, Wq, OW, OH, nb, blk_stride, x_start, g_stride, as_is,
+                pstride, panel_offs, direct, vpos):  # fmt: skip
     """Work items ``[first, last)`` of conv2d_packed (one chunk): one micro-tile each, in
     the order (image block, group, k-block group, tile, k block of the group)."""
-    panel_of = -1  # the (image block, group) whose tail the panel holds
     # the item's indices, counted on from the first item's rather than divided out of each
     # (a thin conv's item is ~100 cycles of arithmetic; six divisions were as many again)
     n_kbi = first % kgrp
@@ -879,14 +896,9 @@ def _conv_chunk(first, last, scr, voff, panel, xq, offs, ntap, wpk, out, out_fla
                                            np.int64(0), out, np.int64(0), bias,
                                            np.int64(0))  # fmt: skip
                 continue
-        if as_is and rem < TW and xoff + offs[ntap - 1] + pstride > xq.size:
-            if panel_of != blk * groups + g:
-                panel_of = blk * groups + g
-                for t in range(ntap):
-                    src = xoff + offs[t]
-                    for j in range(rem):
-                        panel[t * pstride + j] = xq[src + j]
-            _microkernel(rem, panel, np.int64(0), panel_offs, ntap, wpk, woff, scr)
+        if as_is and rem < TW and blk * groups + g >= first_over:
+            _microkernel(rem, panels[blk * groups + g - first_over], np.int64(0), panel_offs,
+                         ntap, wpk, woff, scr)  # fmt: skip
         else:
             _microkernel(rem, xq, xoff, offs, ntap, wpk, woff, scr)
         _store_tile(scr, out, blk * nb, oc0 + k0, kvalid, bias, k0, res,
