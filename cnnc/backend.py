@@ -188,7 +188,7 @@ def lanes_runs(attrs: dict, in_channels: int, out_shape: tuple) -> bool:
     channels and ``LANES_MIN_TAPS`` taps, output channels that fill its tile to at least
     3/4, and a plane of at most ``LANES_MAX_PLANE_1X1`` positions for a 1x1 (or
     ``LANES_MAX_NARROW_PLANE`` with at most ``LANES_MAX_NARROW_CHANNELS`` outputs), else a
-    stride or a plane of at most ``LANES_MAX_PLANE``."""
+    plane of at most ``LANES_MAX_PLANE`` or (but on AVX-512) a stride."""
     k, oh, ow = out_shape
     t = current_target()
     tile = t.lanes_vectors * t.lanes
@@ -201,7 +201,13 @@ def lanes_runs(attrs: dict, in_channels: int, out_shape: tuple) -> bool:
     if (kh, kw) == (1, 1):
         return oh * ow <= LANES_MAX_PLANE_1X1 or (
             oh * ow <= LANES_MAX_NARROW_PLANE and k <= LANES_MAX_NARROW_CHANNELS)
-    return tuple(attrs["stride"]) != (1, 1) or oh * ow <= LANES_MAX_PLANE
+    # A strided conv on any plane -- except on AVX-512, whose lanes tile holds 14
+    # accumulators of its 32 registers (x86-64's general registers cap its positions)
+    # against the packed tile's 24: there the packed kernel ran 3x3/2 convs with outputs of
+    # 28x28 and 32x32 1.06-1.15x faster (64->128, 128->128, 128->256, 32->64; 1 and 2
+    # threads) and lanes kept 14x14 (128->256 1.07-1.09x)
+    strided = tuple(attrs["stride"]) != (1, 1) and t.lanes < 16
+    return strided or oh * ow <= LANES_MAX_PLANE
 
 
 #: Winograd pays where a conv has enough output tiles to amortise its input and output
