@@ -174,6 +174,14 @@ POOL_CASES = [
     (1, 2, 13, 41, (3, 3), (2, 2), "valid"),
     (2, 2, 12, 38, (2, 2), (2, 2), "valid"),
     (1, 2, 9, 37, (3, 2), (2, 2), "same"),
+    # 3x3/2 max: vector blocks of outputs (pool._max3x3s2_block), their masked tails, the
+    # edge windows, pads wider than one cell, planes smaller than a window
+    (1, 2, 9, 70, (3, 3), (2, 2), "valid"),
+    (2, 3, 8, 67, (3, 3), (2, 2), "same"),
+    (1, 2, 7, 40, (3, 3), (2, 2), (2, 2, 2, 2)),
+    (1, 2, 5, 36, (3, 3), (2, 2), (0, 2, 1, 2)),
+    (1, 1, 1, 1, (3, 3), (2, 2), "same"),
+    (2, 2, 2, 3, (3, 3), (2, 2), "same"),
     # work above SERIAL_WORK: the chunks shared out over the threads (the cases above run
     # on the calling thread alone)
     (2, 64, 40, 40, (3, 3), (2, 2), "same"),
