@@ -100,6 +100,11 @@ KT = TARGET.tile_channels  # output channels per micro-tile
 VN = TARGET.tile_vectors  # vectors per micro-tile row
 TW = VN * VL  # flat output positions per micro-tile
 NCHUNK = 64  # work chunks per call, handed out to the threads as they ask (sched.py)
+SPLIT = -2  # a vector _uk_direct stores as two runs of cells (_vector_positions)
+# Split vectors take two masked stores: AVX-512's (a mask register) and 128-bit targets'
+# (LLVM stores the lanes one by one) are cheap; AVX2's vmaskmovps store is microcoded on the
+# AMD CPUs measured (docs/kernel-notes.md), so AVX2 keeps the scratch copy until measured
+SPLIT_STORES = VL != 8
 XQ_BLOCK_BYTES = 1 << 20  # phase-split input of the images laid side by side in one block
 # Work items run k blocks in groups of about this many bytes of packed weights, each tile of
 # positions through the group's k blocks one after the other, then the next tile: the
@@ -269,10 +274,13 @@ def _uk_direct(typingctx, x, xoff, offs, ntap, w, woff, out, voff, ostride, bias
     tanh or sigmoid (as ``fast_tanh`` and ``bias_activate_inplace``; ``_direct_act``).
     Vector ``v`` (positions ``VL*v`` to ``VL*v + VL``) of row ``k`` goes to
     ``out[voff[v] + k*ostride : +VL]`` when ``voff[v] >= 0`` -- its ``VL`` outputs are
-    contiguous in ``out`` (1-D float32) -- and to ``scr[k*TW + VL*v : +VL]`` otherwise (a
-    vector with junk columns or a row's end in it, which the caller copies cell by cell).
-    Rows ``k >= kvalid`` (a conv's last channels short of a tile) go to ``scr`` too, never
-    read.
+    contiguous in ``out`` (1-D float32) --; when ``voff[v] == SPLIT``, with ``(d1, a, d2,
+    b, e) = voff[VN + 5*v : VN + 5*v + 5]``, its lanes ``j < a`` to ``out[d1 + k*ostride +
+    j]`` and its lanes ``b <= j < e`` to ``out[d2 + k*ostride + j]`` (two masked stores: a
+    row's last cells and the next row's first, junk columns between them); otherwise to
+    ``scr[k*TW + VL*v : +VL]``, which the caller copies cell by cell. Rows ``k >= kvalid``
+    (a conv's last channels short of a tile) go to ``scr`` too, never read (a split
+    vector's are not stored).
     """
     sig = types.void(x, xoff, offs, ntap, w, woff, out, voff, ostride, bias, boff, act, scr,
                      kvalid)  # fmt: skip
@@ -301,16 +309,44 @@ def _uk_direct(typingctx, x, xoff, offs, ntap, w, woff, out, voff, ostride, bias
                                   ir.Constant(_I64, k), last))]), align=4))
                   for k in range(KT)]  # fmt: skip
 
+        vptr = _VEC.as_pointer()
+        mtype = ir.VectorType(ir.IntType(1), VL)
+        mstore = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [_VEC, vptr, _I32, mtype]),
+            f"llvm.masked.store.v{VL}f32.p0")  # fmt: skip
+        lanes = ir.Constant(ir.VectorType(_I64, VL), list(range(VL)))
+
         def store(finish):
-            for k in range(KT):
-                kk = ir.Constant(_I64, k)
-                in_conv = builder.icmp_signed("<", kk, args[13])
-                for v in range(VN):
-                    val = finish(builder.fadd(acc[k][v], biases[k]))
-                    p = builder.select(
-                        in_conv, builder.gep(bases[v], [builder.mul(strides[v], kk)]),
-                        builder.gep(sa.data, [ir.Constant(_I64, k * TW + VL * v)]))
-                    builder.store(val, builder.bitcast(p, _VEC.as_pointer()), align=4)
+            vals = [[finish(builder.fadd(acc[k][v], biases[k])) for v in range(VN)]
+                    for k in range(KT)]  # fmt: skip
+            in_conv = [builder.icmp_signed("<", ir.Constant(_I64, k), args[13])
+                       for k in range(KT)]  # fmt: skip
+            for v in range(VN):
+                off = builder.load(builder.gep(va.data, [ir.Constant(_I64, v)]))
+                split = builder.icmp_signed("==", off, ir.Constant(_I64, SPLIT))
+                with builder.if_else(split) as (two_runs, whole):
+                    with two_runs:  # lanes [0, a) from cell d1 on, [b, e) from d2 + b on
+                        d1, a, d2, b, e = [builder.load(builder.gep(
+                            va.data, [ir.Constant(_I64, VN + 5 * v + j)])) for j in range(5)]
+                        first = builder.icmp_signed("<", lanes, _splat(builder, a))
+                        second = builder.and_(
+                            builder.icmp_signed(">=", lanes, _splat(builder, b)),
+                            builder.icmp_signed("<", lanes, _splat(builder, e)))  # fmt: skip
+                        for k in range(KT):
+                            row = builder.mul(ostride_, ir.Constant(_I64, k))
+                            keep = _splat(builder, in_conv[k])
+                            for d, mask in ((d1, first), (d2, second)):
+                                p = builder.gep(outa.data, [builder.add(d, row)])
+                                builder.call(mstore, [vals[k][v], builder.bitcast(p, vptr),
+                                                      ir.Constant(_I32, 4),
+                                                      builder.and_(mask, keep)])  # fmt: skip
+                    with whole:
+                        for k in range(KT):
+                            kk = ir.Constant(_I64, k)
+                            p = builder.select(
+                                in_conv[k], builder.gep(bases[v], [builder.mul(strides[v], kk)]),
+                                builder.gep(sa.data, [ir.Constant(_I64, k * TW + VL * v)]))
+                            builder.store(vals[k][v], builder.bitcast(p, vptr), align=4)
 
         use_relu, sigmoid = is_act(ACT_RELU), is_act(ACT_SIGMOID)
         with builder.if_else(builder.or_(is_act(ACT_TANH), sigmoid)) as (smooth, plain):
@@ -645,13 +681,22 @@ def _store_tile(scr, out, n0, ochan, kvalid, bias, bk, res, rc0, p0, Wrow, Wq, O
 
 @numba.njit(error_model="numpy")
 def _vector_positions(P, ntiles, Wrow, Wq, OW, OH, one_image, image_stride):
-    """Where each vector of the first ``ntiles`` tiles lands in ``out``: for vector ``v`` of
-    tile ``t`` (flat positions ``TW*t + VL*v`` on), ``m*image_stride + oh*OW + ow`` -- image
-    ``m`` of the block, its row and column -- when its ``VL`` outputs are contiguous cells
-    of one output plane (no junk column or row's end among them, or, with ``one_image``
-    and ``Wq == OW``, rows that run on into the next), else -1. Full tiles only: a last
-    tile short of ``TW`` positions gets -1 throughout."""
+    """Where each vector of the first ``ntiles`` tiles lands in ``out``, as ``vpos`` and
+    ``vsplit``. For vector ``i`` (``v`` of tile ``t``: flat positions ``TW*t + VL*v`` on):
+
+    * ``vpos[i] = m*image_stride + oh*OW + ow`` -- image ``m`` of the block, its row and
+      column -- when its ``VL`` outputs are contiguous cells of one output plane (no junk
+      column or row's end among them, or, with ``one_image`` and ``Wq == OW``, rows that
+      run on into the next);
+    * ``vpos[i] = SPLIT`` when its outputs are at most two runs of cells, a row's (or an
+      image's) last ones and the next one's first, with junk columns between or after
+      them: ``vsplit[5*i : 5*i+5] = (d1, a, d2, b, e)``, lanes ``j < a`` going to cell
+      ``d1 + j`` and lanes ``b <= j < e`` to cell ``d2 + j``;
+    * else -1 (three runs, when a vector is wider than an image's row; and every vector of
+      a last tile short of ``TW`` positions).
+    """
     vpos = np.empty(ntiles * VN, np.int64)
+    vsplit = np.zeros(ntiles * VN * 5, np.int64)
     flat_rows = one_image and Wq == OW
     oh = 0
     col = 0  # p - oh*Wrow, with p = VL*i the vector's first position
@@ -659,13 +704,35 @@ def _vector_positions(P, ntiles, Wrow, Wq, OW, OH, one_image, image_stride):
         m = col // Wq
         ow = col - m * Wq
         vpos[i] = -1
-        if i // VN * TW + TW <= P and oh < OH and (flat_rows or ow + VL <= OW):
-            vpos[i] = m * image_stride + oh * OW + ow
+        if i // VN * TW + TW <= P and oh < OH:
+            if flat_rows or ow + VL <= OW:
+                vpos[i] = m * image_stride + oh * OW + ow
+            else:
+                a = max(0, min(VL, OW - ow))  # the run this image's row still has
+                b = min(VL, Wq - ow)  # the lane where the next image's (or row's) part starts
+                e = b
+                d2 = 0
+                if b < VL:
+                    col2 = col + b
+                    oh2 = oh
+                    if col2 >= Wrow:
+                        col2 -= Wrow
+                        oh2 += 1
+                    if oh2 < OH:
+                        e = min(VL, b + OW)
+                        d2 = (col2 // Wq) * image_stride + oh2 * OW - b
+                if SPLIT_STORES and (b + Wq >= VL or e == b):  # no third run
+                    vpos[i] = SPLIT
+                    vsplit[5 * i] = m * image_stride + oh * OW + ow
+                    vsplit[5 * i + 1] = a
+                    vsplit[5 * i + 2] = d2
+                    vsplit[5 * i + 3] = b
+                    vsplit[5 * i + 4] = e
         col += VL
         while col >= Wrow:
             col -= Wrow
             oh += 1
-    return vpos
+    return vpos, vsplit
 
 
 @cached_njit(parallel=True, error_model="numpy")
@@ -756,7 +823,8 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     nchunks = 1 if serial else min(nitems, NCHUNK)
     # per-chunk scratch, allocated once per call rather than once per chunk
     scratch = np.empty((nchunks, KT * TW), np.float32)
-    voffs = np.empty((nchunks, VN), np.int64)  # where _uk_direct stores a tile's vectors
+    # where _uk_direct stores a tile's vectors: VN offsets, then VN split descriptors
+    voffs = np.empty((nchunks, 6 * VN), np.int64)
     # as_is only: a last, partial tile reads up to VL*ceil(rem/VL) floats a tap, past the
     # end of its plane -- into the next plane (junk columns, never stored), or for the last
     # planes of the buffer past its end. The taps of such a tile -- the last (image block,
@@ -794,15 +862,15 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     # 1.14-1.19x, stride-2 3x3 and 5x5 layers 2-12%; masked stores measured no faster than
     # the scratch)
     direct = rc0 < 0 and _direct_act(act)
-    vpos = _vector_positions(P, ntiles if direct else 0, Wrow, Wq, OW, OH, nb == 1,
-                             out.shape[1] * OH * OW)  # fmt: skip
+    vpos, vsplit = _vector_positions(P, ntiles if direct else 0, Wrow, Wq, OW, OH, nb == 1,
+                                     out.shape[1] * OH * OW)  # fmt: skip
     out_flat = out.reshape(out.size)
     if serial:
         call_linked(_conv_chunk, 0, nitems, scratch[0], voffs[0], panels, first_over, xq, offs,
                     ntap, wpk, out, out_flat, oc0, bias, act, alpha, beta, res, rc0, act_from,
                     ntiles, nkb, kgrp, ngrp, groups, k_g, wblock, P, Wrow, Wq, OW, OH, nb,
                     blk_stride, x_start, g_stride, as_is, pstride, panel_offs, direct,
-                    vpos)  # fmt: skip
+                    vpos, vsplit)  # fmt: skip
         return
     # chunks handed out as threads ask (sched.py): a thread's first iteration takes chunks
     # until none are left, its others find none. Against the static halves, interleaved,
@@ -818,7 +886,7 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
                         out, out_flat, oc0, bias, act, alpha, beta, res, rc0, act_from, ntiles,
                         nkb, kgrp, ngrp, groups, k_g, wblock, P, Wrow, Wq, OW, OH, nb,
                         blk_stride, x_start, g_stride, as_is, pstride, panel_offs, direct,
-                        vpos)  # fmt: skip
+                        vpos, vsplit)  # fmt: skip
             chunk = next_chunk(counter)
 
 
@@ -835,7 +903,7 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
 def _conv_chunk(first, last, scr, voff, panels, first_over, xq, offs, ntap, wpk, out, out_flat,
                 oc0, bias, act, alpha, beta, res, rc0, act_from, ntiles, nkb, kgrp, ngrp, groups,
                 k_g, wblock, P, Wrow, Wq, OW, OH, nb, blk_stride, x_start, g_stride, as_is,
-                pstride, panel_offs, direct, vpos):  # fmt: skip
+                pstride, panel_offs, direct, vpos, vsplit):  # fmt: skip
     """Work items ``[first, last)`` of conv2d_packed (one chunk): one micro-tile each, in
     the order (image block, group, k-block group, tile, k block of the group)."""
     # the item's indices, counted on from the first item's rather than divided out of each
@@ -873,22 +941,30 @@ def _conv_chunk(first, last, scr, voff, panels, first_over, xq, offs, ntap, wpk,
         k0 = g * k_g + kb * KT
         kvalid = min(KT, k_g - kb * KT)
         if direct and rem >= TW and (k0 >= act_from or k0 + KT <= act_from):
-            # vectors whose VL outputs are contiguous in out are stored there by the
-            # micro-kernel, the others (a row's end or junk columns in them) to scr and
+            # vectors whose VL outputs are contiguous in out, or two runs of cells there,
+            # are stored there by the micro-kernel, the others (three runs) to scr and
             # copied cell by cell below
             stored = 0
             base = (blk * nb * out.shape[1] + oc0 + k0) * OH * OW
             for v in range(VN):
+                i = tile * VN + v
                 voff[v] = -1
-                if vpos[tile * VN + v] >= 0:
-                    voff[v] = base + vpos[tile * VN + v]
+                if vpos[i] >= 0:
+                    voff[v] = base + vpos[i]
+                    stored += 1
+                elif vpos[i] == SPLIT:
+                    voff[v] = SPLIT
+                    voff[VN + 5 * v] = base + vsplit[5 * i]
+                    voff[VN + 5 * v + 2] = base + vsplit[5 * i + 2]
+                    for j in (1, 3, 4):
+                        voff[VN + 5 * v + j] = vsplit[5 * i + j]
                     stored += 1
             if stored > 0:
                 _uk_direct(xq, xoff, offs, ntap, wpk, woff, out_flat, voff, OH * OW, bias, k0,
                            act if k0 >= act_from else ACT_NONE, scr, kvalid)  # fmt: skip
                 if stored < VN:
                     for v in range(VN):
-                        if voff[v] < 0:
+                        if voff[v] == -1:
                             # np.int64: literal arguments would compile another
                             # _tile_segments (one signature for every call, ~1-2 s each)
                             _tile_segments(scr, out, oc0 + k0, blk * nb, kvalid, p0,
