@@ -44,8 +44,9 @@ is a GEMM whose reduction index is the *tap* ``t = (c, i, j)``; its B matrix is 
 
 4. Epilogue: a full tile with no residual and no activation, or relu, tanh or sigmoid, is
    finished in registers (``_uk_direct``); each of its vectors whose ``VL`` outputs are
-   contiguous in ``out`` is stored straight, the others (a row's end or junk columns in
-   them) go to a per-thread scratch and are copied cell by cell.
+   contiguous in ``out`` is stored straight, one whose outputs are two runs of cells (a
+   row's end, junk columns, the next row's start) with two masked stores (but on AVX2),
+   the others go to a per-thread scratch and are copied cell by cell.
    Any other tile goes to the scratch whole (L1); bias, the residual (a ResNet
    block's skip tensor, when the fuse-residual pass gave the conv one) and the activation
    (the shared ``bias_activate_inplace`` of ``elementwise.py``) are applied, then its valid
