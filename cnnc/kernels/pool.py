@@ -460,29 +460,28 @@ def _pool_chunk(first, last, x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max
 @cached_njit(fastmath=True, parallel=True, error_model="numpy")
 def global_avgpool(x, xc0, C, out, oc0):
     """``out[n, oc0+c, 0, 0]`` = mean of ``x[n, xc0+c]`` over all of H x W (out is 1 x 1)."""
-    N, Cx = x.shape[0], x.shape[1]
-    HW = x.shape[2] * x.shape[3]
-    x_flat = x.reshape(x.size)
-    if N * C * HW < SERIAL_WORK:
-        for task in range(N * C):
-            _global_pool_plane(x_flat, task, C, Cx, xc0, HW, out, oc0, False)
-        return
-    for task in numba.prange(N * C):
-        _global_pool_plane(x_flat, task, C, Cx, xc0, HW, out, oc0, False)
+    _global_pool(x, xc0, C, out, oc0, False)
 
 
 @cached_njit(parallel=True, error_model="numpy")
 def global_maxpool(x, xc0, C, out, oc0):
     """``out[n, oc0+c, 0, 0]`` = maximum of ``x[n, xc0+c]`` over all of H x W (out is 1 x 1)."""
+    _global_pool(x, xc0, C, out, oc0, True)
+
+
+@cached_njit(inline="always", error_model="numpy")
+def _global_pool(x, xc0, C, out, oc0, is_max):
+    """The body of both global pools (inlined, its prange with it): plane by plane, a small
+    input on the calling thread."""
     N, Cx = x.shape[0], x.shape[1]
     HW = x.shape[2] * x.shape[3]
     x_flat = x.reshape(x.size)
     if N * C * HW < SERIAL_WORK:
         for task in range(N * C):
-            _global_pool_plane(x_flat, task, C, Cx, xc0, HW, out, oc0, True)
+            _global_pool_plane(x_flat, task, C, Cx, xc0, HW, out, oc0, is_max)
         return
     for task in numba.prange(N * C):
-        _global_pool_plane(x_flat, task, C, Cx, xc0, HW, out, oc0, True)
+        _global_pool_plane(x_flat, task, C, Cx, xc0, HW, out, oc0, is_max)
 
 
 @cached_njit(inline="always", error_model="numpy")
