@@ -66,7 +66,8 @@ work saves (LeNet-5 at batch 1: 1.19x faster).
 
 The last spatial tile of a 1x1 unpadded conv reads past the end of its input planes; where
 that would pass the end of the buffer (the last image's last channels) its taps are first
-copied into a small panel, once per call. The runtime calls no BLAS (docs/kernel-notes.md says why).
+copied into a small panel, once per call. The runtime calls no BLAS (docs/kernel-notes.md
+says why).
 """
 
 import numba
@@ -860,8 +861,9 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     # rest to the scratch, copied cell by cell (1x1 convs up to 25% faster than through the
     # scratch; storing the vectors of tiles that cross a row's end so, rather than the
     # whole tile through the scratch: 3x3 3->64 at 32x32 1.25-1.3x, 3x3/2 3->64 at 224x224
-    # 1.14-1.19x, stride-2 3x3 and 5x5 layers 2-12%; masked stores measured no faster than
-    # the scratch)
+    # 1.14-1.19x, stride-2 3x3 and 5x5 layers 2-12%; on the AVX2 host masked stores of
+    # whole tiles measured no faster than the scratch). A vector of two runs of cells takes
+    # two masked stores where SPLIT_STORES (AVX-512, 128-bit targets)
     direct = rc0 < 0 and _direct_act(act)
     vpos, vsplit = _vector_positions(P, ntiles if direct else 0, Wrow, Wq, OW, OH, nb == 1,
                                      out.shape[1] * OH * OW)  # fmt: skip
