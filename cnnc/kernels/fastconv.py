@@ -57,7 +57,7 @@ Parallelism: the work items ``(image block, group, k-block group, spatial tile, 
 -- k blocks in groups of about ``WEIGHT_GROUP_BYTES`` of weights, which stay in L2 while the
 tiles sweep the input, and each tile's input read by the group's k blocks one after the
 other -- are cut into ``NCHUNK`` chunks, which the threads take one at a time as they
-finish the last (``sched.next_chunk``; their scratch is allocated once per call). Two
+finish the last (``sched.take_chunk``; their scratch is allocated once per call). Two
 parallel regions
 per call (input preparation, compute; one for an unpadded stride-1 1x1 conv, which reads
 its input as it is). A conv of fewer than ``SERIAL_WORK`` multiply-adds runs both on the
@@ -91,7 +91,7 @@ from .elementwise import (
     copy_into,
 )
 from .jit import cached_njit, call_linked, linked_njit
-from .sched import next_chunk
+from .sched import take_chunk
 
 # The micro-kernel's tile, from the CPU target (cnnc/backend.py): every accumulator, the
 # input vectors and a broadcast weight fit the vector registers. Numba compiles these
@@ -875,22 +875,26 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
                     blk_stride, x_start, g_stride, as_is, pstride, panel_offs, direct,
                     vpos, vsplit)  # fmt: skip
         return
-    # chunks handed out as threads ask (sched.py): a thread's first iteration takes chunks
-    # until none are left, its others find none. Against the static halves, interleaved,
-    # four runs: GoogLeNet b1 0.95-1.05x (mean 1.01), b8 1.00-1.06x, ResNet-18 b1
-    # 0.98-1.06x (mean 1.02), SqueezeNet 1.00-1.01x; the gain shows when the machine is
-    # noisy, as a core that other load slows no longer holds up the other at the end
-    counter = np.zeros(1, np.int64)
-    for _worker in numba.prange(nchunks):
-        chunk = next_chunk(counter)
-        while chunk < nchunks:
+    # chunks handed out as threads ask (sched.take_chunk): the first half of the prange's
+    # iterations from the front, the second half from the back, each thread's first
+    # iteration taking chunks until none are left. On the AVX2 host plain first-come
+    # chunks beat static halves (GoogLeNet 1.01x, ResNet-18 1.02x: a core slowed by other
+    # load no longer holds up the other); on this AVX-512 host static halves beat them
+    # (SqueezeNet 1.03-1.09x, GoogLeNet 1.00-1.06x, LeNet-5 b64 1.08x), each thread keeping
+    # to contiguous tiles and k blocks; from both ends matched static (0.99-1.04x) and
+    # kept the hand-out
+    counters = np.zeros(3, np.int64)
+    for worker in numba.prange(nchunks):
+        from_back = 2 * worker >= nchunks
+        chunk = take_chunk(counters, nchunks, from_back)
+        while chunk >= 0:
             call_linked(_conv_chunk, nitems * chunk // nchunks, nitems * (chunk + 1) // nchunks,
                         scratch[chunk], voffs[chunk], panels, first_over, xq, offs, ntap, wpk,
                         out, out_flat, oc0, bias, act, alpha, beta, res, rc0, act_from, ntiles,
                         nkb, kgrp, ngrp, groups, k_g, wblock, P, Wrow, Wq, OW, OH, nb,
                         blk_stride, x_start, g_stride, as_is, pstride, panel_offs, direct,
                         vpos, vsplit)  # fmt: skip
-            chunk = next_chunk(counter)
+            chunk = take_chunk(counters, nchunks, from_back)
 
 
 # Not inlined, and neither are the helpers it calls: the prange loop of conv2d_packed only

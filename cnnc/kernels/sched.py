@@ -5,7 +5,10 @@ of the iterations; whichever finishes first then waits at the region's end, and 
 shared machine the core that other load slows decides the region's time. A kernel
 instead runs a ``prange`` over its chunks whose every iteration takes the next chunk from
 a shared counter until none are left (``next_chunk``): each thread's first iteration
-does its share, however large, and its other iterations find nothing left.
+does its share, however large, and its other iterations find nothing left. With
+``take_chunk`` the two halves of the iterations take chunks from the two ends, so with
+two threads each keeps to a contiguous run of chunks (their tiles' inputs and weights in
+its own cache) until the runs meet.
 (``numba.get_num_threads()`` in a kernel would make it a dynamic global, which Numba does
 not cache.)
 """
@@ -24,5 +27,36 @@ def next_chunk(typingctx, counter):
     def codegen(context, builder, sig, args):
         data = context.make_array(sig.args[0])(context, builder, args[0]).data
         return builder.atomic_rmw("add", data, ir.Constant(ir.IntType(64), 1), "monotonic")
+
+    return sig, codegen
+
+
+@intrinsic
+def take_chunk(typingctx, counters, nchunks, from_back):
+    """The next of ``nchunks`` chunks for the calling thread, taken from the front (``0, 1,
+    ...``) or, with ``from_back``, from the back (``nchunks-1, nchunks-2, ...``); ``-1``
+    when none is left. ``counters`` is an int64 array of three zeros per region: the chunks
+    taken, the front's next and the back's count. The two ends never hand out a chunk
+    twice: a chunk is first reserved from the total, then named from its end."""
+    sig = types.int64(counters, nchunks, from_back)
+
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        total = builder.atomic_rmw("add", data, ir.Constant(i64, 1), "monotonic")
+        before = builder.basic_block
+        with builder.if_then(builder.icmp_signed("<", total, args[1])):
+            # reserved: name it from its end (only a reserved chunk counts at its end)
+            back = builder.icmp_signed("!=", args[2], ir.Constant(args[2].type, 0))
+            end = builder.select(back, ir.Constant(i64, 2), ir.Constant(i64, 1))
+            taken = builder.atomic_rmw("add", builder.gep(data, [end]), ir.Constant(i64, 1),
+                                       "monotonic")  # fmt: skip
+            last = builder.sub(args[1], ir.Constant(i64, 1))
+            chunk = builder.select(back, builder.sub(last, taken), taken)
+            reserved = builder.basic_block
+        result = builder.phi(i64)
+        result.add_incoming(ir.Constant(i64, -1), before)
+        result.add_incoming(chunk, reserved)
+        return result
 
     return sig, codegen
