@@ -148,6 +148,29 @@ def vector_fma(builder):
         builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fmuladd.v{VL}f32")
 
 
+def masked_load(builder, ptr, mask, passthru):
+    """``llvm.masked.load`` of a float vector (``passthru``'s type) at the float pointer
+    ``ptr``: the lanes where ``mask`` is set are read, the others are ``passthru``'s (and
+    never touched in memory)."""
+    vec = passthru.type
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vec, [vec.as_pointer(), _I32, mask.type, vec]),
+        f"llvm.masked.load.v{vec.count}f32.p0")  # fmt: skip
+    return builder.call(fn, [builder.bitcast(ptr, vec.as_pointer()), ir.Constant(_I32, 4),
+                             mask, passthru])  # fmt: skip
+
+
+def masked_store(builder, value, ptr, mask):
+    """``llvm.masked.store`` of the float vector ``value`` at the float pointer ``ptr``: only
+    the lanes where ``mask`` is set are written."""
+    vec = value.type
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [vec, vec.as_pointer(), _I32,
+                                                        mask.type]),
+        f"llvm.masked.store.v{vec.count}f32.p0")  # fmt: skip
+    builder.call(fn, [value, builder.bitcast(ptr, vec.as_pointer()), ir.Constant(_I32, 4), mask])
+
+
 def _store_rows(builder, acc, data, offset, stride):
     """Store a tile's accumulators ``acc[k][v]`` (``_emit_tile``) at ``data[offset +
     k*stride + VL*v : +VL]`` (``offset`` and ``stride`` i64 values)."""
@@ -312,10 +335,6 @@ def _uk_direct(typingctx, x, xoff, offs, ntap, w, woff, out, voff, ostride, bias
                   for k in range(KT)]  # fmt: skip
 
         vptr = _VEC.as_pointer()
-        mtype = ir.VectorType(ir.IntType(1), VL)
-        mstore = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [_VEC, vptr, _I32, mtype]),
-            f"llvm.masked.store.v{VL}f32.p0")  # fmt: skip
         lanes = ir.Constant(ir.VectorType(_I64, VL), list(range(VL)))
 
         def store(finish):
@@ -339,9 +358,7 @@ def _uk_direct(typingctx, x, xoff, offs, ntap, w, woff, out, voff, ostride, bias
                             keep = _splat(builder, in_conv[k])
                             for d, mask in ((d1, first), (d2, second)):
                                 p = builder.gep(outa.data, [builder.add(d, row)])
-                                builder.call(mstore, [vals[k][v], builder.bitcast(p, vptr),
-                                                      ir.Constant(_I32, 4),
-                                                      builder.and_(mask, keep)])  # fmt: skip
+                                masked_store(builder, vals[k][v], p, builder.and_(mask, keep))
                     with whole:
                         for k in range(KT):
                             kk = ir.Constant(_I64, k)

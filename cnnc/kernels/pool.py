@@ -8,11 +8,10 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .elementwise import SERIAL_WORK, copy_into
-from .fastconv import _I32, _I64, _VEC, VL, _splat
+from .fastconv import _I32, _I64, _VEC, VL, _splat, masked_load, masked_store
 from .jit import cached_njit, call_linked, linked_njit
 
 
@@ -253,13 +252,6 @@ def _max3x3s2_block(typingctx, x, r0, r1, r2, out, o, m):
         oa = context.make_array(sig.args[4])(context, builder, args[4])
         rows, o_, m_ = args[1:4], args[5], args[6]
         vptr = _VEC.as_pointer()
-        mtype = ir.VectorType(ir.IntType(1), VL)
-        mload = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_VEC, [vptr, _I32, mtype, _VEC]),
-            f"llvm.masked.load.v{VL}f32.p0")  # fmt: skip
-        mstore = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [_VEC, vptr, _I32, mtype]),
-            f"llvm.masked.store.v{VL}f32.p0")  # fmt: skip
         ninf = ir.Constant(ir.FloatType(), float("-inf"))
         lanes = ir.Constant(ir.VectorType(_I64, VL), list(range(VL)))
 
@@ -303,14 +295,12 @@ def _max3x3s2_block(typingctx, x, r0, r1, r2, out, o, m):
                 fill = _splat(builder, ninf)
                 lo = hi = None
                 for r in rows:
-                    a = builder.call(mload, [builder.bitcast(at(r, 0), vptr),
-                                             ir.Constant(_I32, 4), low_mask, fill])  # fmt: skip
-                    b = builder.call(mload, [builder.bitcast(at(r, VL), vptr),
-                                             ir.Constant(_I32, 4), high_mask, fill])  # fmt: skip
+                    a = masked_load(builder, at(r, 0), low_mask, fill)
+                    b = masked_load(builder, at(r, VL), high_mask, fill)
                     lo = a if lo is None else vmax(lo, a)
                     hi = b if hi is None else vmax(hi, b)
                 keep = builder.icmp_signed("<", lanes, _splat(builder, m_, VL))
-                builder.call(mstore, [windows(lo, hi, ninf), optr, ir.Constant(_I32, 4), keep])
+                masked_store(builder, windows(lo, hi, ninf), optr, keep)
         return context.get_dummy_value()
 
     return sig, codegen

@@ -47,11 +47,21 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .elementwise import ACT_RELU
-from .fastconv import _I32, _I64, KT, VL, VN, _emit_tile, _splat, _store_rows
+from .fastconv import (
+    _I32,
+    _I64,
+    KT,
+    VL,
+    VN,
+    _emit_tile,
+    _splat,
+    _store_rows,
+    masked_load,
+    masked_store,
+)
 from .jit import cached_njit, call_linked, linked_njit
 from .sched import next_chunk
 
@@ -203,7 +213,6 @@ def _make_store(m):
     width = SV * m
     wide = ir.VectorType(ir.FloatType(), width)
     wptr = wide.as_pointer()
-    mtype = ir.VectorType(ir.IntType(1), width)
     # y_0 .. y_{m-1} concatenated is w[j*SV + t]; the cells want t*m + j
     order = ir.Constant(ir.VectorType(_I32, width), [j * SV + t for t in range(SV)
                                                       for j in range(m)])  # fmt: skip
@@ -216,13 +225,6 @@ def _make_store(m):
             ya, oa, ra = [context.make_array(sig.args[i])(context, builder, args[i])
                           for i in (0, 3, 6)]  # fmt: skip
             yoff_, ystride_, ooff_, b_, roff_, relu_, ncols_ = args[1:3] + args[4:6] + args[7:]
-            module = builder.module
-            mload = cgutils.get_or_insert_function(
-                module, ir.FunctionType(wide, [wptr, _I32, mtype, wide]),
-                f"llvm.masked.load.v{width}f32.p0")  # fmt: skip
-            mstore = cgutils.get_or_insert_function(
-                module, ir.FunctionType(ir.VoidType(), [wide, wptr, _I32, mtype]),
-                f"llvm.masked.store.v{width}f32.p0")  # fmt: skip
             lanes = ir.Constant(ir.VectorType(_I64, width), list(range(width)))
             mask = builder.icmp_signed("<", lanes, _splat(builder, ncols_, width))
             vs = []
@@ -240,9 +242,8 @@ def _make_store(m):
             # the residual: its load behind a branch (with roff < 0, res may be any array)
             before = builder.basic_block
             with builder.if_then(builder.icmp_signed(">=", roff_, ir.Constant(_I64, 0))):
-                rptr = builder.bitcast(builder.gep(ra.data, [roff_]), wptr)
-                skip = builder.call(mload, [rptr, ir.Constant(_I32, 4), mask,
-                                            ir.Constant(wide, None)])  # fmt: skip
+                skip = masked_load(builder, builder.gep(ra.data, [roff_]), mask,
+                                   ir.Constant(wide, None))  # fmt: skip
                 added = builder.fadd(val, skip)
                 with_res = builder.basic_block
             phi = builder.phi(wide)
@@ -260,7 +261,7 @@ def _make_store(m):
                 with run:
                     builder.store(val, optr, align=4)
                 with part:
-                    builder.call(mstore, [val, optr, ir.Constant(_I32, 4), mask])
+                    masked_store(builder, val, optr, mask)
             return context.get_dummy_value()
 
         return sig, codegen
