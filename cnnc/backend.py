@@ -220,6 +220,14 @@ def lanes_runs(attrs: dict, in_channels: int, out_shape: tuple) -> bool:
 #: lose (0.6x). The plan serves every batch size, so the rule is batch 1's.
 WINOGRAD_MIN_TILES = 49
 WINOGRAD_MIN_CHANNELS = 16
+#: and F(2x2) from 16 tiles (a 7x7 output) for wide layers, whose weights outweigh the
+#: transforms: with rows of 4 tiles packed two to a vector and only the slots that hold
+#: tiles multiplied (kernels/winograd.py), AVX-512 host, one conv against the direct
+#: kernels, 1 / 2 threads: 3x3 160->320 at 7x7 1.13 / 1.17x at batch 1, 1.44x at batch 8;
+#: 192->384 1.16 / 1.14x, 1.46 / 1.44x; 512->512 1.02 / 0.94x, 1.51 / 1.39x; 256->256
+#: 0.93 / 1.03x, 1.30 / 1.38x; but 48->128 0.73 / 0.85x at batch 1.
+WINOGRAD_MIN_TILES_WIDE = 16
+WINOGRAD_WIDE_CHANNELS = 128
 
 
 def winograd_runs(attrs: dict) -> bool:
@@ -233,11 +241,13 @@ def winograd_runs(attrs: dict) -> bool:
 def winograd_tile(attrs: dict, in_channels: int, out_shape: tuple) -> int:
     """The output tile m of the Winograd F(m x m, 3x3) kernel a conv should run, or 0 for
     the direct kernels: only convs it computes (`winograd_runs`) qualify; the largest m
-    whose tiles reach ``WINOGRAD_MIN_TILES`` an image."""
+    whose tiles reach ``WINOGRAD_MIN_TILES`` an image, else 2 for a wide conv whose tiles
+    of 2x2 reach ``WINOGRAD_MIN_TILES_WIDE``."""
     if not winograd_runs(attrs) or min(in_channels, out_shape[0]) < WINOGRAD_MIN_CHANNELS:
         return 0
     _, oh, ow = out_shape
     for m in (4, 2):
         if -(-oh // m) * -(-ow // m) >= WINOGRAD_MIN_TILES:
             return m
-    return 0
+    wide = min(in_channels, out_shape[0]) >= WINOGRAD_WIDE_CHANNELS
+    return 2 if wide and -(-oh // 2) * -(-ow // 2) >= WINOGRAD_MIN_TILES_WIDE else 0

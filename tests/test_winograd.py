@@ -44,13 +44,16 @@ def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
 # (N, cin, H, W, K, padding): 3x3, stride 1
 CASES = [
     (1, 3, 9, 7, 5, (1, 1)),  # odd sizes, partial tiles on both edges
-    (3, 17, 11, 6, 9, "valid"),  # batch 3, K not a multiple of the tile's channels
+    # batch 3, K not a multiple of the tile's channels; with F(2x2) rows of 2 tiles, two
+    # rows a vector, the last of an image beside the next image's first
+    (3, 17, 11, 6, 9, "valid"),
     (1, 8, 3, 3, 4, "valid"),  # one output cell
     (3, 8, 10, 13, 33, (2, 1, 0, 2)),  # explicit asymmetric padding
-    (1, 5, 8, 8, 6, "same"),
+    (1, 5, 8, 8, 6, "same"),  # F(2x2): 4 x 4 tiles, two rows a vector, one vector of slots
     (3, 5, 30, 29, 9, "same"),  # many tiles: several blocks, the last one partial
     (1, 64, 12, 12, 70, (1, 1)),  # few tiles, many k blocks: a block split over k
     (2, 4, 9, 70, 5, (1, 1)),  # wide rows: whole and partial runs of a vector's tiles
+    (2, 1030, 5, 5, 9, (1, 1)),  # many input channels: the GEMMs prefetch weights ahead
 ]
 
 
@@ -154,8 +157,14 @@ def test_choice_rule():
     assert winograd_tile(conv_attrs(), 256, (256, 24, 24)) == 2  # 6 x 6 of 4x4: too few
     assert winograd_tile(conv_attrs(), 256, (256, 14, 14)) == 2
     assert winograd_tile(conv_attrs(), 64, (64, 13, 13)) == 2  # 7 x 7 tiles of 2x2
-    assert winograd_tile(conv_attrs(), 512, (512, 12, 12)) == 0  # too few tiles
-    assert winograd_tile(conv_attrs(), 512, (512, 7, 7)) == 0
+    assert winograd_tile(conv_attrs(), 64, (64, 12, 12)) == 0  # too few tiles
+    assert winograd_tile(conv_attrs(), 96, (256, 7, 7)) == 0
+    # but wide convs take F(2x2) from 4 x 4 tiles of 2x2
+    assert winograd_tile(conv_attrs(), 512, (512, 12, 12)) == 2
+    assert winograd_tile(conv_attrs(), 512, (512, 7, 7)) == 2
+    assert winograd_tile(conv_attrs(), 128, (128, 7, 7)) == 2
+    assert winograd_tile(conv_attrs(), 512, (512, 6, 6)) == 0  # 3 x 3 tiles
+    assert winograd_tile(conv_attrs(), 127, (512, 7, 7)) == 0
     assert winograd_tile(conv_attrs(), 15, (32, 28, 28)) == 0  # too few channels
     assert winograd_tile(conv_attrs(), 32, (15, 28, 28)) == 0
     assert winograd_tile(conv_attrs(stride=(2, 2)), 64, (64, 56, 56)) == 0

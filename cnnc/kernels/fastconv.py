@@ -213,12 +213,14 @@ def emit_tap_loop(builder, ntap, starts, step):
     return finals
 
 
-def _emit_tile(context, builder, x, xoff, offs, ntap, w, woff, vn):
+def _emit_tile(context, builder, x, xoff, offs, ntap, w, woff, vn, prefetch=None):
     """Emit the tap loop of a ``KT x VL*vn`` tile; returns ``acc[k][v]`` (``VL`` floats):
 
         acc[k][v] = sum_{t < ntap} w[woff + t*KT + k] * x[xoff + offs[t] + VL*v : +VL]
 
-    ``x``, ``offs`` and ``w`` are Numba array structs (1-D float32, int64, float32).
+    ``x``, ``offs`` and ``w`` are Numba array structs (1-D float32, int64, float32). With
+    ``prefetch`` (an i64 value), each tap also prefetches ``w[woff + t*KT + prefetch]``
+    into the caches (a hint: never faults, wherever it points).
     """
     fma = vector_fma(builder)
     xbase = builder.gep(x.data, [xoff])
@@ -231,6 +233,12 @@ def _emit_tile(context, builder, x, xoff, offs, ntap, w, woff, vn):
             p = builder.gep(xp, [ir.Constant(_I64, VL * v)])
             xv.append(builder.load(builder.bitcast(p, _VEC.as_pointer()), align=4))
         wp = builder.gep(wbase, [builder.mul(t, ir.Constant(_I64, KT))])
+        if prefetch is not None:
+            i8p = ir.IntType(8).as_pointer()
+            fn = builder.module.declare_intrinsic(
+                "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32]))
+            ahead = builder.bitcast(builder.gep(wp, [prefetch]), i8p)  # read, keep, data
+            builder.call(fn, [ahead] + [ir.Constant(_I32, v) for v in (0, 3, 1)])
         new = []
         for k in range(KT):
             wb = _splat(builder, builder.load(builder.gep(wp, [ir.Constant(_I64, k)]), align=4))

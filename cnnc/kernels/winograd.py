@@ -104,6 +104,15 @@ SV = min(VL, 8)
 #: 18.2 vs 20.0 ms, ResNet-18 19.0 vs 23.4, SqueezeNet 5.5 vs 6.7 (fastest medians).
 WVN = min(VN, max(1, 32 // VL))
 TW = WVN * VL  # slots a block (a work item)
+#: The GEMMs' taps prefetch the weights this many floats (4 KiB) ahead when a k block's
+#: weights (input channels x KT floats) reach PREFETCH_MIN_FLOATS (16 KiB on AVX-512): a
+#: layer of 512 input channels streams megabytes of transformed weights through each
+#: call. AVX-512 host, one conv, against no prefetch, 1 / 2 threads: 3x3 512->512 at 7x7
+#: 1.34 / 1.25x at batch 1, 1.16 / 1.18x at batch 8, at 14x14 1.19 / 1.22x; with 256 and
+#: fewer input channels it was even (0.97-1.08x), and so was prefetching in fastconv's
+#: packed kernel (1x1 512->1000 at 13x13, the 7x7/2 stem: 0.98-1.02x).
+WEIGHT_AHEAD = 1024
+PREFETCH_MIN_FLOATS = 4096
 _SVEC = ir.VectorType(ir.FloatType(), SV)
 
 
@@ -130,47 +139,63 @@ def pack_winograd_weights(w: np.ndarray, m: int) -> np.ndarray:
 # ---------------------------------------------------------------- vector transforms
 
 
-def _make_lincomb(matrix):
+def _make_lincomb(matrix, halves=False):
     """An intrinsic ``lc(src, soff, sstride, dst, doff, dstride)``: one vector of ``SV``
     lanes of ``dst[doff + i*dstride + l] = sum_k matrix[i, k] * src[soff + k*sstride + l]``.
 
+    With ``halves``, ``lc(src, soff, soff2, sstride, dst, doff, dstride)``: the source's
+    lanes ``SV/2`` and up come from ``soff2 + k*sstride`` (two tile rows in one vector).
     The constant matrix is folded into the code: zeros skipped, ones and minus ones as
     additions and subtractions. ``src`` and ``dst`` are 1-D float32 arrays; no bounds
     checks.
     """
     rows = [[float(v) for v in row] for row in np.asarray(matrix)]
+    half = ir.VectorType(ir.FloatType(), SV // 2)
+    both = ir.Constant(ir.VectorType(_I32, SV), list(range(SV)))
+
+    def emit(context, builder, sig, args):
+        n = len(args)
+        sa = context.make_array(sig.args[0])(context, builder, args[0])
+        da = context.make_array(sig.args[n - 3])(context, builder, args[n - 3])
+        soff_, sstride_, doff_, dstride_ = args[1], args[n - 4], args[n - 2], args[n - 1]
+
+        def vector_at(data, offset, stride, k, vtype=_SVEC):
+            index = builder.add(offset, builder.mul(stride, ir.Constant(_I64, k)))
+            return builder.bitcast(builder.gep(data, [index]), vtype.as_pointer())
+
+        def load(k):
+            if not halves:
+                return builder.load(vector_at(sa.data, soff_, sstride_, k), align=4)
+            lo = builder.load(vector_at(sa.data, soff_, sstride_, k, half), align=4)
+            hi = builder.load(vector_at(sa.data, args[2], sstride_, k, half), align=4)
+            return builder.shuffle_vector(lo, hi, both)
+
+        loads = [load(k) for k in range(len(rows[0]))]
+        for i, row in enumerate(rows):
+            acc = None
+            for k, c in enumerate(row):
+                if c == 0.0:
+                    continue
+                if c == -1.0 and acc is not None:
+                    acc = builder.fsub(acc, loads[k])
+                    continue
+                v = loads[k]
+                if c != 1.0:
+                    v = builder.fmul(v, _splat(builder, ir.Constant(ir.FloatType(), c), SV))
+                acc = v if acc is None else builder.fadd(acc, v)
+            builder.store(acc, vector_at(da.data, doff_, dstride_, i), align=4)
+        return context.get_dummy_value()
+
+    if halves:
+        @intrinsic
+        def lc2(typingctx, src, soff, soff2, sstride, dst, doff, dstride):
+            return types.void(src, soff, soff2, sstride, dst, doff, dstride), emit
+
+        return lc2
 
     @intrinsic
     def lc(typingctx, src, soff, sstride, dst, doff, dstride):
-        sig = types.void(src, soff, sstride, dst, doff, dstride)
-
-        def codegen(context, builder, sig, args):
-            sa = context.make_array(sig.args[0])(context, builder, args[0])
-            da = context.make_array(sig.args[3])(context, builder, args[3])
-            soff_, sstride_, doff_, dstride_ = args[1], args[2], args[4], args[5]
-
-            def vector_at(data, offset, stride, k):
-                index = builder.add(offset, builder.mul(stride, ir.Constant(_I64, k)))
-                return builder.bitcast(builder.gep(data, [index]), _SVEC.as_pointer())
-
-            loads = [builder.load(vector_at(sa.data, soff_, sstride_, k), align=4)
-                     for k in range(len(rows[0]))]  # fmt: skip
-            for i, row in enumerate(rows):
-                acc = None
-                for k, c in enumerate(row):
-                    if c == 0.0:
-                        continue
-                    if c == -1.0 and acc is not None:
-                        acc = builder.fsub(acc, loads[k])
-                        continue
-                    v = loads[k]
-                    if c != 1.0:
-                        v = builder.fmul(v, _splat(builder, ir.Constant(ir.FloatType(), c), SV))
-                    acc = v if acc is None else builder.fadd(acc, v)
-                builder.store(acc, vector_at(da.data, doff_, dstride_, i), align=4)
-            return context.get_dummy_value()
-
-        return sig, codegen
+        return types.void(src, soff, sstride, dst, doff, dstride), emit
 
     return lc
 
@@ -179,29 +204,44 @@ _bt4 = _make_lincomb(BT4)
 _bt2 = _make_lincomb(BT2)
 _at4 = _make_lincomb(AT4)
 _at2 = _make_lincomb(AT2)
+_bt2_halves = _make_lincomb(BT2, halves=True)
 
 
-@intrinsic
-def _uk_rows(typingctx, x, xoff, offs, ntap, w, woff, dst, doff, dstride):
-    """fastconv's micro-kernel, a ``KT x TW`` tile, its ``KT`` rows stored ``dstride`` apart:
-    ``dst[doff + k*dstride + VL*v : +VL] = acc[k][v]`` (``_emit_tile``). No bounds checks."""
-    sig = types.void(x, xoff, offs, ntap, w, woff, dst, doff, dstride)
+def _make_uk_rows(vn):
+    """An intrinsic ``uk(x, xoff, offs, ntap, w, woff, dst, doff, dstride, ahead)``:
+    fastconv's micro-kernel, a ``KT x VL*vn`` tile, its ``KT`` rows stored ``dstride``
+    apart: ``dst[doff + k*dstride + VL*v : +VL] = acc[k][v]`` (``_emit_tile``), each tap
+    prefetching the weights ``ahead`` floats on. No bounds checks."""
 
-    def codegen(context, builder, sig, args):
-        xa, oa, wa, da = [context.make_array(sig.args[i])(context, builder, args[i])
-                          for i in (0, 2, 4, 6)]  # fmt: skip
-        acc = _emit_tile(context, builder, xa, args[1], oa, args[3], wa, args[5], WVN)
-        _store_rows(builder, acc, da.data, args[7], args[8])
-        return context.get_dummy_value()
+    @intrinsic
+    def uk(typingctx, x, xoff, offs, ntap, w, woff, dst, doff, dstride, ahead):
+        sig = types.void(x, xoff, offs, ntap, w, woff, dst, doff, dstride, ahead)
 
-    return sig, codegen
+        def codegen(context, builder, sig, args):
+            xa, oa, wa, da = [context.make_array(sig.args[i])(context, builder, args[i])
+                              for i in (0, 2, 4, 6)]  # fmt: skip
+            acc = _emit_tile(context, builder, xa, args[1], oa, args[3], wa, args[5], vn,
+                             args[9])
+            _store_rows(builder, acc, da.data, args[7], args[8])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return uk
 
 
-def _make_store(m):
+# A block's GEMMs use only the vectors of slots that hold tiles: a small plane at batch 1
+# (7x7 with F(2x2): 16 slots) fills one of AVX-512's two. Tiles of 1..WVN vectors (WVN is
+# at most 3 on every target; the names past WVN repeat the widest).
+_UK_ROWS = [_make_uk_rows(v) for v in range(1, WVN + 1)]
+_uk_rows_1, _uk_rows_2, _uk_rows_3 = (_UK_ROWS[min(v, WVN) - 1] for v in (1, 2, 3))
+
+
+def _make_store(m, sv=SV):
     """An intrinsic ``st(y, yoff, ystride, out, ooff, b, res, roff, relu, ncols)``: the
-    Winograd epilogue of ``SV`` tiles side by side in a tile row. The ``m`` vectors
-    ``y_j = y[yoff + j*ystride : +SV]`` (column ``j`` of each tile's output row) are
-    interleaved into the ``SV*m`` consecutive cells of the output row they cover:
+    Winograd epilogue of ``sv`` tiles side by side in a tile row. The ``m`` vectors
+    ``y_j = y[yoff + j*ystride : +sv]`` (column ``j`` of each tile's output row) are
+    interleaved into the ``sv*m`` consecutive cells of the output row they cover:
 
         out[ooff + t*m + j] = act((y_j[t] + b) [+ res[roff + t*m + j]])   (t*m + j < ncols)
 
@@ -210,11 +250,12 @@ def _make_store(m):
     loads and stores: a row's last tiles may pass its end; a plain store when all ``SV*m``
     cells are in). No bounds checks.
     """
-    width = SV * m
+    width = sv * m
     wide = ir.VectorType(ir.FloatType(), width)
     wptr = wide.as_pointer()
-    # y_0 .. y_{m-1} concatenated is w[j*SV + t]; the cells want t*m + j
-    order = ir.Constant(ir.VectorType(_I32, width), [j * SV + t for t in range(SV)
+    svec = ir.VectorType(ir.FloatType(), sv)
+    # y_0 .. y_{m-1} concatenated is w[j*sv + t]; the cells want t*m + j
+    order = ir.Constant(ir.VectorType(_I32, width), [j * sv + t for t in range(sv)
                                                       for j in range(m)])  # fmt: skip
 
     @intrinsic
@@ -231,7 +272,7 @@ def _make_store(m):
             for j in range(m):
                 index = builder.add(yoff_, builder.mul(ystride_, ir.Constant(_I64, j)))
                 vs.append(builder.load(builder.bitcast(builder.gep(ya.data, [index]),
-                                                       _SVEC.as_pointer()), align=4))  # fmt: skip
+                                                       svec.as_pointer()), align=4))  # fmt: skip
             while len(vs) > 1:  # concatenate pairwise
                 n = 2 * vs[0].type.count
                 both = ir.Constant(ir.VectorType(_I32, n), list(range(n)))
@@ -271,6 +312,7 @@ def _make_store(m):
 
 _store4 = _make_store(4)
 _store2 = _make_store(2)
+_store2_half = _make_store(2, SV // 2)  # the tile rows of a plane at most SV/2 tiles wide
 
 
 @numba.njit(error_model="numpy")
@@ -376,7 +418,10 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     a2 = al * al
     th = (OH + m - 1) // m
     tw = (OW + m - 1) // m
-    twp = (tw + SV - 1) // SV * SV  # tile slots a tile row: whole vectors, never two rows
+    # tile slots a tile row: whole vectors, never two rows -- but for F(2x2) rows of at
+    # most SV/2 tiles take SV/2 slots, two rows a vector (7x7: 16 slots, not 32)
+    tv = SV // 2 if m == 2 and tw <= SV // 2 else SV
+    twp = (tw + tv - 1) // tv * tv
     per_image = th * twp
     nslots = N * per_image
     nblocks = (nslots + TW - 1) // TW
@@ -414,7 +459,7 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
         while item < nitems:
             call_linked(_winograd_chunk, item, item + 1, vbuf[w], mbuf[w], ebuf[w], ybuf[w],
                         tbuf[w], xq, cin, Hr, U, out, oc0, K, upk, bias, m, act, res, rc0,
-                        offs, per_image, twp, tw, nslots, nks, nkb, kpad, OH, OW)
+                        offs, per_image, twp, tw, nslots, nks, nkb, kpad, OH, OW, tv)
             item = next_chunk(counter)
 
 
@@ -422,7 +467,7 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
 @linked_njit(llvm_opt=2, error_model="numpy")
 def _winograd_chunk(first, last, V, M, e, y, tiles, xq, cin, Hr, U, out, oc0, K, upk, bias, m,
                     act, res, rc0, offs, per_image, twp, tw, nslots, nks, nkb, kpad, OH,
-                    OW):  # fmt: skip
+                    OW, tv):  # fmt: skip
     """Work items ``[first, last)`` of conv2d_winograd (one chunk)."""
     al = m + 2
     a2 = al * al
@@ -432,12 +477,17 @@ def _winograd_chunk(first, last, V, M, e, y, tiles, xq, cin, Hr, U, out, oc0, K,
     tw0 = tiles[2]  # its first output column
     out_flat = out.reshape(out.size)
     res_flat = res.reshape(res.size)
+    # the GEMMs' weights: prefetched ahead where a k block's are large (else the line the
+    # tap loads anyway: the same code, no effect)
+    ahead = WEIGHT_AHEAD if cin * KT >= PREFETCH_MIN_FLOATS else 0
     for item in range(first, last):
         blk = item // nks
         share = item - blk * nks
         kb0 = nkb * share // nks
         kb1 = nkb * (share + 1) // nks
         s0 = blk * TW
+        # the GEMMs multiply only the vectors of slots that hold tiles
+        nv = (min(TW, nslots - s0) + VL - 1) // VL
         for p in range(TW):
             s = s0 + p
             n = s // per_image
@@ -446,7 +496,7 @@ def _winograd_chunk(first, last, V, M, e, y, tiles, xq, cin, Hr, U, out, oc0, K,
             tn[p] = n
             th0[p] = ty * m if s < nslots and tx < tw else -1
             tw0[p] = tx * m
-        # input transform: V[a, c, p], a vector of SV slots (one tile row) at a time
+        # input transform: V[a, c, p], a vector of SV slots (one tile row, or two) at a time
         for c in range(cin):
             for q in range(0, TW, SV):
                 s = s0 + q
@@ -454,35 +504,56 @@ def _winograd_chunk(first, last, V, M, e, y, tiles, xq, cin, Hr, U, out, oc0, K,
                     for a in range(a2):
                         e[a * TW + q : a * TW + q + SV] = 0.0
                     continue
-                # a vector's first slot always holds a tile (twp < tw + SV)
+                # a vector's first slot always holds a tile (twp < tw + SV), and so does
+                # the first of its second half when it holds two tile rows (tv < SV)
                 base = (tn[q] * cin + c) * m * plane + th0[q] * U + tw0[q] // m
-                for j in range(al):  # columns: e[i*al + j] = sum_k BT[i, k] d[k*al + j]
-                    _input_transform(m, xq, base + (j % m) * plane + j // m, U, e,
-                                     j * TW + q, al * TW, SV)  # fmt: skip
+                if tv == SV:
+                    for j in range(al):  # columns: e[i*al + j] = sum_k BT[i, k] d[k*al + j]
+                        _input_transform(m, xq, base + (j % m) * plane + j // m, U, e,
+                                         j * TW + q, al * TW, SV)  # fmt: skip
+                else:
+                    half2 = base
+                    if s + tv < nslots:
+                        half2 = (tn[q + tv] * cin + c) * m * plane + th0[q + tv] * U
+                    for j in range(al):
+                        _bt2_halves(xq, base + (j % m) * plane + j // m,
+                                    half2 + (j % m) * plane + j // m, U, e, j * TW + q,
+                                    al * TW)  # fmt: skip
             for i in range(al):  # rows: V[i*al + l, c] = sum_j BT[l, j] e[i*al + j]
                 _input_transform(m, e, i * al * TW, TW, V, (i * al * cin + c) * TW,
                                  cin * TW, TW)  # fmt: skip
         # the GEMMs: M[k, a, p] = sum_c U[a, k, c] V[a, c, p]
         for a in range(a2):
             for kb in range(kb0, kb1):
-                _uk_rows(V, a * cin * TW, offs, cin, upk, (a * nkb + kb) * cin * KT, M,
-                         (kb * KT * a2 + a) * TW, a2 * TW)
-        # output transform, epilogue and store, channel by channel
+                voff = a * cin * TW
+                woff = (a * nkb + kb) * cin * KT
+                moff = (kb * KT * a2 + a) * TW
+                if nv == 1:
+                    _uk_rows_1(V, voff, offs, cin, upk, woff, M, moff, a2 * TW, ahead)
+                elif nv == 2:
+                    _uk_rows_2(V, voff, offs, cin, upk, woff, M, moff, a2 * TW, ahead)
+                else:
+                    _uk_rows_3(V, voff, offs, cin, upk, woff, M, moff, a2 * TW, ahead)
+        if nv < WVN:  # the slots left out: finite junk for the output transform
+            for r in range(kb0 * KT * a2, kb1 * KT * a2):
+                M[r * TW + nv * VL : (r + 1) * TW] = 0.0
+        # output transform, epilogue and store, channel by channel (the loops over whole
+        # blocks of TW slots: constant trip counts, a few % faster than over nv vectors)
         for k in range(kb0 * KT, min(kb1 * KT, K)):
             for i in range(al):  # e[i*m + j] = sum_l AT[j, l] M[k, i*al + l]
                 _output_transform(m, M, (k * a2 + i * al) * TW, TW, e, i * m * TW, TW, TW)
             for j in range(m):  # y[i*m + j] = sum_l AT[i, l] e[l*m + j]
                 _output_transform(m, e, j * TW, m * TW, y, j * TW, m * TW, TW)
             # the epilogue as conv2d_packed's store: (y + bias) [+ skip], then relu; the
-            # SV tiles of a vector lie side by side in one tile row, so each output row
-            # they cover is one run of SV*m cells
+            # tv tiles of a vector (or half) lie side by side in one tile row, so each
+            # output row they cover is one run of tv*m cells
             b = bias[k]
-            for q in range(0, TW, SV):
+            for q in range(0, TW, tv):
                 if th0[q] < 0:
                     continue
                 n = tn[q]
                 ow0 = tw0[q]
-                ncols = min(SV * m, OW - ow0)
+                ncols = min(tv * m, OW - ow0)
                 for i in range(min(m, OH - th0[q])):
                     oh = th0[q] + i
                     ooff = ((n * out.shape[1] + oc0 + k) * OH + oh) * OW + ow0
@@ -490,6 +561,9 @@ def _winograd_chunk(first, last, V, M, e, y, tiles, xq, cin, Hr, U, out, oc0, K,
                     if m == 4:
                         _store4(y, i * m * TW + q, TW, out_flat, ooff, b, res_flat, roff,
                                 act == ACT_RELU, ncols)  # fmt: skip
+                    elif tv < SV:
+                        _store2_half(y, i * m * TW + q, TW, out_flat, ooff, b, res_flat, roff,
+                                     act == ACT_RELU, ncols)  # fmt: skip
                     else:
                         _store2(y, i * m * TW + q, TW, out_flat, ooff, b, res_flat, roff,
                                 act == ACT_RELU, ncols)  # fmt: skip
