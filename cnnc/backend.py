@@ -225,7 +225,12 @@ WINOGRAD_MIN_CHANNELS = 16
 #: tiles multiplied (kernels/winograd.py), AVX-512 host, one conv against the direct
 #: kernels, 1 / 2 threads: 3x3 160->320 at 7x7 1.13 / 1.17x at batch 1, 1.44x at batch 8;
 #: 192->384 1.16 / 1.14x, 1.46 / 1.44x; 512->512 1.02 / 0.94x, 1.51 / 1.39x; 256->256
-#: 0.93 / 1.03x, 1.30 / 1.38x; but 48->128 0.73 / 0.85x at batch 1.
+#: 0.93 / 1.03x, 1.30 / 1.38x; but 48->128 0.73 / 0.85x at batch 1. In whole networks,
+#: interleaved against the direct kernels: ResNet-18 b8 1.12x, b1 0.98-1.04x, GoogLeNet b1
+#: 0.98-1.02x (at batch 1 the 16 slots fill one vector and the weights, 16/9 of the
+#: direct kernels', come from memory). A plan holding both kernels, each for its batch
+#: sizes, would break the rule that an image's outputs are the same bits in any batch
+#: (docs/DESIGN.md), so one rule serves every batch.
 WINOGRAD_MIN_TILES_WIDE = 16
 WINOGRAD_WIDE_CHANNELS = 128
 

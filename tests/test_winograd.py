@@ -83,15 +83,20 @@ def test_kernel_matches_torch(case, m, act, residual):
     assert (out[:, :oc0] == SENTINEL).all() and (out[:, oc0 + k :] == SENTINEL).all()
 
 
-BLOCK = """network resblock(input: 32x28x28) {
-    add {
-        conv(32, 3x3, padding=1, bias=false) -> batchnorm -> relu
-        -> conv(32, 3x3, padding=same) -> batchnorm
+def block_source(c: int, h: int, w: int) -> str:
+    return f"""network resblock(input: {c}x{h}x{w}) {{
+    add {{
+        conv({c}, 3x3, padding=1, bias=false) -> batchnorm -> relu
+        -> conv({c}, 3x3, padding=same) -> batchnorm
       | identity
-    }
+    }}
     relu
-}
+}}
 """
+
+
+BLOCK = block_source(32, 28, 28)
+WIDE_BLOCK = block_source(128, 7, 7)  # wide: F(2x2) on 4 x 4 tiles
 
 
 def torch_block(x: torch.Tensor, p: dict) -> torch.Tensor:
@@ -114,6 +119,24 @@ def conv_tiles(net) -> dict:
             if d["op"] == "conv"}
 
 
+def check_block(net, direct, batch: int) -> None:
+    """Both nets of a block against its float64 PyTorch twin on one random batch."""
+    c, h, w = net.input_shape
+    rng = np.random.default_rng(batch)
+    x = rng.standard_normal((batch, c, h, w)).astype(np.float32)
+    params = {k: torch.from_numpy(v).double() for k, v in net.parameters().items()}
+    # non-trivial batchnorm statistics, so the folded weights are not the raw ones
+    for name in ("batchnorm1", "batchnorm2"):
+        params[f"{name}.running_mean"] = torch.from_numpy(rng.standard_normal(c)) * 0.1
+        params[f"{name}.running_var"] = torch.from_numpy(rng.uniform(0.5, 2.0, c))
+    weights = {k: v.numpy().astype(np.float32) for k, v in params.items()}
+    net.load_weights(weights)
+    direct.load_weights(weights)
+    ref = torch_block(torch.from_numpy(x).double(), params).numpy()
+    assert relative_error(net(x), ref) <= TOL
+    assert relative_error(direct(x), ref) <= TOL
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_network_block_matches_torch(block_nets, batch):
     net, direct = block_nets
@@ -122,19 +145,21 @@ def test_network_block_matches_torch(block_nets, batch):
     assert net.graph.nodes["conv2"]["attrs"]["residual"]
     assert net.graph.nodes["conv2"]["attrs"]["activation"] == "relu"
     assert conv_tiles(direct) == {"conv1": None, "conv2": None}
-    rng = np.random.default_rng(batch)
-    x = rng.standard_normal((batch, 32, 28, 28)).astype(np.float32)
-    params = {k: torch.from_numpy(v).double() for k, v in net.parameters().items()}
-    # non-trivial batchnorm statistics, so the folded weights are not the raw ones
-    for name in ("batchnorm1", "batchnorm2"):
-        params[f"{name}.running_mean"] = torch.from_numpy(rng.standard_normal(32)) * 0.1
-        params[f"{name}.running_var"] = torch.from_numpy(rng.uniform(0.5, 2.0, 32))
-    weights = {k: v.numpy().astype(np.float32) for k, v in params.items()}
-    net.load_weights(weights)
-    direct.load_weights(weights)
-    ref = torch_block(torch.from_numpy(x).double(), params).numpy()
-    assert relative_error(net(x), ref) <= TOL
-    assert relative_error(direct(x), ref) <= TOL
+    check_block(net, direct, batch)
+
+
+@pytest.fixture(scope="module")
+def wide_nets():
+    return (cnnc.compile_source(WIDE_BLOCK, seed=1, progress=False),
+            cnnc.compile_source(WIDE_BLOCK, seed=1, progress=False, winograd=False))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_wide_block_matches_torch(wide_nets, batch):
+    net, direct = wide_nets
+    # F(2x2) on a 7x7 plane: rows of 4 tiles, two to a vector, at every batch size
+    assert conv_tiles(net) == {"conv1": 2, "conv2": 2}
+    check_block(net, direct, batch)
 
 
 def test_verify_shows_the_winograd_layers(block_nets):
