@@ -104,15 +104,15 @@ SV = min(VL, 8)
 #: 18.2 vs 20.0 ms, ResNet-18 19.0 vs 23.4, SqueezeNet 5.5 vs 6.7 (fastest medians).
 WVN = min(VN, max(1, 32 // VL))
 TW = WVN * VL  # slots a block (a work item)
-#: The GEMMs' taps prefetch the weights this many floats (4 KiB) ahead when a k block's
-#: weights (input channels x KT floats) reach PREFETCH_MIN_FLOATS (16 KiB on AVX-512): a
-#: layer of 512 input channels streams megabytes of transformed weights through each
-#: call. AVX-512 host, one conv, against no prefetch, 1 / 2 threads: 3x3 512->512 at 7x7
-#: 1.34 / 1.25x at batch 1, 1.16 / 1.18x at batch 8, at 14x14 1.19 / 1.22x; with 256 and
-#: fewer input channels it was even (0.97-1.08x), and so was prefetching in fastconv's
-#: packed kernel (1x1 512->1000 at 13x13, the 7x7/2 stem: 0.98-1.02x).
+#: The GEMMs' taps prefetch the weights this many floats (4 KiB) ahead in layers of at
+#: least PREFETCH_MIN_CHANNELS input channels: those stream megabytes of transformed
+#: weights through each call. One conv against no prefetch, 1 / 2 threads: AVX-512, 3x3
+#: 512->512 at 7x7 1.34 / 1.25x at batch 1, 1.16 / 1.18x at batch 8, at 14x14 1.19 /
+#: 1.22x; AVX2 (CNNC_TARGET=avx2, same host) at 7x7 1.31 / 1.27x, 1.27 / 1.32x. With 256
+#: input channels or fewer it was even on both (0.94-1.08x), and so was prefetching in
+#: fastconv's packed kernel (1x1 512->1000 at 13x13, the 7x7/2 stem: 0.98-1.02x).
 WEIGHT_AHEAD = 1024
-PREFETCH_MIN_FLOATS = 4096
+PREFETCH_MIN_CHANNELS = 512
 _SVEC = ir.VectorType(ir.FloatType(), SV)
 
 
@@ -477,9 +477,9 @@ def _winograd_chunk(first, last, V, M, e, y, tiles, xq, cin, Hr, U, out, oc0, K,
     tw0 = tiles[2]  # its first output column
     out_flat = out.reshape(out.size)
     res_flat = res.reshape(res.size)
-    # the GEMMs' weights: prefetched ahead where a k block's are large (else the line the
-    # tap loads anyway: the same code, no effect)
-    ahead = WEIGHT_AHEAD if cin * KT >= PREFETCH_MIN_FLOATS else 0
+    # the GEMMs' weights: prefetched ahead in wide layers (else the line the tap loads
+    # anyway: the same code, no effect)
+    ahead = WEIGHT_AHEAD if cin >= PREFETCH_MIN_CHANNELS else 0
     for item in range(first, last):
         blk = item // nks
         share = item - blk * nks
