@@ -10,7 +10,7 @@ does its share, however large, and its other iterations find nothing left. With
 two threads each keeps to a contiguous run of chunks (their tiles' inputs and weights in
 its own cache) until the runs meet.
 (``numba.get_num_threads()`` in a kernel would make it a dynamic global, which Numba does
-not cache.)
+not cache; ``num_threads`` asks the threading layer through a symbol instead.)
 """
 
 from llvmlite import ir
@@ -58,5 +58,23 @@ def take_chunk(typingctx, counters, nchunks, from_back):
         result.add_incoming(ir.Constant(i64, -1), before)
         result.add_incoming(chunk, reserved)
         return result
+
+    return sig, codegen
+
+
+@intrinsic
+def num_threads(typingctx):
+    """The number of threads the calling thread's parallel loops run on
+    (``numba.set_num_threads``): a call of the threading layer's ``get_num_threads``, by
+    the symbol Numba registers with LLVM for its own parallel loops (whose compiled code
+    calls it the same way), so the kernel stays cacheable."""
+    sig = types.int64()
+
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.IntType(64), [])
+        fn = builder.module.globals.get("get_num_threads")
+        if fn is None:
+            fn = ir.Function(builder.module, fnty, "get_num_threads")
+        return builder.call(fn, [])
 
     return sig, codegen

@@ -63,7 +63,7 @@ from .fastconv import (
     masked_store,
 )
 from .jit import cached_njit, call_linked, linked_njit
-from .sched import next_chunk
+from .sched import next_chunk, num_threads
 
 # Lavin & Gray's matrices: B^T (input), G (weights), A^T (output), for m = 4 and m = 2
 BT4 = np.array([[4, 0, -5, 0, 1, 0],
@@ -89,6 +89,14 @@ AT2 = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
 #: the tile sizes m of F(m x m, 3 x 3) this kernel runs
 TILES = (2, 4)
 NCHUNK = 8  # scratch sets (prange iterations) per call; the items go to threads as they ask
+#: A plane of few blocks of slots is split over k blocks too, into about this many work
+#: items per thread (each share transforms the block's input again). Against 8 items
+#: whatever the threads, one conv at batch 1, AVX-512 (1 / 2 threads): 3x3 128->128 at
+#: 28x28 1.15 / 1.16x, 256->256 at 14x14 1.12 / 1.11x, 48->192 at 13x13 1.09 / 1.05x,
+#: 512->512 at 7x7 1.19 / 1.16x; one item per thread gained more on one thread (1.12-1.28x)
+#: but lost balance on two (28x28: 2 blocks of 32 and 24 slots, 1.30 ms on 2 threads
+#: against 1.39 on one).
+ITEMS_PER_THREAD = 2
 #: Slots a transform and a store handle at once (a vector of them), and so the multiple
 #: each tile row's slots are rounded up to: at most 8, not AVX-512's 16. Common planes
 #: have rows of 7 tiles (28x28 with F(4x4), 14x14 with F(2x2)), which filled 7 slots of
@@ -429,7 +437,8 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     kpad = nkb * KT
     # few blocks (a small plane): each is split over k blocks too, so that every thread
     # has work (each share transforms the block's input again)
-    nks = min(nkb, max(1, (8 + nblocks - 1) // nblocks))
+    want = ITEMS_PER_THREAD * num_threads()
+    nks = min(nkb, max(1, (want + nblocks - 1) // nblocks))
     nitems = nblocks * nks
     # a chunk's scratch holds a block's whole transformed input and output (L2-sized), so
     # there are few chunks, allocated once per call (numba.get_num_threads() would make
