@@ -1,10 +1,11 @@
-"""sched.take_chunk, the work hand-out of the conv kernels' parallel loops."""
+"""sched.take_chunk, the work hand-out of the conv kernels' parallel loops, and
+sched.num_threads."""
 
 import numba
 import numpy as np
 import pytest
 
-from cnnc.kernels.sched import take_chunk
+from cnnc.kernels.sched import num_threads, take_chunk
 
 
 @numba.njit(parallel=True)
@@ -33,5 +34,25 @@ def test_take_chunk_hands_out_every_chunk_once(nchunks):
                 assert (marks == 1).all(), marks
                 if threads == 1:
                     assert (order == 0).all()
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+@numba.njit(parallel=True)
+def _threads_seen(out):
+    out[0] = num_threads()  # as the Winograd kernel asks: outside its parallel loop
+    for i in numba.prange(out.size - 1):
+        out[i + 1] = num_threads()
+
+
+def test_num_threads_follows_set_num_threads():
+    """sched.num_threads: the count numba.set_num_threads gave the calling thread, in and
+    out of a parallel loop."""
+    for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+        numba.set_num_threads(threads)
+        try:
+            out = np.zeros(9, np.int64)
+            _threads_seen(out)
+            assert (out == threads).all()
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
