@@ -10,6 +10,7 @@ the switches that turn it off.
 
 import zlib
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -93,6 +94,29 @@ def block_source(c: int, h: int, w: int) -> str:
     relu
 }}
 """
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_outputs_do_not_depend_on_the_threads(m):
+    """The work items depend on the thread count (ITEMS_PER_THREAD): a few blocks of slots
+    are split over k blocks into more items on more threads. Each output channel is still
+    computed the same way, so the outputs are the same bits at every thread count."""
+    rng = rng_for("threads", m)
+    n, cin, h, w, k = 1, 64, 12, 12, 70  # few blocks, many k blocks
+    x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((k, cin, 3, 3)) / np.sqrt(9 * cin)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    upk = K.pack_winograd_weights(wt, m)
+    outs = []
+    for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+        numba.set_num_threads(threads)
+        try:
+            out = np.empty((n, k, h, w), np.float32)
+            K.conv2d_winograd(x, 0, cin, out, 0, k, upk, b, m, 1, 1, K.ACT_RELU, ALPHA, out, -1)
+            outs.append(out)
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert all(np.array_equal(out, outs[0]) for out in outs)
 
 
 BLOCK = block_source(32, 28, 28)
