@@ -19,9 +19,12 @@ summed over the input channels is a GEMM, so a conv is ``(m+2)^2`` independent G
    side by side in a tile row is ``SV`` consecutive floats, one vector load.
 3. Tiles are numbered in *slots*: each tile row takes ``twp`` slots, its ``tw`` tiles
    rounded up to whole vectors, so a vector of ``SV`` slots never spans two rows (the
-   spare slots compute junk that is never stored). Work items are blocks of ``TW``
-   consecutive slots (a micro-kernel tile's width) and, when blocks are few, a share of
-   the output channels, so both threads have work.
+   spare slots compute junk that is never stored) -- but with F(2x2), rows of at most
+   ``SV/2`` tiles take half a vector each, two rows a vector (a 7x7 plane: 16 slots, not
+   32). Work items are blocks of ``TW`` consecutive slots (a micro-kernel tile's width;
+   the GEMMs multiply only the vectors of a block that hold tiles) and, when blocks are
+   few, a share of the output channels, so every thread has work
+   (``ITEMS_PER_THREAD``).
 4. Per item, the input transform ``V[a][c][slot]``: ``B^T d`` down the columns straight from
    the phase-split input, then ``(.) B`` along the rows, each a vector of ``SV`` slots at a
    time (``_lincomb``: LLVM vector IR, as the micro-kernel, since Numba's own loops over
@@ -255,7 +258,7 @@ def _make_store(m, sv=SV):
 
     the residual added when ``roff >= 0``, relu when ``relu != 0`` (``v if v > 0 else 0``,
     as conv2d_packed's store), only the first ``ncols`` cells read and written (masked
-    loads and stores: a row's last tiles may pass its end; a plain store when all ``SV*m``
+    loads and stores: a row's last tiles may pass its end; a plain store when all ``sv*m``
     cells are in). No bounds checks.
     """
     width = sv * m
@@ -441,8 +444,7 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     nks = min(nkb, max(1, (want + nblocks - 1) // nblocks))
     nitems = nblocks * nks
     # a chunk's scratch holds a block's whole transformed input and output (L2-sized), so
-    # there are few chunks, allocated once per call (numba.get_num_threads() would make
-    # the kernel uncacheable: a ctypes pointer)
+    # there are few chunks, allocated once per call
     nchunks = min(nitems, NCHUNK)
     offs = np.empty(cin, np.int64)  # the micro-kernel's taps: the input channels of V[a]
     for c in range(cin):
@@ -486,8 +488,8 @@ def _winograd_chunk(first, last, V, M, e, y, tiles, xq, cin, Hr, U, out, oc0, K,
     tw0 = tiles[2]  # its first output column
     out_flat = out.reshape(out.size)
     res_flat = res.reshape(res.size)
-    # the GEMMs' weights: prefetched ahead in wide layers (else the line the tap loads
-    # anyway: the same code, no effect)
+    # the GEMMs' weights: prefetched ahead in wide layers (else 0: the line the tap loads
+    # anyway, one instruction for one code path)
     ahead = WEIGHT_AHEAD if cin >= PREFETCH_MIN_CHANNELS else 0
     for item in range(first, last):
         blk = item // nks
