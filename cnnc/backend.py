@@ -248,11 +248,12 @@ def winograd_tile(attrs: dict, in_channels: int, out_shape: tuple) -> int:
     the direct kernels: only convs it computes (`winograd_runs`) qualify; the largest m
     whose tiles reach ``WINOGRAD_MIN_TILES`` an image, else 2 for a wide conv whose tiles
     of 2x2 reach ``WINOGRAD_MIN_TILES_WIDE``."""
-    if not winograd_runs(attrs) or min(in_channels, out_shape[0]) < WINOGRAD_MIN_CHANNELS:
+    k, oh, ow = out_shape
+    channels = min(in_channels, k)
+    if not winograd_runs(attrs) or channels < WINOGRAD_MIN_CHANNELS:
         return 0
-    _, oh, ow = out_shape
     for m in (4, 2):
         if -(-oh // m) * -(-ow // m) >= WINOGRAD_MIN_TILES:
             return m
-    wide = min(in_channels, out_shape[0]) >= WINOGRAD_WIDE_CHANNELS
+    wide = channels >= WINOGRAD_WIDE_CHANNELS
     return 2 if wide and -(-oh // 2) * -(-ow // 2) >= WINOGRAD_MIN_TILES_WIDE else 0

@@ -15,6 +15,7 @@ not cache; ``num_threads`` asks the threading layer through a symbol instead.)
 
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 
@@ -71,10 +72,8 @@ def num_threads(typingctx):
     sig = types.int64()
 
     def codegen(context, builder, sig, args):
-        fnty = ir.FunctionType(ir.IntType(64), [])
-        fn = builder.module.globals.get("get_num_threads")
-        if fn is None:
-            fn = ir.Function(builder.module, fnty, "get_num_threads")
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.IntType(64), []), "get_num_threads")
         return builder.call(fn, [])
 
     return sig, codegen
