@@ -168,16 +168,10 @@ def _bench(args) -> int:
 
 def profile_table(net, x: np.ndarray, repeat: int) -> str:
     """Per-layer median time of each kernel call, slowest first, with the GFLOP/s of the
-    convolutions and dense layers of the optimised graph."""
-    _, _, calls = net._plan.bind(x.shape[0])
-    net(x)  # puts x in the input buffer
-    per_step = np.zeros((repeat, len(calls)))
-    for r in range(repeat):
-        for i, (kernel, kargs) in enumerate(calls):
-            t = time.perf_counter()
-            kernel(*kargs)
-            per_step[r, i] = time.perf_counter() - t
-    med = np.median(per_step, axis=0)
+    convolutions and dense layers of the optimised graph. The interpreter times its own
+    steps as the network runs (`Plan.step_times`): each layer with its input where the
+    last one left it in the caches and the worker threads still spinning from it."""
+    med = np.median(net._plan.step_times(x, repeat), axis=0)
     by_node: dict[str, list] = {}
     for step, t in zip(net._plan.steps, med, strict=True):
         entry = by_node.setdefault(step.node, [step.op, 0.0])

@@ -52,6 +52,9 @@ _prepare_lock = threading.Lock()
 _prepared = False
 
 
+_NO_STAMPS = np.zeros(0, np.int64)  # run_plan's stamps when it records no times
+
+
 def prepare() -> None:
     """The runtime's process-wide set-up, once, before the first kernel compiles or runs:
     bound libgomp's spin (GOMP_SPINCOUNT, unless the user set it) and tidy the kernels'
@@ -115,7 +118,8 @@ class Plan:
 
     All activation buffers live in one float32 arena per batch size; slot ``s`` of the
     buffer plan starts at ``n * slot_starts[s]``. ``run`` calls the jitted interpreter
-    once; ``bind`` gives the same calls as Python (kernel, args) pairs for profiling.
+    once; ``bind`` gives the same calls as Python (kernel, args) pairs for tests;
+    ``step_times`` reads the interpreter's own clock around each step, for profiles.
     """
 
     def __init__(self, graph: nx.DiGraph, max_memory: int | None = None):
@@ -184,8 +188,22 @@ class Plan:
         inp[...] = x
         if self._fns is None:
             self.warm_up()
-        self.interpreter(n, arena, *self.encoded, self._fns)
+        self.interpreter(n, arena, *self.encoded, self._fns, _NO_STAMPS)
         return out.copy().reshape(n, *self._output_shape)
+
+    def step_times(self, x: np.ndarray, repeat: int) -> np.ndarray:
+        """Seconds each step took in each of ``repeat`` runs on ``x``, ``(repeat, steps)``:
+        the interpreter's own clock between its kernel calls, so a step is timed where it
+        runs in the network (its input where the last step left it, the worker threads as
+        the last parallel region left them)."""
+        n = x.shape[0]
+        self.run(x)  # compiles, puts x in the input buffer
+        stamps = np.zeros(len(self.steps) + 1, np.int64)
+        times = np.zeros((repeat, len(self.steps)))
+        for r in range(repeat):
+            self.interpreter(n, self.arena(n), *self.encoded, self._fns, stamps)
+            times[r] = np.diff(stamps) * 1e-9
+        return times
 
     def warm_up(self, progress: bool = False):
         """Compile (or load from Numba's disk cache) the plan's kernels and the

@@ -400,7 +400,7 @@ def test_a_plan_compiles_its_own_kernels_for_the_interpreters_types():
         assert kernel_types(code) in SIGNATURES[code][0].overloads
     assert [code for code in range(len(SIGNATURES)) if plan._fns[code]] == plan.codes
     assert interpreter_types() == tuple(numba.typeof(a) for a in (
-        1, plan.arena(1), *plan.encoded, plan._fns))
+        1, plan.arena(1), *plan.encoded, plan._fns, np.zeros(0, np.int64)))
     # and the disk cache is seen to hold them: the next process starts no compile helper
     from cnnc.kernels.interpreter import run_plan
     from cnnc.kernels.jit import is_cached
@@ -466,4 +466,31 @@ def test_the_interpreter_refuses_a_step_of_a_kernel_it_has_no_address_for():
     for fns, bad_ops in ((np.zeros_like(plan._fns), ops),
                          (plan._fns, np.full_like(ops, 99))):
         with pytest.raises(ValueError, match="unknown or uncompiled"):
-            plan.interpreter(1, arena, params, bad_ops, ints, floats, fns)
+            plan.interpreter(1, arena, params, bad_ops, ints, floats, fns, np.zeros(0, np.int64))
+
+
+def test_step_times_are_the_interpreters_own_clock():
+    """`cnnc bench --profile` times each step inside run_plan: the step times of a run are
+    non-negative, one per step, and add up to no more than the run's wall time around the
+    call; the clock they come from is the process's monotonic clock."""
+    import time
+
+    import numba
+
+    from cnnc.kernels.sched import clock_ns
+
+    read = numba.njit(lambda: clock_ns())
+    before = time.monotonic_ns()
+    now = read()
+    after = time.monotonic_ns()
+    assert before <= now <= after
+
+    net = cnnc.compile_source(SMALL, progress=False)
+    x = np.random.default_rng(0).standard_normal((2, *net.input_shape)).astype(np.float32)
+    start = time.perf_counter()
+    times = net._plan.step_times(x, 5)
+    wall = time.perf_counter() - start
+    assert times.shape == (5, len(net._plan.steps))
+    assert (times >= 0).all() and times.sum() <= wall
+    assert times.sum(axis=1).min() > 0
+    np.testing.assert_array_equal(net(x), net(x))  # a plain run records nothing

@@ -4,6 +4,7 @@ do not edit (see cnnc/kernels/interpreter.py).
 
 from .decode import call_compiled, matrix, tensor4, vector, view
 from .jit import cached_njit
+from .sched import clock_ns
 
 TABLE = (
     ('combine', ('tensor', 'int', 'tensor', 'int', 'int', 'tensor', 'int', 'int', 'int', 'float',
@@ -37,9 +38,14 @@ TABLE = (
 
 
 @cached_njit(error_model="numpy")
-def run_plan(n, arena, params, ops, ints, floats, fns):
+def run_plan(n, arena, params, ops, ints, floats, fns, stamps):
     """Run every encoded kernel call in order on batch size ``n``; ``fns[op]`` is the
-    address of kernel ``op``."""
+    address of kernel ``op``. With ``stamps.size == ops.size + 1`` it also records the
+    monotonic clock (ns) before the first call in ``stamps[0]`` and after call ``s`` in
+    ``stamps[s + 1]`` (the profile of `cnnc bench --profile`)."""
+    timed = stamps.size == ops.size + 1
+    if timed:
+        stamps[0] = clock_ns()
     for s in range(ops.size):
         op = ops[s]
         if op < 0 or op >= fns.size or fns[op] == 0:  # never call address 0
@@ -125,3 +131,5 @@ def run_plan(n, arena, params, ops, ints, floats, fns):
                 view(arena, n, r, 6), r[10], r[11], vector(params, r, 12), vector(params, r, 14),
                 r[16], r[17], r[18], r[19], r[20], r[21], r[22], r[23], r[24], r[25], f[0], f[1],
                 view(arena, n, r, 26), r[30], r[31]))
+        if timed:
+            stamps[s + 1] = clock_ns()

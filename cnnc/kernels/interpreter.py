@@ -165,6 +165,7 @@ def generate_source() -> str:
         "",
         "from .decode import call_compiled, matrix, tensor4, vector, view",
         "from .jit import cached_njit",
+        "from .sched import clock_ns",
         "",
         "TABLE = (",
         *[line for name, kinds in table() for line in _wrap(
@@ -173,9 +174,14 @@ def generate_source() -> str:
         "",
         "",
         '@cached_njit(error_model="numpy")',
-        "def run_plan(n, arena, params, ops, ints, floats, fns):",
+        "def run_plan(n, arena, params, ops, ints, floats, fns, stamps):",
         '    """Run every encoded kernel call in order on batch size ``n``; ``fns[op]`` is the',
-        '    address of kernel ``op``."""',
+        "    address of kernel ``op``. With ``stamps.size == ops.size + 1`` it also records the",
+        "    monotonic clock (ns) before the first call in ``stamps[0]`` and after call ``s`` in",
+        '    ``stamps[s + 1]`` (the profile of `cnnc bench --profile`)."""',
+        "    timed = stamps.size == ops.size + 1",
+        "    if timed:",
+        "        stamps[0] = clock_ns()",
         "    for s in range(ops.size):",
         "        op = ops[s]",
         "        if op < 0 or op >= fns.size or fns[op] == 0:  # never call address 0",
@@ -195,6 +201,7 @@ def generate_source() -> str:
         lines += _wrap(f"            # {name}(", names, "            #" + " " * len(name), ")")
         head = f"            call_compiled(fns[{code}], {layout(code)!r}, ("
         lines += _wrap(head, _decoded(kinds), " " * 16, "))")
+    lines += ["        if timed:", "            stamps[s + 1] = clock_ns()"]
     return "\n".join(lines) + "\n"
 
 
@@ -227,7 +234,7 @@ def interpreter_types() -> tuple:
     return tuple(numba.typeof(a) for a in (
         1, np.zeros(1, np.float32), np.zeros(1, np.float32), np.zeros(1, np.int64),
         np.zeros((1, INTS_PER_STEP), np.int64), np.zeros((1, FLOATS_PER_STEP), np.float64),
-        np.zeros(len(SIGNATURES), np.int64)))
+        np.zeros(len(SIGNATURES), np.int64), np.zeros(1, np.int64)))
 
 
 def layout(code: int) -> str:
