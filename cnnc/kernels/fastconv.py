@@ -33,7 +33,7 @@ is a GEMM whose reduction index is the *tap* ``t = (c, i, j)``; its B matrix is 
    positions is held in ``KT x VN`` vector accumulators for the whole tap loop. Per tap:
    ``VN`` unaligned vector loads of ``xq``, ``KT`` weights broadcast, ``KT*VN`` FMAs. The
    target's tile keeps accumulators, loads and the broadcast within its vector registers
-   (8 x 3 of 16 lanes with AVX-512's 32 registers; 4 x 3 of 8 lanes with AVX2's 16), so
+   (8 x 3 of 16 lanes with AVX-512's 32 registers; 6 x 2 of 8 lanes with AVX2's 16), so
    nothing spills. Numba's own loops do not get there: Numba turns LLVM's SLP vectoriser
    off, and LLVM fully unrolls small fixed-size loops into scalar code before the loop
    vectoriser runs.
