@@ -58,6 +58,7 @@ class Network:
         self.graph = optimized
         self._plan = Plan(optimized, self.max_memory)
         self._plan.warm_up(self._progress)
+        self._input_shape = self.input_shape  # checked on every call
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -93,8 +94,9 @@ class Network:
             raise CnncInputError(f"input is not an array: {err}") from None
         if array.dtype.kind not in "biuf":
             raise CnncInputError(f"input must be an array of real numbers, got dtype {array.dtype}")
-        expected = "(N, " + ", ".join(map(str, self.input_shape)) + ")"
-        if array.ndim != 4 or tuple(array.shape[1:]) != self.input_shape or array.shape[0] < 1:
+        shape = self._input_shape
+        if array.ndim != 4 or array.shape[1:] != shape or array.shape[0] < 1:
+            expected = "(N, " + ", ".join(map(str, shape)) + ")"
             raise CnncInputError(
                 f"input has shape {tuple(array.shape)}, but network '{self.name}' expects "
                 f"{expected} with N >= 1")
@@ -103,6 +105,8 @@ class Network:
         # memory costs more than a small network's whole run)
         n = int(array.shape[0])
         converts = array.dtype != np.float32 or not array.flags.c_contiguous
+        if not converts and self._plan.has_arena(n):
+            return array
         if converts or not self._plan.has_arena(n):
             check_memory(4 * n * (self._plan.buffers.peak_floats()
                                   + math.prod(self.input_shape) * converts
