@@ -181,8 +181,13 @@ LANES_MAX_NARROW_CHANNELS = 192
 #: share of the network's conv multiply-adds: it costs ~7 CPU s of cold compile (one time
 #: per machine; 10-13 s before jit.call_linked) for 1.1-1.2x on those layers, which in
 #: GoogLeNet (13% of its multiply-adds) came to 0.97-1.02x of the whole network and pushed
-#: its cold compile from 35-45 to 48-56 s on a slow day (the limit is 40 s); SqueezeNet
-#: (4%) gained 1.03x. ResNet-18 (29%), CIFAR inception (21%), LeNet-5 (67%) keep it.
+#: its cold compile from 35-45 to 48-56 s on a slow day (the limit is 40 s; 26.5 -> 32.5 s
+#: on the thirteenth session's AVX2 host); SqueezeNet (4%) gained 1.03x. CIFAR inception
+#: (21%) and LeNet-5 (67%) keep it. Strided convs run it whatever their share
+#: (`lower.lanes_convs`): there the packed kernel copies the input into stride phases, and
+#: lanes won most (1.06-1.26x a layer). Since Winograd took ResNet-18's 3x3 convs at 7x7,
+#: its strided 3x3s hold 10% and by the share alone it lost the lanes kernel; natively on
+#: AVX2, interleaved, giving it back ran ResNet-18 b1 1.02x, b8 1.04x.
 LANES_MIN_SHARE = 0.2
 
 

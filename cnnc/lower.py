@@ -41,8 +41,9 @@ def lower(graph: nx.DiGraph, order: list[str], views: dict[str, View]) -> list[S
 
 def lanes_convs(graph: nx.DiGraph, order: list[str], views: dict[str, View]) -> set[str]:
     """The convs that run on the lanes kernel: those `lanes_runs` gives it, when they hold
-    at least `LANES_MIN_SHARE` of the network's conv multiply-adds (else none)."""
-    chosen, macs, total = set(), 0, 0
+    at least `LANES_MIN_SHARE` of the network's conv multiply-adds, else the strided ones
+    among them only (backend.LANES_MIN_SHARE says why)."""
+    chosen, strided, macs, total = set(), set(), 0, 0
     for node_id in order:
         data = graph.nodes[node_id]
         if data["op"] not in CONV_OPS:
@@ -56,7 +57,9 @@ def lanes_convs(graph: nx.DiGraph, order: list[str], views: dict[str, View]) -> 
                 and lanes_runs(attrs, x.channels, data["shape"])):
             chosen.add(node_id)
             macs += work
-    return chosen if macs >= LANES_MIN_SHARE * total else set()
+            if tuple(attrs["stride"]) != (1, 1):
+                strided.add(node_id)
+    return chosen if macs >= LANES_MIN_SHARE * total else strided
 
 
 def _weight_and_bias(data) -> tuple[np.ndarray, np.ndarray]:
