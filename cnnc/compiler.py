@@ -107,12 +107,10 @@ class Network:
         converts = array.dtype != np.float32 or not array.flags.c_contiguous
         if not converts and self._plan.has_arena(n):
             return array
-        if converts or not self._plan.has_arena(n):
-            check_memory(4 * n * (self._plan.buffers.peak_floats()
-                                  + math.prod(self.input_shape) * converts
-                                  + math.prod(self.output_shape)),
-                         self.max_memory, f"running network '{self.name}' on a batch of {n:,}",
-                         error=CnncInputError)
+        check_memory(4 * n * (self._plan.buffers.peak_floats() + math.prod(shape) * converts
+                              + math.prod(self.output_shape)),
+                     self.max_memory, f"running network '{self.name}' on a batch of {n:,}",
+                     error=CnncInputError)
         return np.ascontiguousarray(array, dtype=np.float32)
 
     def export_onnx(self, path: str, opset: int = 17) -> None:

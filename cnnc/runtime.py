@@ -199,7 +199,6 @@ class Plan:
         the last parallel region left them)."""
         n = x.shape[0]
         self.run(x)  # compiles, puts x in the input buffer
-        stamps = np.zeros(len(self.steps) + 1, np.int64)
         times = np.zeros((repeat, len(self.steps)))
         if CLOCK_MONOTONIC is None:  # no clock_gettime (Windows): each kernel from Python
             calls = self.bind(n)[2]
@@ -209,6 +208,7 @@ class Plan:
                     kernel(*args)
                     times[r, i] = time.perf_counter() - start
             return times
+        stamps = np.zeros(len(self.steps) + 1, np.int64)
         for r in range(repeat):
             self.interpreter(n, self.arena(n), *self.encoded, self._fns, stamps)
             times[r] = np.diff(stamps) * 1e-9
