@@ -182,6 +182,13 @@ POOL_CASES = [
     (1, 2, 5, 36, (3, 3), (2, 2), (0, 2, 1, 2)),
     (1, 1, 1, 1, (3, 3), (2, 2), "same"),
     (2, 2, 2, 3, (3, 3), (2, 2), "same"),
+    # the window padded on the right in the masked block: a remainder of exactly VL (8, 16
+    # or 4 lanes) with it, of fewer, GoogLeNet's 14x14 (7 windows a row)
+    (1, 2, 6, 32, (3, 3), (2, 2), "same"),
+    (1, 2, 5, 16, (3, 3), (2, 2), "same"),
+    (1, 2, 4, 8, (3, 3), (2, 2), "same"),
+    (2, 3, 14, 14, (3, 3), (2, 2), "same"),
+    (1, 2, 6, 30, (3, 3), (2, 2), (1, 1, 1, 2)),
     # work above SERIAL_WORK: the chunks shared out over the threads (the cases above run
     # on the calling thread alone)
     (2, 64, 40, 40, (3, 3), (2, 2), "same"),
