@@ -187,7 +187,9 @@ LANES_MAX_NARROW_CHANNELS = 192
 #: (`lower.lanes_convs`): there the packed kernel copies the input into stride phases, and
 #: lanes won most (1.06-1.26x a layer). Since Winograd took ResNet-18's 3x3 convs at 7x7,
 #: its strided 3x3s hold 10% and by the share alone it lost the lanes kernel; natively on
-#: AVX2, interleaved, giving it back ran ResNet-18 b1 1.02x, b8 1.04x.
+#: AVX2, interleaved, giving it back ran ResNet-18 b1 1.02x, b8 1.04x. Any network with a
+#: strided conv lanes takes now pays its compile: SE-ResNet (11%) too; GoogLeNet and
+#: SqueezeNet, whose strided convs have 3 input channels, do not.
 LANES_MIN_SHARE = 0.2
 
 

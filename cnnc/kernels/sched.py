@@ -91,19 +91,22 @@ CLOCK_MONOTONIC = getattr(time, "CLOCK_MONOTONIC", None)
 def clock_ns(typingctx):
     """The monotonic clock in nanoseconds: a call of the C library's ``clock_gettime``
     (through the vDSO on Linux: ~20 ns), by its symbol, so a caller stays cacheable; 0 on a
-    platform without it."""
+    platform without it, or when the call fails."""
     sig = types.int64()
 
     def codegen(context, builder, sig, args):
         i64, i32 = ir.IntType(64), ir.IntType(32)
         if CLOCK_MONOTONIC is None:
             return ir.Constant(i64, 0)
-        spec = cgutils.alloca_once(builder, ir.ArrayType(i64, 2))  # struct timespec
+        # struct timespec: two 64-bit fields on the 64-bit platforms cnnc runs on
+        spec = cgutils.alloca_once(builder, ir.ArrayType(i64, 2), zfill=True)
         fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(i32, [i32, spec.type]), "clock_gettime")
-        builder.call(fn, [ir.Constant(i32, CLOCK_MONOTONIC), spec])
+        failed = builder.icmp_signed("!=", builder.call(fn, [ir.Constant(i32, CLOCK_MONOTONIC),
+                                                             spec]), ir.Constant(i32, 0))
         zero = ir.Constant(i32, 0)
         sec, nsec = (builder.load(builder.gep(spec, [zero, ir.Constant(i32, k)])) for k in (0, 1))
-        return builder.add(builder.mul(sec, ir.Constant(i64, 1_000_000_000)), nsec)
+        ns = builder.add(builder.mul(sec, ir.Constant(i64, 1_000_000_000)), nsec)
+        return builder.select(failed, ir.Constant(i64, 0), ns)
 
     return sig, codegen
