@@ -102,9 +102,9 @@ def clock_ns(typingctx):
         spec = cgutils.alloca_once(builder, ir.ArrayType(i64, 2), zfill=True)
         fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(i32, [i32, spec.type]), "clock_gettime")
-        failed = builder.icmp_signed("!=", builder.call(fn, [ir.Constant(i32, CLOCK_MONOTONIC),
-                                                             spec]), ir.Constant(i32, 0))
         zero = ir.Constant(i32, 0)
+        failed = builder.icmp_signed("!=", builder.call(fn, [ir.Constant(i32, CLOCK_MONOTONIC),
+                                                             spec]), zero)
         sec, nsec = (builder.load(builder.gep(spec, [zero, ir.Constant(i32, k)])) for k in (0, 1))
         ns = builder.add(builder.mul(sec, ir.Constant(i64, 1_000_000_000)), nsec)
         return builder.select(failed, ir.Constant(i64, 0), ns)
