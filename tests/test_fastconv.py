@@ -157,6 +157,9 @@ PACKED_CASES = [
     # 63 positions (copied), a grouped one of 48 (read as it is)
     (2, 40, 9, 7, 12, (1, 1), (1, 1), "valid", (1, 1), 1),
     (2, 70, 8, 6, 10, (1, 1), (1, 1), "valid", (1, 1), 2),  # grouped: 35 taps a group
+    # planes of ALIAS_PLANE_FLOATS (32x32), ALIAS_CHANNELS outputs: copied to planes an odd
+    # number of lines apart
+    (2, 40, 32, 32, 64, (1, 1), (1, 1), "valid", (1, 1), 1),
 ]
 
 

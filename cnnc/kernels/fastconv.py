@@ -121,6 +121,15 @@ XQ_BLOCK_BYTES = 1 << 20  # phase-split input of the images laid side by side in
 WEIGHT_GROUP_BYTES = 192 << 10
 THIN_TAPS = 32
 AS_IS_CHANNELS = 256  # a 1x1 conv of fewer output channels reads a misaligned input as is
+# Planes of a multiple of this many floats (4 KiB) put every tap of a tile in one L1 set (and
+# few L2 sets): a 1x1 conv of at least ALIAS_CHANNELS output channels, whose k blocks read
+# each tile again, copies such an input to planes an odd number of lines apart instead.
+# CIFAR inception's 32x32 1x1s, interleaved, copied against as is: 64->72 1.48x on one
+# thread, 1.21x on two; 112->104 1.52x, 1.18x. With 16-24 output channels the copy's pass
+# cost more than it saved on two threads (0.77-0.79x), and so did planes of 16x16 (four
+# sets; 160->124 0.98x, 160->32 0.77x).
+ALIAS_PLANE_FLOATS = 1024
+ALIAS_CHANNELS = 64
 
 _VEC = ir.VectorType(ir.FloatType(), VL)
 _I32 = ir.IntType(32)
@@ -799,7 +808,9 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     # 7x7 64 GFLOP/s as is, 75 copied.)
     as_is = (KH == 1 and KW == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0
              and OH == H and OW == W
-             and ((H * W) % 16 == 0 or K < AS_IS_CHANNELS or ntap <= THIN_TAPS))  # fmt: skip
+             and ((H * W) % 16 == 0 or K < AS_IS_CHANNELS or ntap <= THIN_TAPS)
+             and ((H * W) % ALIAS_PLANE_FLOATS != 0 or K < ALIAS_CHANNELS
+                  or ntap <= THIN_TAPS))  # fmt: skip
     if as_is:
         nb = 1
         Wq = Wrow = W
