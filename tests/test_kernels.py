@@ -189,6 +189,11 @@ POOL_CASES = [
     (1, 2, 4, 8, (3, 3), (2, 2), "same"),
     (2, 3, 14, 14, (3, 3), (2, 2), "same"),
     (1, 2, 6, 30, (3, 3), (2, 2), (1, 1, 1, 2)),
+    # the rest of a row as a whole block overlapping the one before it: SqueezeNet's 27x27
+    # (13 windows a row), 17 windows (VL 16 too), padded on the left (ResNet's pool)
+    (2, 3, 27, 27, (3, 3), (2, 2), "valid"),
+    (1, 2, 7, 35, (3, 3), (2, 2), "valid"),
+    (1, 2, 5, 34, (3, 3), (2, 2), (1, 1)),
     # work above SERIAL_WORK: the chunks shared out over the threads (the cases above run
     # on the calling thread alone)
     (2, 64, 40, 40, (3, 3), (2, 2), "same"),

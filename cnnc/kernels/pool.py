@@ -341,8 +341,13 @@ def _maxpool3x3s2(x, so, H, W, out, do, OH, OW, pt, pl):
             col = 2 * ow - pl
             _max3x3s2_block(x, a + col, b + col, c + col, out, orow + ow, VL, W - col)
         if full < hi:
-            col = 2 * full - pl
-            _max3x3s2_block(x, a + col, b + col, c + col, out, orow + full, hi - full,
+            # the rest as one whole block ending at the last window, overlapping the blocks
+            # before it, where that block's windows start and end inside the row: no masked
+            # loads and store (2 threads, interleaved: SqueezeNet's valid pools 1.12-1.16x,
+            # ResNet-18's padded 112x112 1.12x)
+            start = hi - VL if hi - VL >= lo and 2 * hi - pl < W else full
+            col = 2 * start - pl
+            _max3x3s2_block(x, a + col, b + col, c + col, out, orow + start, hi - start,
                             W - col)  # fmt: skip
         for ow in range(lo):
             out[orow + ow] = _window_max(x, a, b, c, 2 * ow - pl, W)
