@@ -244,6 +244,14 @@ WINOGRAD_MIN_CHANNELS = 16
 #: (docs/DESIGN.md), so one rule serves every batch.
 WINOGRAD_MIN_TILES_WIDE = 16
 WINOGRAD_WIDE_CHANNELS = 128
+#: F(4x4) also on planes 13-16 cells wide and at least 13 tall (rows of exactly 4 tiles,
+#: which fill the kernel's half vectors: two tile rows a vector of 8 slots) where a side has
+#: at least WINOGRAD_NARROW_CHANNELS channels. Against F(2x2), AVX2, 2 / 1 threads, batch
+#: 1: 3x3 256->256 at 14x14 1.24 / 1.37x (batch 8 1.42x), 160->320 1.29x, 96->208 1.20x,
+#: 48->192 at 13x13 1.18 / 1.37x, 64->256 1.27x, 16->64 1.25x, 64->64 at 16x16 1.16 /
+#: 1.22x; but 32->32 at 14x14 0.92x, 16->16 0.98x, and rows of 3 or 2 tiles lose (12x12
+#: 0.97x, 10x10 0.90x, 7x7 0.55x).
+WINOGRAD_NARROW_CHANNELS = 64
 
 
 def winograd_runs(attrs: dict) -> bool:
@@ -256,13 +264,17 @@ def winograd_runs(attrs: dict) -> bool:
 
 def winograd_tile(attrs: dict, in_channels: int, out_shape: tuple) -> int:
     """The output tile m of the Winograd F(m x m, 3x3) kernel a conv should run, or 0 for
-    the direct kernels: only convs it computes (`winograd_runs`) qualify; the largest m
-    whose tiles reach ``WINOGRAD_MIN_TILES`` an image, else 2 for a wide conv whose tiles
-    of 2x2 reach ``WINOGRAD_MIN_TILES_WIDE``."""
+    the direct kernels: only convs it computes (`winograd_runs`) qualify; 4 on a plane of
+    rows of 4 tiles (``WINOGRAD_NARROW_CHANNELS``), else the largest m whose tiles reach
+    ``WINOGRAD_MIN_TILES`` an image, else 2 for a wide conv whose tiles of 2x2 reach
+    ``WINOGRAD_MIN_TILES_WIDE``."""
     k, oh, ow = out_shape
     channels = min(in_channels, k)
     if not winograd_runs(attrs) or channels < WINOGRAD_MIN_CHANNELS:
         return 0
+    if (-(-ow // 4) == 4 and -(-oh // 4) >= 4
+            and max(in_channels, k) >= WINOGRAD_NARROW_CHANNELS):
+        return 4
     for m in (4, 2):
         if -(-oh // m) * -(-ow // m) >= WINOGRAD_MIN_TILES:
             return m

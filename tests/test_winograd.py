@@ -204,8 +204,16 @@ def test_choice_rule():
     assert winograd_tile(conv_attrs(), 64, (64, 56, 56)) == 4
     assert winograd_tile(conv_attrs(), 16, (16, 25, 25)) == 4  # 7 x 7 tiles of 4x4
     assert winograd_tile(conv_attrs(), 256, (256, 24, 24)) == 2  # 6 x 6 of 4x4: too few
-    assert winograd_tile(conv_attrs(), 256, (256, 14, 14)) == 2
-    assert winograd_tile(conv_attrs(), 64, (64, 13, 13)) == 2  # 7 x 7 tiles of 2x2
+    # but rows of exactly 4 tiles of 4x4 (13-16 wide, 13+ tall) take F(4x4) with 64+
+    # channels on a side
+    assert winograd_tile(conv_attrs(), 256, (256, 14, 14)) == 4
+    assert winograd_tile(conv_attrs(), 48, (192, 13, 13)) == 4
+    assert winograd_tile(conv_attrs(), 16, (64, 16, 16)) == 4
+    assert winograd_tile(conv_attrs(), 64, (64, 40, 16)) == 4
+    assert winograd_tile(conv_attrs(), 128, (128, 12, 16)) == 2  # 3 tile rows
+    assert winograd_tile(conv_attrs(), 256, (256, 12, 12)) == 2  # rows of 3 tiles
+    assert winograd_tile(conv_attrs(), 256, (256, 14, 17)) == 2  # rows of 5 tiles
+    assert winograd_tile(conv_attrs(), 32, (32, 14, 14)) == 2  # 7 x 7 tiles of 2x2
     assert winograd_tile(conv_attrs(), 64, (64, 12, 12)) == 0  # too few tiles
     assert winograd_tile(conv_attrs(), 96, (256, 7, 7)) == 0
     # but wide convs take F(2x2) from 4 x 4 tiles of 2x2

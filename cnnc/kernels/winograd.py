@@ -19,11 +19,11 @@ summed over the input channels is a GEMM, so a conv is ``(m+2)^2`` independent G
    side by side in a tile row is ``SV`` consecutive floats, one vector load.
 3. Tiles are numbered in *slots*: each tile row takes ``twp`` slots, its ``tw`` tiles
    rounded up to whole vectors, so a vector of ``SV`` slots never spans two rows (the
-   spare slots compute junk that is never stored) -- but with F(2x2), rows of at most
-   ``SV/2`` tiles take half a vector each, two rows a vector (a 7x7 plane: 16 slots, not
-   32). Work items are blocks of ``TW`` consecutive slots (a micro-kernel tile's width;
-   the GEMMs multiply only the vectors of a block that hold tiles) and, when blocks are
-   few, a share of the output channels, so every thread has work
+   spare slots compute junk that is never stored) -- but rows of at most ``SV/2`` tiles
+   take half a vector each, two rows a vector (a 7x7 plane with F(2x2), a 14x14 one with
+   F(4x4): 16 slots, not 32). Work items are blocks of ``TW`` consecutive slots (a
+   micro-kernel tile's width; the GEMMs multiply only the vectors of a block that hold
+   tiles) and, when blocks are few, a share of the output channels, so every thread has work
    (``ITEMS_PER_THREAD``).
 4. Per item, the input transform ``V[a][c][slot]``: ``B^T d`` down the columns straight from
    the phase-split input, then ``(.) B`` along the rows, each a vector of ``SV`` slots at a
@@ -216,6 +216,7 @@ _bt2 = _make_lincomb(BT2)
 _at4 = _make_lincomb(AT4)
 _at2 = _make_lincomb(AT2)
 _bt2_halves = _make_lincomb(BT2, halves=True)
+_bt4_halves = _make_lincomb(BT4, halves=True)
 
 
 def _make_uk_rows(vn):
@@ -323,7 +324,9 @@ def _make_store(m, sv=SV):
 
 _store4 = _make_store(4)
 _store2 = _make_store(2)
-_store2_half = _make_store(2, SV // 2)  # the tile rows of a plane at most SV/2 tiles wide
+# the tile rows of a plane at most SV/2 tiles wide
+_store2_half = _make_store(2, SV // 2)
+_store4_half = _make_store(4, SV // 2)
 
 
 @numba.njit(error_model="numpy")
@@ -429,9 +432,10 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     a2 = al * al
     th = (OH + m - 1) // m
     tw = (OW + m - 1) // m
-    # tile slots a tile row: whole vectors, never two rows -- but for F(2x2) rows of at
-    # most SV/2 tiles take SV/2 slots, two rows a vector (7x7: 16 slots, not 32)
-    tv = SV // 2 if m == 2 and tw <= SV // 2 else SV
+    # tile slots a tile row: whole vectors, never two rows -- but rows of at most SV/2
+    # tiles take SV/2 slots, two rows a vector (7x7 with F(2x2), 14x14 with F(4x4): 16
+    # slots, not 32)
+    tv = SV // 2 if tw <= SV // 2 else SV
     twp = (tw + tv - 1) // tv * tv
     per_image = th * twp
     nslots = N * per_image
@@ -527,9 +531,14 @@ def _winograd_chunk(first, last, V, M, e, y, tiles, xq, cin, Hr, U, out, oc0, K,
                     if s + tv < nslots:
                         half2 = (tn[q + tv] * cin + c) * m * plane + th0[q + tv] * U
                     for j in range(al):
-                        _bt2_halves(xq, base + (j % m) * plane + j // m,
-                                    half2 + (j % m) * plane + j // m, U, e, j * TW + q,
-                                    al * TW)  # fmt: skip
+                        if m == 4:
+                            _bt4_halves(xq, base + (j % m) * plane + j // m,
+                                        half2 + (j % m) * plane + j // m, U, e, j * TW + q,
+                                        al * TW)  # fmt: skip
+                        else:
+                            _bt2_halves(xq, base + (j % m) * plane + j // m,
+                                        half2 + (j % m) * plane + j // m, U, e, j * TW + q,
+                                        al * TW)  # fmt: skip
             for i in range(al):  # rows: V[i*al + l, c] = sum_j BT[l, j] e[i*al + j]
                 _input_transform(m, e, i * al * TW, TW, V, (i * al * cin + c) * TW,
                                  cin * TW, TW)  # fmt: skip
@@ -569,7 +578,10 @@ def _winograd_chunk(first, last, V, M, e, y, tiles, xq, cin, Hr, U, out, oc0, K,
                     oh = th0[q] + i
                     ooff = ((n * out.shape[1] + oc0 + k) * OH + oh) * OW + ow0
                     roff = ((n * res.shape[1] + rc0 + k) * OH + oh) * OW + ow0 if rc0 >= 0 else -1
-                    if m == 4:
+                    if m == 4 and tv < SV:
+                        _store4_half(y, i * m * TW + q, TW, out_flat, ooff, b, res_flat, roff,
+                                     act == ACT_RELU, ncols)  # fmt: skip
+                    elif m == 4:
                         _store4(y, i * m * TW + q, TW, out_flat, ooff, b, res_flat, roff,
                                 act == ACT_RELU, ncols)  # fmt: skip
                     elif tv < SV:
