@@ -876,7 +876,13 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     # here, once per call: once per chunk, 1x1 512->64 at 13x13 (25 floats a tap in its
     # last tile) spent 1.4-1.6x the time of the same conv on a copied input
     tail = P % TW
-    pstride = VL * ((tail + VL - 1) // VL) if as_is else 0
+    # As is, a last tile of more than (VN-1)*VL positions (the full micro-kernel's work
+    # anyway) is computed as the TW positions up to the plane's end instead, overlapping
+    # the tile before it: it reads nothing past the plane and stores straight from the
+    # micro-kernel, with no panel (2 threads, interleaved: SqueezeNet's 1x1s at 13x13 and
+    # 27x27 0.99-1.11x, 48->192 1.11x, 32->128 1.06x)
+    shift = as_is and tail > (VN - 1) * VL and P >= TW
+    pstride = VL * ((tail + VL - 1) // VL) if as_is and not shift else 0
     npairs = (N // nb) * groups
     first_over = npairs  # the first (image block, group) whose last tile reads past the end
     if pstride:
@@ -909,6 +915,9 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     direct = rc0 < 0 and _direct_act(act)
     vpos, vsplit = _vector_positions(P, ntiles if direct else 0, Wrow, Wq, OW, OH, nb == 1,
                                      out.shape[1] * OH * OW)  # fmt: skip
+    if shift and direct:  # as is: one image a block, flat positions
+        for v in range(VN):
+            vpos[(ntiles - 1) * VN + v] = P - TW + VL * v
     out_flat = out.reshape(out.size)
     if serial:
         call_linked(_conv_chunk, 0, nitems, scratch[0], voffs[0], panels, first_over, xq, offs,
@@ -985,6 +994,9 @@ def _conv_chunk(first, last, scr, voff, panels, first_over, xq, offs, ntap, wpk,
             continue  # the last group's missing k blocks
         p0 = tile * TW
         rem = P - p0
+        if rem < TW and pstride == 0 and as_is:  # the shifted last tile (conv2d_packed)
+            p0 = P - TW
+            rem = TW
         xoff = blk * blk_stride + x_start + g * g_stride + p0
         woff = (g * nkb + kb) * wblock
         k0 = g * k_g + kb * KT
