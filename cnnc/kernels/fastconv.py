@@ -994,7 +994,7 @@ def _conv_chunk(first, last, scr, voff, panels, first_over, xq, offs, ntap, wpk,
             continue  # the last group's missing k blocks
         p0 = tile * TW
         rem = P - p0
-        if rem < TW and pstride == 0 and as_is:  # the shifted last tile (conv2d_packed)
+        if rem < TW and pstride == 0 and as_is:  # conv2d_packed's shift: no panel
             p0 = P - TW
             rem = TW
         xoff = blk * blk_stride + x_start + g * g_stride + p0

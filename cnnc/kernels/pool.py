@@ -315,10 +315,11 @@ def _maxpool3x3s2(x, so, H, W, out, do, OH, OW, pt, pl):
     """A 3x3 stride-2 max pool of the flat plane ``x[so : so + H*W]`` into ``out[do : do +
     OH*OW]``, padding ``pt, pl`` (cells past the input never win): a row of outputs at a
     time in vector blocks (``_max3x3s2_block``), ``VL`` windows wholly inside the row's
-    columns at a time, then one masked block for the rest of the windows that start inside
-    the row (the last may reach into the right padding); a window that starts in the left
-    padding, or wholly in the right, a cell at a time. Rows above or below the input are
-    replaced by the nearest input row, which changes no maximum."""
+    columns at a time, then one block for the rest of the windows that start inside the
+    row: a whole one overlapping the block before it where it fits in the row, else a
+    masked one (the last window may reach into the right padding); a window that starts
+    in the left padding, or wholly in the right, a cell at a time. Rows above or below the
+    input are replaced by the nearest input row, which changes no maximum."""
     ninf = np.float32(-np.inf)
     lo = min((pl + 1) // 2, OW)  # the first output whose window starts in the row
     hi = max(min(OW, (W - 1 + pl) // 2 + 1), lo)  # past the last that starts in it
