@@ -729,7 +729,8 @@ def _vector_positions(P, ntiles, Wrow, Wq, OW, OH, one_image, image_stride):
       them: ``vsplit[5*i : 5*i+5] = (d1, a, d2, b, e)``, lanes ``j < a`` going to cell
       ``d1 + j`` and lanes ``b <= j < e`` to cell ``d2 + j``;
     * else -1 (three runs, when a vector is wider than an image's row; and every vector of
-      a last tile short of ``TW`` positions).
+      a last tile short of ``TW`` positions -- which conv2d_packed overrides for the last
+      tile it shifts to the plane's end).
     """
     vpos = np.empty(ntiles * VN, np.int64)
     vsplit = np.zeros(ntiles * VN * 5, np.int64)
@@ -808,9 +809,9 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     # 7x7 64 GFLOP/s as is, 75 copied.)
     as_is = (KH == 1 and KW == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0
              and OH == H and OW == W
-             and ((H * W) % 16 == 0 or K < AS_IS_CHANNELS or ntap <= THIN_TAPS)
-             and ((H * W) % ALIAS_PLANE_FLOATS != 0 or K < ALIAS_CHANNELS
-                  or ntap <= THIN_TAPS))  # fmt: skip
+             and (ntap <= THIN_TAPS
+                  or (((H * W) % 16 == 0 or K < AS_IS_CHANNELS)
+                      and ((H * W) % ALIAS_PLANE_FLOATS != 0 or K < ALIAS_CHANNELS))))  # fmt: skip
     if as_is:
         nb = 1
         Wq = Wrow = W

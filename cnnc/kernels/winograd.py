@@ -363,6 +363,16 @@ def _input_transform(m, src, soff, sstride, dst, doff, dstride, lanes):
 
 
 @numba.njit(error_model="numpy")
+def _input_transform_halves(m, src, soff, soff2, sstride, dst, doff, dstride):
+    """``_input_transform`` of one vector whose lanes ``SV/2`` and up come from ``soff2``
+    (two tile rows in one vector)."""
+    if m == 4:
+        _bt4_halves(src, soff, soff2, sstride, dst, doff, dstride)
+    else:
+        _bt2_halves(src, soff, soff2, sstride, dst, doff, dstride)
+
+
+@numba.njit(error_model="numpy")
 def _output_transform(m, src, soff, sstride, dst, doff, dstride, lanes):
     """``dst_i = sum_k A^T[i, k] src_k``, as ``_input_transform``."""
     for q in range(0, lanes, SV):
@@ -559,14 +569,9 @@ def _winograd_chunk(first, last, V, M, e, y, tiles, xq, cin, Hr, U, out, oc0, K,
                     if s + tv < nslots:
                         half2 = (tn[q + tv] * cin + c) * m * plane + th0[q + tv] * U
                     for j in range(al):
-                        if m == 4:
-                            _bt4_halves(xq, base + (j % m) * plane + j // m,
-                                        half2 + (j % m) * plane + j // m, U, e, j * TW + q,
-                                        al * TW)  # fmt: skip
-                        else:
-                            _bt2_halves(xq, base + (j % m) * plane + j // m,
-                                        half2 + (j % m) * plane + j // m, U, e, j * TW + q,
-                                        al * TW)  # fmt: skip
+                        _input_transform_halves(m, xq, base + (j % m) * plane + j // m,
+                                                half2 + (j % m) * plane + j // m, U, e,
+                                                j * TW + q, al * TW)  # fmt: skip
             for i in range(al):  # rows: V[i*al + l, c] = sum_j BT[l, j] e[i*al + j]
                 _input_transform(m, e, i * al * TW, TW, V, (i * al * vstride + c) * TW,
                                  vstride * TW, TW)  # fmt: skip
