@@ -28,7 +28,8 @@ summed over the input channels is a GEMM, so a conv is ``(m+2)^2`` independent G
 4. Per item, the input transform ``V[a][c][slot]``: ``B^T d`` down the columns straight from
    the phase-split input, then ``(.) B`` along the rows, each a vector of ``SV`` slots at a
    time (``_lincomb``: LLVM vector IR, as the micro-kernel, since Numba's own loops over
-   a few lanes do not vectorise).
+   a few lanes do not vectorise). A block split over k blocks has its input transformed
+   once, in a parallel pass of its own before the items (``_transform_chunk``).
 5. ``M[k][a][slot] = sum_c U[a][k][c] V[a][c][slot]``: per ``a`` and k block, one
    micro-kernel call with the channels as its taps (``_uk_rows``), its rows stored so that
    one output channel's ``(m+2)^2`` rows are contiguous for the output transform.
@@ -93,13 +94,16 @@ AT2 = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
 TILES = (2, 4)
 NCHUNK = 8  # scratch sets (prange iterations) per call; the items go to threads as they ask
 #: A plane of few blocks of slots is split over k blocks too, into about this many work
-#: items per thread (each share transforms the block's input again). Against 8 items
+#: items per thread (measured when each share transformed the block's input again; with
+#: the transform shared, 4 against 2 was even: 0.97-1.03x, AVX2). Against 8 items
 #: whatever the threads, one conv at batch 1, AVX-512 (1 / 2 threads): 3x3 128->128 at
 #: 28x28 1.15 / 1.16x, 256->256 at 14x14 1.12 / 1.11x, 48->192 at 13x13 1.09 / 1.05x,
 #: 512->512 at 7x7 1.19 / 1.16x; one item per thread gained more on one thread (1.12-1.28x)
 #: but lost balance on two (28x28: 2 blocks of 32 and 24 slots, 1.30 ms on 2 threads
 #: against 1.39 on one).
 ITEMS_PER_THREAD = 2
+#: input channels a work item of the shared input transform takes (conv2d_winograd)
+TRANSFORM_CHANNELS = 16
 #: Slots a transform and a store handle at once (a vector of them), and so the multiple
 #: each tile row's slots are rounded up to: at most 8, not AVX-512's 16. Common planes
 #: have rows of 7 tiles (28x28 with F(4x4), 14x14 with F(2x2)), which filled 7 slots of
@@ -476,10 +480,11 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     nkb = (K + KT - 1) // KT
     kpad = nkb * KT
     # few blocks (a small plane): each is split over k blocks too, so that every thread
-    # has work (each share transforms the block's input again)
+    # has work, and its input is transformed once, before the GEMMs (below)
     want = ITEMS_PER_THREAD * num_threads()
     nks = min(nkb, max(1, (want + nblocks - 1) // nblocks))
     nitems = nblocks * nks
+    shared = nks > 1
     # a chunk's scratch holds a block's whole transformed input and output (L2-sized), so
     # there are few chunks, allocated once per call
     nchunks = min(nitems, NCHUNK)
@@ -496,11 +501,28 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     # cin*TW floats (4 KiB for 64 channels) a channel's a2 rows all fell in one L1 set
     # (interleaved: 3x3 64->64 at 56x56 1.06x on one thread, 256->256 at 14x14 1.07x on
     # both; ResNet-18 1.03-1.06x, SqueezeNet 1.01-1.04x, GoogLeNet 0.99-1.01x)
-    vbuf = np.empty((nchunks, a2 * (cin | 1) * TW), np.float32)
+    vsize = a2 * (cin | 1) * TW
+    vbuf = np.empty((nchunks, 0 if shared else vsize), np.float32)
+    vall = np.empty(nblocks * vsize if shared else 0, np.float32)
     mbuf = np.empty((nchunks, a2 * kpad * TW), np.float32)
     ebuf = np.empty((nchunks, a2 * TW), np.float32)
     ybuf = np.empty((nchunks, m * m * TW), np.float32)
     tbuf = np.empty((nchunks, 3, TW), np.int64)  # each slot's image, top row, left column
+    if shared:
+        # the blocks' input transform, in items of a block's channel group, before the
+        # GEMMs: each share of a block split over k blocks transformed the block's whole
+        # input itself, 2-4 times over. Interleaved, 2 threads, batch 1, AVX2: 3x3 256->256
+        # at 14x14 1.15x, 96->208 1.12x, 64->256 at 13x13 1.08x, 48->192 1.04x, 512->512
+        # at 7x7 1.05x; SqueezeNet's 13x13 expands 1.04-1.07x, GoogLeNet 1.02x
+        ncg = (cin + TRANSFORM_CHANNELS - 1) // TRANSFORM_CHANNELS
+        ntitems = nblocks * ncg
+        tcounter = np.zeros(1, np.int64)
+        for w in numba.prange(nchunks):
+            item = next_chunk(tcounter)
+            while item < ntitems:
+                call_linked(_transform_chunk, item, ncg, vall, ebuf[w], tbuf[w], xq, cin, Hr,
+                            U, m, per_image, twp, tw, nslots, tv)  # fmt: skip
+                item = next_chunk(tcounter)
     # items handed out one at a time as threads ask (sched.py), each thread's into the
     # scratch of the loop iteration it runs (a thread's first iteration takes items until
     # none are left). Against static chunks of items, interleaved in one process, twice:
@@ -509,21 +531,92 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     for w in numba.prange(nchunks):
         item = next_chunk(counter)
         while item < nitems:
-            call_linked(_winograd_chunk, item, item + 1, vbuf[w], mbuf[w], ebuf[w], ybuf[w],
-                        tbuf[w], xq, cin, Hr, U, out, oc0, K, upk, bias, m, act, res, rc0,
-                        offs, per_image, twp, tw, nslots, nks, nkb, kpad, OH, OW, tv)
+            call_linked(_winograd_chunk, item, item + 1, vbuf[w], vall, mbuf[w], ebuf[w],
+                        ybuf[w], tbuf[w], xq, cin, Hr, U, out, oc0, K, upk, bias, m, act, res,
+                        rc0, offs, per_image, twp, tw, nslots, nks, nkb, kpad, OH, OW, tv,
+                        shared)  # fmt: skip
             item = next_chunk(counter)
+
+
+@numba.njit(error_model="numpy")
+def _slot_tiles(s0, tiles, m, per_image, twp, tw, nslots):
+    """``tiles[:, p]`` for the ``TW`` slots from ``s0``: each slot's image, its tile's first
+    output row (-1 for a slot holding no tile) and first output column."""
+    for p in range(TW):
+        s = s0 + p
+        n = s // per_image
+        ty = (s - n * per_image) // twp
+        tx = s - n * per_image - ty * twp
+        tiles[0, p] = n
+        tiles[1, p] = ty * m if s < nslots and tx < tw else -1
+        tiles[2, p] = tx * m
+
+
+@numba.njit(error_model="numpy")
+def _transform_input(c0, c1, s0, V, vbase, e, tiles, xq, cin, Hr, U, m, nslots, tv):
+    """The input transform of input channels ``[c0, c1)`` for the block of ``TW`` slots
+    from ``s0`` (``tiles`` from ``_slot_tiles``): ``V[vbase + (a * (cin | 1) + c) * TW + p]``,
+    a vector of ``SV`` slots (one tile row, or two) at a time; ``e`` is scratch of
+    ``(m+2)^2 * TW`` floats."""
+    al = m + 2
+    a2 = al * al
+    plane = Hr * U
+    vstride = cin | 1
+    tn = tiles[0]
+    th0 = tiles[1]
+    tw0 = tiles[2]
+    for c in range(c0, c1):
+        for q in range(0, TW, SV):
+            s = s0 + q
+            if s >= nslots:  # past the last tile: finite junk
+                for a in range(a2):
+                    e[a * TW + q : a * TW + q + SV] = 0.0
+                continue
+            # a vector's first slot always holds a tile (twp < tw + SV), and so does
+            # the first of its second half when it holds two tile rows (tv < SV)
+            base = (tn[q] * cin + c) * m * plane + th0[q] * U + tw0[q] // m
+            if tv == SV:
+                for j in range(al):  # columns: e[i*al + j] = sum_k BT[i, k] d[k*al + j]
+                    _input_transform(m, xq, base + (j % m) * plane + j // m, U, e,
+                                     j * TW + q, al * TW, SV)  # fmt: skip
+            else:
+                half2 = base
+                if s + tv < nslots:
+                    half2 = (tn[q + tv] * cin + c) * m * plane + th0[q + tv] * U
+                for j in range(al):
+                    _input_transform_halves(m, xq, base + (j % m) * plane + j // m,
+                                            half2 + (j % m) * plane + j // m, U, e,
+                                            j * TW + q, al * TW)  # fmt: skip
+        for i in range(al):  # rows: V[i*al + l, c] = sum_j BT[l, j] e[i*al + j]
+            _input_transform(m, e, i * al * TW, TW, V, vbase + (i * al * vstride + c) * TW,
+                             vstride * TW, TW)  # fmt: skip
+
+
+# Called through a symbol, as _winograd_chunk; at -O2 as the kernel
+@linked_njit(llvm_opt=2, error_model="numpy")
+def _transform_chunk(item, ncg, Vall, e, tiles, xq, cin, Hr, U, m, per_image, twp, tw, nslots,
+                     tv):  # fmt: skip
+    """Work item ``item`` of conv2d_winograd's shared input transform: channel group
+    ``item % ncg`` (of ``ncg``) of block ``item // ncg``, into that block's V in ``Vall``."""
+    blk = item // ncg
+    cg = item - blk * ncg
+    s0 = blk * TW
+    _slot_tiles(s0, tiles, m, per_image, twp, tw, nslots)
+    _transform_input(cin * cg // ncg, cin * (cg + 1) // ncg, s0, Vall,
+                     blk * (m + 2) * (m + 2) * (cin | 1) * TW, e, tiles, xq, cin, Hr, U, m,
+                     nslots, tv)  # fmt: skip
 
 
 # Called through a symbol, as fastconv._conv_chunk (jit.call_linked); at -O2 as the kernel
 @linked_njit(llvm_opt=2, error_model="numpy")
-def _winograd_chunk(first, last, V, M, e, y, tiles, xq, cin, Hr, U, out, oc0, K, upk, bias, m,
-                    act, res, rc0, offs, per_image, twp, tw, nslots, nks, nkb, kpad, OH,
-                    OW, tv):  # fmt: skip
-    """Work items ``[first, last)`` of conv2d_winograd (one chunk)."""
+def _winograd_chunk(first, last, vscr, vall, M, e, y, tiles, xq, cin, Hr, U, out, oc0, K,
+                    upk, bias, m, act, res, rc0, offs, per_image, twp, tw, nslots, nks, nkb,
+                    kpad, OH, OW, tv, shared):  # fmt: skip
+    """Work items ``[first, last)`` of conv2d_winograd (one chunk). With ``shared``, every
+    block's transformed input is in ``vall`` already, else each item transforms its
+    block's input itself, into the chunk's scratch ``vscr``."""
     al = m + 2
     a2 = al * al
-    plane = Hr * U
     tn = tiles[0]
     th0 = tiles[1]  # the tile's first output row, -1 for a slot holding no tile
     tw0 = tiles[2]  # its first output column
@@ -541,44 +634,18 @@ def _winograd_chunk(first, last, V, M, e, y, tiles, xq, cin, Hr, U, out, oc0, K,
         s0 = blk * TW
         # the GEMMs multiply only the vectors of slots that hold tiles
         nv = (min(TW, nslots - s0) + VL - 1) // VL
-        for p in range(TW):
-            s = s0 + p
-            n = s // per_image
-            ty = (s - n * per_image) // twp
-            tx = s - n * per_image - ty * twp
-            tn[p] = n
-            th0[p] = ty * m if s < nslots and tx < tw else -1
-            tw0[p] = tx * m
-        # input transform: V[a, c, p], a vector of SV slots (one tile row, or two) at a time
-        for c in range(cin):
-            for q in range(0, TW, SV):
-                s = s0 + q
-                if s >= nslots:  # past the last tile: finite junk
-                    for a in range(a2):
-                        e[a * TW + q : a * TW + q + SV] = 0.0
-                    continue
-                # a vector's first slot always holds a tile (twp < tw + SV), and so does
-                # the first of its second half when it holds two tile rows (tv < SV)
-                base = (tn[q] * cin + c) * m * plane + th0[q] * U + tw0[q] // m
-                if tv == SV:
-                    for j in range(al):  # columns: e[i*al + j] = sum_k BT[i, k] d[k*al + j]
-                        _input_transform(m, xq, base + (j % m) * plane + j // m, U, e,
-                                         j * TW + q, al * TW, SV)  # fmt: skip
-                else:
-                    half2 = base
-                    if s + tv < nslots:
-                        half2 = (tn[q + tv] * cin + c) * m * plane + th0[q + tv] * U
-                    for j in range(al):
-                        _input_transform_halves(m, xq, base + (j % m) * plane + j // m,
-                                                half2 + (j % m) * plane + j // m, U, e,
-                                                j * TW + q, al * TW)  # fmt: skip
-            for i in range(al):  # rows: V[i*al + l, c] = sum_j BT[l, j] e[i*al + j]
-                _input_transform(m, e, i * al * TW, TW, V, (i * al * vstride + c) * TW,
-                                 vstride * TW, TW)  # fmt: skip
+        _slot_tiles(s0, tiles, m, per_image, twp, tw, nslots)
+        V = vscr
+        vbase = 0
+        if shared:  # the block's V, transformed before (conv2d_winograd)
+            V = vall
+            vbase = blk * a2 * vstride * TW
+        else:
+            _transform_input(0, cin, s0, V, vbase, e, tiles, xq, cin, Hr, U, m, nslots, tv)
         # the GEMMs: M[k, a, p] = sum_c U[a, k, c] V[a, c, p]
         for a in range(a2):
             for kb in range(kb0, kb1):
-                voff = a * vstride * TW
+                voff = vbase + a * vstride * TW
                 woff = (a * nkb + kb) * cin * KT
                 moff = (kb * KT * a2 + a) * TW
                 if nv == 1:
