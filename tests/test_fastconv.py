@@ -192,6 +192,30 @@ def test_packed_activations(case, act):
 
 
 @pytest.mark.parametrize("act", [K.ACT_RELU, K.ACT_TANH, K.ACT_SIGMOID])
+@pytest.mark.parametrize("n", [2, 3, 16])
+def test_packed_outputs_do_not_depend_on_the_batch(act, n):
+    """An image's outputs are the same bits alone and in a batch (docs/DESIGN.md): LeNet-5's
+    first conv on one image has 28 rows of 30 columns, whose last tile is partial (stored
+    through the scratch), while a batch lays its images side by side, where tiles are
+    whole (stored by the micro-kernel) -- tanh and sigmoid rounded differently there."""
+    rng = rng_for("packed-batch", act, n)
+    x = random(rng, n, 1, 28, 28)
+    wt = random(rng, 6, 1, 5, 5)
+    b = random(rng, 6)
+    wpk = K.pack_conv_weights(wt, 1)
+
+    def conv(images):
+        out = np.empty((images.shape[0], 6, 28, 28), np.float32)
+        K.conv2d_packed(images, 0, 1, out, 0, 6, wpk, b, 5, 5, 2, 2, 1, 1, 1, 1, 1, act,
+                        ALPHA, 0.0, out, -1, 0)  # fmt: skip
+        return out
+
+    whole = conv(x)
+    for i in (0, n - 1):
+        np.testing.assert_array_equal(conv(x[i : i + 1].copy()), whole[i : i + 1])
+
+
+@pytest.mark.parametrize("act", [K.ACT_RELU, K.ACT_TANH, K.ACT_SIGMOID])
 def test_packed_nan_stays_nan(act):
     """A NaN input cell gives NaN where PyTorch does, tiles stored straight from registers
     (their tanh clamp) or through the scratch alike, and leaves the other cells finite."""

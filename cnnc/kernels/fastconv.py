@@ -402,6 +402,30 @@ def _smooth(builder, v, sigmoid, half):
     return builder.select(sigmoid, builder.fadd(builder.fmul(half, t), half), t)
 
 
+@intrinsic
+def _smooth_row(typingctx, scr, off, b, act):
+    """``scr[off : off+TW] = tanh(scr[...] + b)``, or the sigmoid for ``act ==
+    ACT_SIGMOID``: ``_uk_direct``'s vector code (``_smooth``), so that a tile stored through
+    the scratch gets the bits it would have had stored by the micro-kernel. Which tiles
+    are full depends on the batch (images side by side in a block), and an image's outputs
+    may not: LeNet-5's tanh convs at batch 1 and 64 differed by an ulp in 2-6 cells an
+    image, ``fast_tanh``'s scalar code rounding otherwise. ``b`` is a float32."""
+    sig = types.void(scr, off, b, act)
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        bias = _splat(builder, args[2])
+        sigmoid = builder.icmp_signed("==", args[3], ir.Constant(args[3].type, ACT_SIGMOID))
+        for v in range(VN):
+            start = builder.add(args[1], ir.Constant(_I64, VL * v))
+            p = builder.bitcast(builder.gep(data, [start]), _VEC.as_pointer())
+            value = builder.fadd(builder.load(p, align=4), bias)
+            builder.store(_smooth(builder, value, sigmoid, _vconst(0.5)), p, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @numba.njit(error_model="numpy")
 def _direct_act(act):
     """Whether _uk_direct applies activation ``act`` itself (any other goes through the
@@ -708,9 +732,12 @@ def _store_tile(scr, out, n0, ochan, kvalid, bias, bk, res, rc0, p0, Wrow, Wq, O
         # the whole row at once (junk columns too, never stored): one vectorised pass
         # rather than one short one per output row segment (a call, not inlined: the
         # activations are much of the kernel's compile time)
-        b = 0.0 if rc0 >= 0 else bias[bk + k]
-        bias_activate_inplace(scr[k * TW : (k + 1) * TW], b,
-                              act if bk + k >= act_from else ACT_NONE, alpha, beta)
+        b = np.float32(0.0) if rc0 >= 0 else bias[bk + k]
+        row_act = act if bk + k >= act_from else ACT_NONE
+        if row_act == ACT_TANH or row_act == ACT_SIGMOID:
+            _smooth_row(scr, np.int64(k * TW), b, row_act)
+        else:
+            bias_activate_inplace(scr[k * TW : (k + 1) * TW], b, row_act, alpha, beta)
     _tile_segments(scr, out, ochan, n0, kvalid, p0, p0, p0 + TW, Wrow, Wq, OW, OH, np.int64(0),
                    res, rc0, bias, bk)  # fmt: skip
 
