@@ -141,10 +141,10 @@ PACKED_CASES = [
     (1, 3, 9, 60, 16, (3, 3), (1, 1), "same", (1, 1), 1),
     (2, 3, 5, 61, 8, (3, 3), (2, 1), (1, 1), (1, 1), 1),
     (1, 5, 9, 7, 5, (3, 3), (1, 1), (1, 1), (1, 1), 5),  # depthwise
-    # images side by side in blocks smaller than the batch (XQ_BLOCK_BYTES = 1 MB): 345 KB
-    # of split input an image, blocks of 2 images; 460 KB an image, blocks of 1
-    (4, 96, 28, 28, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),
-    (3, 128, 28, 28, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    # images side by side in blocks smaller than the batch (XQ_BLOCK_BYTES = 64 KB): 31 KB
+    # of split input an image, blocks of 2 images; 62 KB an image, blocks of 1
+    (4, 16, 20, 20, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (3, 32, 20, 20, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),
     # weights beyond one k-block group (WEIGHT_GROUP_BYTES = 192 KB): 2 groups, the last
     # one short of a k block with 8-channel tiles (stride 2; grouped; a 1x1 read as it is)
     (2, 64, 9, 9, 100, (3, 3), (2, 2), "same", (1, 1), 1),
@@ -394,11 +394,16 @@ def test_image_width(W, OW, pl, sw, KW, dw, expected):
 
 
 def test_images_per_block():
-    """The largest divisor of the batch whose images fit XQ_BLOCK_BYTES together."""
-    block = fastconv.XQ_BLOCK_BYTES
-    assert fastconv._images_per_block.py_func(8, block // 8) == 8
-    assert fastconv._images_per_block.py_func(8, block // 5) == 4
-    assert fastconv._images_per_block.py_func(4, 96 * 31 * 29 * 4) == 2  # a case above
-    assert fastconv._images_per_block.py_func(3, 128 * 31 * 29 * 4) == 1  # and this one
-    assert fastconv._images_per_block.py_func(7, block // 2) == 1
-    assert fastconv._images_per_block.py_func(1, 4 * block) == 1
+    """The smallest divisor of the batch whose images make rows of XQ_ROW_FLOATS, else the
+    largest whose images fit XQ_BLOCK_BYTES together."""
+    block, row = fastconv.XQ_BLOCK_BYTES, fastconv.XQ_ROW_FLOATS
+    per_block = fastconv._images_per_block.py_func
+    assert per_block(8, block // 8, 1) == 8  # narrow images: as many as fit
+    assert per_block(8, block // 5, 1) == 4
+    assert per_block(4, 16 * 23 * 21 * 4, 21) == 2  # a case above
+    assert per_block(3, 32 * 23 * 21 * 4, 21) == 1  # and this one
+    assert per_block(8, 64, row // 2) == 2  # rows long enough with two images
+    assert per_block(8, 64, row // 3) == 4  # three would do; four divide the batch
+    assert per_block(8, 64, row) == 1
+    assert per_block(7, block // 2, 1) == 1
+    assert per_block(1, 4 * block, 1) == 1

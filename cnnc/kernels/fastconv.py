@@ -16,9 +16,10 @@ is a GEMM whose reduction index is the *tap* ``t = (c, i, j)``; its B matrix is 
 
 1. Input preparation (one parallel pass over the input, O(Cin*H*W), see ``_split_phases``):
    the zero-padded input is split into its ``sh*sw`` stride *phases* and written to a flat
-   buffer ``xq``. A block of ``nb`` images (as many as fit ``XQ_BLOCK_BYTES``, about one L2)
-   shares each ``(phase, channel)`` plane: ``Hq`` rows, each the ``nb`` images' rows side by
-   side, ``Wq`` columns an image (``_image_width``). In this layout the input that flat
+   buffer ``xq``. A block of ``nb`` images (``_images_per_block``: enough for rows of
+   ``XQ_ROW_FLOATS``, within ``XQ_BLOCK_BYTES``) shares each ``(phase, channel)`` plane:
+   ``Hq`` rows, each the ``nb`` images' rows side by side, ``Wq`` columns an image
+   (``_image_width``). In this layout the input that flat
    output position ``p = oh*(nb*Wq) + m*Wq + ow`` (image ``m`` of the block) needs for tap
    ``t`` is ``xq[p + off[t]]`` with a per-tap constant ``off[t]``: for a fixed tap, ``VL``
    consecutive output positions read ``VL`` consecutive floats -- one vector load, whatever
@@ -107,7 +108,14 @@ SPLIT = -2  # a vector _uk_direct stores as two runs of cells (_vector_positions
 # (LLVM stores the lanes one by one) are cheap; AVX2's vmaskmovps store is microcoded on the
 # AMD CPUs measured (docs/kernel-notes.md), so AVX2 keeps the scratch copy until measured
 SPLIT_STORES = VL != 8
-XQ_BLOCK_BYTES = 1 << 20  # phase-split input of the images laid side by side in one block
+#: Images laid side by side in one block of phase-split input: at most XQ_BLOCK_BYTES of
+#: it, and no more than rows of XQ_ROW_FLOATS take (_images_per_block). Against blocks of
+#: up to 1 MB (as many images as fit), AVX2, 2 threads, each way round in one process:
+#: LeNet-5 b64 1.14x (its 5x5 on 28x28 images 1.13-1.22x: blocks of 4 images, not 64),
+#: 1x1/2 128->256 at 28x28 b8 1.14-1.19x (1 image, not 2), GoogLeNet b8 1.03x, CIFAR
+#: inception b16 1.01x, ResNet-18 b8 1.01x; LeNet-5's 5x5 6->16 at 14x14 b64 even
+XQ_BLOCK_BYTES = 1 << 16
+XQ_ROW_FLOATS = 4 * TW
 # Work items run k blocks in groups of about this many bytes of packed weights, each tile of
 # positions through the group's k blocks one after the other, then the next tile: the
 # group's weights stay in L2 while the tiles sweep the input, and a tile's input stays in
@@ -527,12 +535,13 @@ def _image_width(W, OW, pl, sw, KW, dw):
 
 
 @numba.njit(error_model="numpy")
-def _images_per_block(N, image_bytes):
-    """Images laid side by side in one flat block: the largest divisor of ``N`` whose
-    block of phase-split input stays within ``XQ_BLOCK_BYTES`` (at least 1)."""
+def _images_per_block(N, image_bytes, Wq):
+    """Images laid side by side in one flat block: the smallest divisor of ``N`` whose rows
+    of ``Wq``-column images reach ``XQ_ROW_FLOATS``, or else the largest, within
+    ``XQ_BLOCK_BYTES`` of phase-split input (at least 1)."""
     best = 1
     for nb in range(2, N + 1):
-        if N % nb == 0 and nb * image_bytes <= XQ_BLOCK_BYTES:
+        if best * Wq < XQ_ROW_FLOATS and N % nb == 0 and nb * image_bytes <= XQ_BLOCK_BYTES:
             best = nb
     return best
 
@@ -857,7 +866,7 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     else:
         Wq = _image_width(W, OW, pl, sw, KW, dw)
         Hq = OH + ((KH - 1) * dh) // sh + 1  # +1: junk columns of the last row spill over
-        nb = _images_per_block(N, sh * sw * cin * Hq * Wq * 4)
+        nb = _images_per_block(N, sh * sw * cin * Hq * Wq * 4, Wq)
         Wrow = nb * Wq
         # planes start on a cache line and are an odd number of lines apart, so that a
         # tile's taps (one line a plane) spread over all of L1's sets: 1x1 512->1000 at
