@@ -501,7 +501,7 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     # cin*TW floats (4 KiB for 64 channels) a channel's a2 rows all fell in one L1 set
     # (interleaved: 3x3 64->64 at 56x56 1.06x on one thread, 256->256 at 14x14 1.07x on
     # both; ResNet-18 1.03-1.06x, SqueezeNet 1.01-1.04x, GoogLeNet 0.99-1.01x)
-    vsize = a2 * (cin | 1) * TW
+    vsize = _v_floats(m, cin)
     vbuf = np.empty((nchunks, 0 if shared else vsize), np.float32)
     vall = np.empty(nblocks * vsize if shared else 0, np.float32)
     mbuf = np.empty((nchunks, a2 * kpad * TW), np.float32)
@@ -536,6 +536,13 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
                         rc0, offs, per_image, twp, tw, nslots, nks, nkb, kpad, OH, OW, tv,
                         shared)  # fmt: skip
             item = next_chunk(counter)
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _v_floats(m, cin):
+    """Floats of one block's transformed input V: ``(m+2)^2`` rows of ``cin | 1`` channels
+    of ``TW`` slots (rows an odd number of lines apart, conv2d_winograd's ``vbuf``)."""
+    return (m + 2) * (m + 2) * (cin | 1) * TW
 
 
 @numba.njit(error_model="numpy")
@@ -602,9 +609,8 @@ def _transform_chunk(item, ncg, Vall, e, tiles, xq, cin, Hr, U, m, per_image, tw
     cg = item - blk * ncg
     s0 = blk * TW
     _slot_tiles(s0, tiles, m, per_image, twp, tw, nslots)
-    _transform_input(cin * cg // ncg, cin * (cg + 1) // ncg, s0, Vall,
-                     blk * (m + 2) * (m + 2) * (cin | 1) * TW, e, tiles, xq, cin, Hr, U, m,
-                     nslots, tv)  # fmt: skip
+    _transform_input(cin * cg // ncg, cin * (cg + 1) // ncg, s0, Vall, blk * _v_floats(m, cin),
+                     e, tiles, xq, cin, Hr, U, m, nslots, tv)  # fmt: skip
 
 
 # Called through a symbol, as fastconv._conv_chunk (jit.call_linked); at -O2 as the kernel
@@ -639,7 +645,7 @@ def _winograd_chunk(first, last, vscr, vall, M, e, y, tiles, xq, cin, Hr, U, out
         vbase = 0
         if shared:  # the block's V, transformed before (conv2d_winograd)
             V = vall
-            vbase = blk * a2 * vstride * TW
+            vbase = blk * _v_floats(m, cin)
         else:
             _transform_input(0, cin, s0, V, vbase, e, tiles, xq, cin, Hr, U, m, nslots, tv)
         # the GEMMs: M[k, a, p] = sum_c U[a, k, c] V[a, c, p]
