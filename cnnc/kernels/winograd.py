@@ -418,9 +418,11 @@ def _make_deinterleave(m):
                 dst = builder.add(d, builder.mul(plane, ir.Constant(_I64, ph)))
                 builder.store(vec, at(qa.data, dst), align=4)
 
+        def ptr(k):  # the float pointer of load k
+            return builder.gep(xa.data, [builder.add(start, ir.Constant(_I64, k * SV))])
+
         def load(k):
-            return builder.load(at(xa.data, builder.add(start, ir.Constant(_I64, k * SV))),
-                                align=4)  # fmt: skip
+            return builder.load(builder.bitcast(ptr(k), _SVEC.as_pointer()), align=4)
 
         def keep(k):  # the lanes of load k inside the row's columns [0, cend)
             col = builder.add(_splat(builder, builder.trunc(builder.add(
@@ -446,9 +448,7 @@ def _make_deinterleave(m):
                     with selected:
                         split([builder.select(keep(k), load(k), zeros) for k in range(m)])
                     with masked:
-                        split([masked_load(builder, builder.gep(xa.data, [builder.add(
-                            start, ir.Constant(_I64, k * SV))]), keep(k), zeros)
-                            for k in range(m)])  # fmt: skip
+                        split([masked_load(builder, ptr(k), keep(k), zeros) for k in range(m)])
         return context.get_dummy_value()
 
     @intrinsic
