@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from helpers import rel_err, same_pads
 
 import cnnc
+from cnnc.runtime import NO_IO
 
 TOL = 1e-4
 
@@ -400,7 +401,7 @@ def test_a_plan_compiles_its_own_kernels_for_the_interpreters_types():
         assert kernel_types(code) in SIGNATURES[code][0].overloads
     assert [code for code in range(len(SIGNATURES)) if plan._fns[code]] == plan.codes
     assert interpreter_types() == tuple(numba.typeof(a) for a in (
-        1, plan.arena(1), *plan.encoded, plan._fns, np.zeros(0, np.int64)))
+        1, plan.arena(1), *plan.encoded, plan._fns, np.zeros(0, np.int64), *NO_IO))
     # and the disk cache is seen to hold them: the next process starts no compile helper
     from cnnc.kernels.interpreter import run_plan
     from cnnc.kernels.jit import is_cached
@@ -466,7 +467,8 @@ def test_the_interpreter_refuses_a_step_of_a_kernel_it_has_no_address_for():
     for fns, bad_ops in ((np.zeros_like(plan._fns), ops),
                          (plan._fns, np.full_like(ops, 99))):
         with pytest.raises(ValueError, match="unknown or uncompiled"):
-            plan.interpreter(1, arena, params, bad_ops, ints, floats, fns, np.zeros(0, np.int64))
+            plan.interpreter(1, arena, params, bad_ops, ints, floats, fns, np.zeros(0, np.int64),
+                             *NO_IO)
 
 
 def test_step_times_are_the_interpreters_own_clock():
@@ -500,7 +502,7 @@ def test_step_times_are_the_interpreters_own_clock():
     # run passes an empty one, and one of another size stays as it was
     plan = net._plan
     wrong = np.zeros(len(plan.steps), np.int64)
-    plan.interpreter(2, plan.arena(2), *plan.encoded, plan._fns, wrong)
+    plan.interpreter(2, plan.arena(2), *plan.encoded, plan._fns, wrong, *NO_IO)
     assert not wrong.any()
 
 
@@ -524,3 +526,24 @@ def test_step_times_without_a_c_clock(monkeypatch):
     assert bound == [2]  # the kernels were called from Python
     assert times.shape == (3, len(net._plan.steps))
     assert (times > 0).all()
+
+
+def test_input_and_output_are_copied_bit_for_bit_at_any_alignment():
+    """run_plan copies the input into the arena and the output out itself (decode.copy_rows,
+    which xors each value with a key of 0 so that LLVM keeps its own loop rather than
+    calling memmove): a network of no steps gives back every float32 bit pattern it is
+    given -- -0.0, a signaling NaN and its payload, infinities, subnormals -- wherever the
+    caller's array starts, for a batch of images whose rows are not a whole number of
+    vectors."""
+    net = cnnc.compile_source("network t(input: 2x3x5) {\n flatten\n}\n", progress=False)
+    assert net._plan.steps == []
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2**32, (3, 2, 3, 5), dtype=np.uint64).astype(np.uint32)
+    bits.flat[:6] = [0x80000000, 0x7FC00123, 0xFF800001, 0x7F800000, 0x00000001, 0x807FFFFF]
+    raw = np.empty(bits.size + 64, np.uint32)
+    for start in range(0, 64, 7):  # every alignment of the caller's array, 4 bytes apart
+        x = raw[start : start + bits.size].reshape(bits.shape)
+        x[...] = bits
+        y = net(x.view(np.float32))
+        assert y.shape == (3, 30)
+        assert np.array_equal(y.view(np.uint32), bits.reshape(3, 30))

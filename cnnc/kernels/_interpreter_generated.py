@@ -2,7 +2,7 @@
 do not edit (see cnnc/kernels/interpreter.py).
 """
 
-from .decode import call_compiled, matrix, tensor4, vector, view
+from .decode import call_compiled, copy_rows, matrix, tensor4, vector, view
 from .jit import cached_njit
 from .sched import clock_ns
 
@@ -38,11 +38,18 @@ TABLE = (
 
 
 @cached_njit(error_model="numpy")
-def run_plan(n, arena, params, ops, ints, floats, fns, stamps):
+def run_plan(n, arena, params, ops, ints, floats, fns, stamps, x, y, io):
     """Run every encoded kernel call in order on batch size ``n``; ``fns[op]`` is the
     address of kernel ``op``. With ``stamps.size == ops.size + 1`` it also records the
     monotonic clock (ns) before the first call in ``stamps[0]`` and after call ``s`` in
-    ``stamps[s + 1]`` (the profile of `cnnc bench --profile`)."""
+    ``stamps[s + 1]`` (the profile of `cnnc bench --profile`).
+
+    First the input ``x`` (flat, ``n`` images) is copied into the arena, image ``b`` to
+    ``arena[io[0] + b*io[1]:]``; last the output, image ``b`` from ``arena[io[2] +
+    b*io[3]:]``, to ``y`` (flat). An empty ``x`` or ``y`` is not copied (``step_times``
+    runs on the input left in the arena). ``io[4]`` is 0, the key of ``copy_rows``."""
+    if x.size > 0:
+        copy_rows(arena, io[0], io[1], x, 0, x.size // n, n, x.size // n, io[4])
     timed = stamps.size == ops.size + 1
     if timed:
         stamps[0] = clock_ns()
@@ -133,3 +140,5 @@ def run_plan(n, arena, params, ops, ints, floats, fns, stamps):
                 view(arena, n, r, 26), r[30], r[31]))
         if timed:
             stamps[s + 1] = clock_ns()
+    if y.size > 0:
+        copy_rows(y, 0, y.size // n, arena, io[2], io[3], n, y.size // n, io[4])

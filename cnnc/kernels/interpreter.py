@@ -163,7 +163,7 @@ def generate_source() -> str:
         "do not edit (see cnnc/kernels/interpreter.py).",
         '"""',
         "",
-        "from .decode import call_compiled, matrix, tensor4, vector, view",
+        "from .decode import call_compiled, copy_rows, matrix, tensor4, vector, view",
         "from .jit import cached_njit",
         "from .sched import clock_ns",
         "",
@@ -174,11 +174,18 @@ def generate_source() -> str:
         "",
         "",
         '@cached_njit(error_model="numpy")',
-        "def run_plan(n, arena, params, ops, ints, floats, fns, stamps):",
+        "def run_plan(n, arena, params, ops, ints, floats, fns, stamps, x, y, io):",
         '    """Run every encoded kernel call in order on batch size ``n``; ``fns[op]`` is the',
         "    address of kernel ``op``. With ``stamps.size == ops.size + 1`` it also records the",
         "    monotonic clock (ns) before the first call in ``stamps[0]`` and after call ``s`` in",
-        '    ``stamps[s + 1]`` (the profile of `cnnc bench --profile`)."""',
+        "    ``stamps[s + 1]`` (the profile of `cnnc bench --profile`).",
+        "",
+        "    First the input ``x`` (flat, ``n`` images) is copied into the arena, image ``b`` to",
+        "    ``arena[io[0] + b*io[1]:]``; last the output, image ``b`` from ``arena[io[2] +",
+        "    b*io[3]:]``, to ``y`` (flat). An empty ``x`` or ``y`` is not copied (``step_times``",
+        '    runs on the input left in the arena). ``io[4]`` is 0, the key of ``copy_rows``."""',
+        "    if x.size > 0:",
+        "        copy_rows(arena, io[0], io[1], x, 0, x.size // n, n, x.size // n, io[4])",
         "    timed = stamps.size == ops.size + 1",
         "    if timed:",
         "        stamps[0] = clock_ns()",
@@ -201,7 +208,9 @@ def generate_source() -> str:
         lines += _wrap(f"            # {name}(", names, "            #" + " " * len(name), ")")
         head = f"            call_compiled(fns[{code}], {layout(code)!r}, ("
         lines += _wrap(head, _decoded(kinds), " " * 16, "))")
-    lines += ["        if timed:", "            stamps[s + 1] = clock_ns()"]
+    lines += ["        if timed:", "            stamps[s + 1] = clock_ns()",
+              "    if y.size > 0:",
+              "        copy_rows(y, 0, y.size // n, arena, io[2], io[3], n, y.size // n, io[4])"]
     return "\n".join(lines) + "\n"
 
 
@@ -234,7 +243,8 @@ def interpreter_types() -> tuple:
     return tuple(numba.typeof(a) for a in (
         1, np.zeros(1, np.float32), np.zeros(1, np.float32), np.zeros(1, np.int64),
         np.zeros((1, INTS_PER_STEP), np.int64), np.zeros((1, FLOATS_PER_STEP), np.float64),
-        np.zeros(len(SIGNATURES), np.int64), np.zeros(1, np.int64)))
+        np.zeros(len(SIGNATURES), np.int64), np.zeros(1, np.int64), np.zeros(1, np.float32),
+        np.zeros(1, np.float32), np.zeros(5, np.int64)))
 
 
 def layout(code: int) -> str:
