@@ -188,6 +188,28 @@ def masked_store(builder, value, ptr, mask):
     builder.call(fn, [value, builder.bitcast(ptr, vec.as_pointer()), ir.Constant(_I32, 4), mask])
 
 
+# A store of a vector's first lanes takes one scalar store a lane, each behind a branch on
+# the count, rather than a masked store, on AVX2 and 128-bit targets: AMD's AVX2 cores run
+# masked stores (vmaskmovps) slowly (pool.py and winograd.py measure it). AVX-512 keeps
+# its masked stores (its masks are native; not measured).
+SCALAR_PREFIX_STORES = VL < 16
+
+
+def store_prefix(builder, value, ptr, count):
+    """Store lanes ``i < count`` of the float vector ``value`` at ``ptr[i]`` (``ptr`` a float
+    pointer, ``count`` an integer value; the other lanes' cells are not written)."""
+    lanes = value.type.count
+    if not SCALAR_PREFIX_STORES:
+        index = ir.Constant(ir.VectorType(count.type, lanes), list(range(lanes)))
+        masked_store(builder, value, ptr, builder.icmp_signed("<", index,
+                                                              _splat(builder, count, lanes)))
+        return
+    for i in range(lanes):
+        with builder.if_then(builder.icmp_signed(">", count, ir.Constant(count.type, i))):
+            builder.store(builder.extract_element(value, ir.Constant(_I32, i)),
+                          builder.gep(ptr, [ir.Constant(_I64, i)]))
+
+
 def _store_rows(builder, acc, data, offset, stride):
     """Store a tile's accumulators ``acc[k][v]`` (``_emit_tile``) at ``data[offset +
     k*stride + VL*v : +VL]`` (``offset`` and ``stride`` i64 values)."""

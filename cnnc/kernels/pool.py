@@ -11,7 +11,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from .elementwise import SERIAL_WORK, copy_into
-from .fastconv import _I32, _I64, _VEC, VL, _splat, masked_load, masked_store
+from .fastconv import _I32, _I64, _VEC, VL, _splat, masked_load, store_prefix
 from .jit import cached_njit, call_linked, linked_njit
 
 # Windowed pools work on one (n, c) plane at a time, in one of two ways:
@@ -33,12 +33,6 @@ from .jit import cached_njit, call_linked, linked_njit
 #   each to set up, two per output row, and SqueezeNet's 64x111x111 pool spent most of
 #   its 0.16-0.23 ms (one thread) there; in vector blocks, 0.10 ms (1.3-2.3x on the
 #   pools of SqueezeNet, ResNet-18 and GoogLeNet, one and two threads).
-# A 3x3/2 max pool's masked block stores its outputs one by one, each behind a branch on
-# the count, rather than with a masked store, which is slow on AMD's AVX2 cores
-# (vmaskmovps): interleaved, AVX2 host, the padded pools of GoogLeNet 832 x 14x14 1.06x (1
-# thread) and 1.11x (2), 480 x 28x28 1.10x and 1.12x; SqueezeNet's valid 64 x 111x111
-# 0.98x and 1.04x. AVX-512 keeps its masked store (its masks are native; not measured).
-SCALAR_TAIL = VL < 16
 
 
 @cached_njit(inline="always", error_model="numpy")
@@ -253,8 +247,7 @@ def _max3x3s2_block(typingctx, x, r0, r1, r2, out, o, m, avail):
     row, their even and odd lanes (and the even ones shifted by one) taken apart with
     shuffles. ``m == VL`` with ``avail > 2*VL`` reads ``x[r .. r + 2*VL]`` with plain loads
     and stores with a plain store; otherwise it reads only ``x[r .. r + min(2m, avail - 1)]``
-    and writes only the ``m`` cells (a masked store, or one by one: ``SCALAR_TAIL``). No
-    bounds checks."""
+    and writes only the ``m`` cells (``store_prefix``). No bounds checks."""
     sig = types.void(x, r0, r1, r2, out, o, m, avail)
 
     def codegen(context, builder, sig, args):
@@ -311,17 +304,10 @@ def _max3x3s2_block(typingctx, x, r0, r1, r2, out, o, m, avail):
                     b = masked_load(builder, at(r, VL), high_mask, fill)
                     lo = a if lo is None else vmax(lo, a)
                     hi = b if hi is None else vmax(hi, b)
-                value = windows(lo, hi, ninf)
-                if SCALAR_TAIL:
-                    base = builder.gep(oa.data, [o_])
-                    for i in range(VL):
-                        inside = builder.icmp_signed(">", m_, ir.Constant(m_.type, i))
-                        with builder.if_then(inside):
-                            builder.store(builder.extract_element(value, ir.Constant(_I32, i)),
-                                          builder.gep(base, [ir.Constant(_I64, i)]))
-                else:
-                    keep = builder.icmp_signed("<", lanes, _splat(builder, m_, VL))
-                    masked_store(builder, value, optr, keep)
+                # store_prefix: on AVX2, one by one (interleaved, AVX2 host, against a
+                # masked store: GoogLeNet's padded pools 832 x 14x14 1.06x (1 and 2
+                # threads), 480 x 28x28 1.10x, 192 x 56x56 1.08x; a valid 64 x 111x111 1.00x)
+                store_prefix(builder, windows(lo, hi, ninf), builder.gep(oa.data, [o_]), m_)
         return context.get_dummy_value()
 
     return sig, codegen

@@ -64,7 +64,7 @@ from .fastconv import (
     _splat,
     _store_rows,
     masked_load,
-    masked_store,
+    store_prefix,
 )
 from .jit import cached_njit, call_linked, linked_njit
 from .sched import next_chunk, num_threads
@@ -319,7 +319,7 @@ def _make_store(m, sv=SV):
                     builder.store(val, optr, align=4)
                 with part:
                     if width <= 8:
-                        masked_store(builder, val, optr, mask)
+                        store_prefix(builder, val, builder.gep(oa.data, [ooff_]), ncols_)
                     else:  # the whole 8-lane pieces plain, the one the row ends in masked
                         # (2 threads, interleaved: F(4x4) at 14x14 1.02x, 13x13 1.07x,
                         # 55x55 1.03x)
@@ -327,8 +327,8 @@ def _make_store(m, sv=SV):
                         for c in range(0, width, 8):
                             sub = builder.shuffle_vector(val, val, ir.Constant(
                                 ir.VectorType(_I32, 8), list(range(c, c + 8))))
-                            pptr = builder.bitcast(builder.gep(oa.data, [builder.add(
-                                ooff_, ir.Constant(_I64, c))]), piece.as_pointer())
+                            cell = builder.gep(oa.data, [builder.add(ooff_, ir.Constant(_I64, c))])
+                            pptr = builder.bitcast(cell, piece.as_pointer())
                             full = builder.icmp_signed(">=", ncols_,
                                                        ir.Constant(ncols_.type, c + 8))
                             some = builder.icmp_signed(">", ncols_, ir.Constant(ncols_.type, c))
@@ -337,10 +337,8 @@ def _make_store(m, sv=SV):
                                     builder.store(sub, pptr, align=4)
                                 with p_part:
                                     with builder.if_then(some):
-                                        masked_store(builder, sub, pptr, builder.icmp_signed(
-                                            "<", ir.Constant(ir.VectorType(_I64, 8),
-                                                             list(range(c, c + 8))),
-                                            _splat(builder, ncols_, 8)))
+                                        store_prefix(builder, sub, cell, builder.sub(
+                                            ncols_, ir.Constant(ncols_.type, c)))
             return context.get_dummy_value()
 
         return sig, codegen
