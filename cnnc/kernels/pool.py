@@ -441,7 +441,6 @@ def _pool_chunk(first, last, x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max
     for task in range(first, last):
         n = task // C
         c = task - n * C
-        dst = out[n, oc0 + c]
         if same3:
             so = (n * x.shape[1] + xc0 + c) * HW
             do = (n * out.shape[1] + oc0 + c) * HW
@@ -450,8 +449,9 @@ def _pool_chunk(first, last, x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max
             _maxpool3x3s2(x_flat, (n * x.shape[1] + xc0 + c) * HW, H, W, out_flat,
                           (n * out.shape[1] + oc0 + c) * OH * OW, OH, OW, pt, pl)  # fmt: skip
         elif by_rows:
-            _pool_rows(x[n, xc0 + c], dst, xp, kh, kw, sh, sw, pt, pl, is_max)
+            _pool_rows(x[n, xc0 + c], out[n, oc0 + c], xp, kh, kw, sh, sw, pt, pl, is_max)
         else:
+            dst = out[n, oc0 + c]
             _load_padded(xp, x[n, xc0 + c], Hp, Wp, pt, pl, fill)
             _window_reduce(xp, t, Hp, Wp, kh, kw, is_max)
             for oh in range(OH):
@@ -460,6 +460,7 @@ def _pool_chunk(first, last, x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max
                 for ow in range(OW):
                     dst_row[ow] = row[ow * sw]
         if not is_max:
+            dst = out[n, oc0 + c]
             for oh in range(OH):
                 inv = inv_rows[oh]
                 dst_row = dst[oh]
