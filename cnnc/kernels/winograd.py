@@ -35,12 +35,12 @@ summed over the input channels is a GEMM, so a conv is ``(m+2)^2`` independent G
    one output channel's ``(m+2)^2`` rows are contiguous for the output transform.
 6. Output transform per output channel, then the epilogue and store (``_make_store``): for
    the ``SV`` tiles of a vector, each output row they cover is one run of ``SV*m`` cells,
-   interleaved from the tiles' columns with vector shuffles and written with one masked
-   store, with bias, the residual (fuse-residual) and relu applied in the order
-   conv2d_packed applies them. Only no activation and relu: every activation of
-   ``bias_activate_inplace`` inlined here cost a third of the kernel's compile time (38 ->
-   27 s CPU, cold); the winograd pass leaves convs with other activations on the packed
-   kernel.
+   interleaved from the tiles' columns with vector shuffles and written with one store (a
+   row's last run: only its cells, ``store_prefix``), with bias, the residual
+   (fuse-residual) and relu applied in the order conv2d_packed applies them. Only no
+   activation and relu: every activation of ``bias_activate_inplace`` inlined here cost a
+   third of the kernel's compile time (38 -> 27 s CPU, cold); the winograd pass leaves convs
+   with other activations on the packed kernel.
 
 F(4x4, 3x3)'s transforms have entries up to 8 (A) and 1/24 (G): its float32 error is a few
 times that of a direct conv (~4e-6 relative on a 64-channel layer here, against ~1e-7);
@@ -262,9 +262,9 @@ def _make_store(m, sv=SV):
         out[ooff + t*m + j] = act((y_j[t] + b) [+ res[roff + t*m + j]])   (t*m + j < ncols)
 
     the residual added when ``roff >= 0``, relu when ``relu != 0`` (``v if v > 0 else 0``,
-    as conv2d_packed's store), only the first ``ncols`` cells read and written (masked
-    loads and stores: a row's last tiles may pass its end; a plain store when all ``sv*m``
-    cells are in). No bounds checks.
+    as conv2d_packed's store), only the first ``ncols`` cells read and written (a masked
+    load and ``store_prefix``: a row's last tiles may pass its end; a plain store when all
+    ``sv*m`` cells are in). No bounds checks.
     """
     width = sv * m
     wide = ir.VectorType(ir.FloatType(), width)
@@ -320,7 +320,7 @@ def _make_store(m, sv=SV):
                 with part:
                     if width <= 8:
                         store_prefix(builder, val, builder.gep(oa.data, [ooff_]), ncols_)
-                    else:  # the whole 8-lane pieces plain, the one the row ends in masked
+                    else:  # the whole 8-lane pieces plain, the one the row ends in by prefix
                         # (2 threads, interleaved: F(4x4) at 14x14 1.02x, 13x13 1.07x,
                         # 55x55 1.03x)
                         piece = ir.VectorType(ir.FloatType(), 8)
