@@ -9,6 +9,7 @@ first plan of a process; importing this module changes nothing.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ from .kernels.interpreter import (
     interpreter_types,
     kernel_addresses,
     kernel_types,
+    read_only,
     run_plan,
 )
 from .kernels.jit import cache_directory_of, is_cached
@@ -55,7 +57,7 @@ _prepared = False
 
 _NO_STAMPS = np.zeros(0, np.int64)  # run_plan's stamps when it records no times
 # run_plan's (x, y, io) when it copies neither the input nor the output
-NO_IO = (np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(5, np.int64))
+NO_IO = (read_only(np.zeros(0, np.float32)), np.zeros(0, np.float32), np.zeros(5, np.int64))
 
 
 def prepare() -> None:
@@ -198,7 +200,9 @@ class Plan:
         y = np.empty((n, *self._output_shape), np.float32)
         # run_plan copies x in and the output out itself (decode.copy_rows: numpy's copy
         # is libc's memmove, which can be 15x slower for some alignments)
-        self.interpreter(n, arena, *self.encoded, self._fns, _NO_STAMPS, x.reshape(-1),
+        if x[0].size != self.input_view.channels * math.prod(self.input_view.hw):
+            raise ValueError(f"Plan.run: input of shape {x.shape[1:]}, not the plan's")
+        self.interpreter(n, arena, *self.encoded, self._fns, _NO_STAMPS, read_only(x.reshape(-1)),
                          y.reshape(-1), self._io_offsets(n))
         return y
 

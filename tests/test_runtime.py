@@ -547,3 +547,17 @@ def test_input_and_output_are_copied_bit_for_bit_at_any_alignment():
         y = net(x.view(np.float32))
         assert y.shape == (3, 30)
         assert np.array_equal(y.view(np.uint32), bits.reshape(3, 30))
+
+
+def test_a_read_only_input_compiles_nothing_more():
+    """run_plan types its input read-only, so a caller's read-only array (np.frombuffer,
+    a memory map) runs on the one compiled interpreter, not a second one."""
+    from cnnc.kernels.interpreter import run_plan
+
+    net = cnnc.compile_source("network t(input: 2x3x5) {\n relu\n}\n", progress=False)
+    x = np.random.default_rng(0).standard_normal((2, 2, 3, 5)).astype(np.float32)
+    before = len(run_plan.overloads)
+    ro = x.copy()
+    ro.flags.writeable = False
+    assert np.array_equal(net(ro), np.maximum(x, 0)) and np.array_equal(net(x), net(ro))
+    assert len(run_plan.overloads) == before
