@@ -319,14 +319,15 @@ def _maxpool3x3s2(x, so, H, W, out, do, OH, OW, pt, pl):
     time in vector blocks (``_max3x3s2_block``), ``VL`` windows wholly inside the row's
     columns at a time, then one block for the rest of the windows that start inside the
     row: a whole one overlapping the block before it where it fits in the row, else a
-    masked one (the last window may reach into the right padding); a window that starts
-    in the left padding, or wholly in the right, a cell at a time. Rows above or below the
-    input are replaced by the nearest input row, which changes no maximum."""
+    partial one (masked loads, ``store_prefix``; the last window may reach into the right
+    padding); a window that starts in the left padding, or wholly in the right, a cell at a
+    time. Rows above or below the input are replaced by the nearest input row, which
+    changes no maximum."""
     ninf = np.float32(-np.inf)
     lo = min((pl + 1) // 2, OW)  # the first output whose window starts in the row
     hi = max(min(OW, (W - 1 + pl) // 2 + 1), lo)  # past the last that starts in it
     # past the whole blocks of windows that end inside the row; the right-padded window
-    # in the masked block rather than a cell at a time: a 3x3/2 pool of 832 x 14x14
+    # in the partial block rather than a cell at a time: a 3x3/2 pool of 832 x 14x14
     # ("same": 7 windows a row, the 7th padded) 1.35x, 256 x 16x16 1.47x, 480 x 28x28
     # 1.34x (AVX2, 2 threads, interleaved); valid pools 0.97-1.03x
     full = lo + VL * (max(0, min(hi, (W - 3 + pl) // 2 + 1) - lo) // VL)
@@ -346,7 +347,7 @@ def _maxpool3x3s2(x, so, H, W, out, do, OH, OW, pt, pl):
         if full < hi:
             # the rest as one whole block ending at the last window, overlapping the blocks
             # before it, where that block's windows start and end inside the row: no masked
-            # loads and store (2 threads, interleaved: SqueezeNet's valid pools 1.12-1.16x,
+            # loads, no partial store (2 threads, interleaved: SqueezeNet's valid pools 1.12-1.16x,
             # ResNet-18's padded 112x112 1.12x)
             start = hi - VL if hi - VL >= lo and 2 * hi - pl < W else full
             col = 2 * start - pl
@@ -447,24 +448,24 @@ def _pool_chunk(first, last, x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max
         elif max3s2:
             _maxpool3x3s2(x_flat, (n * x.shape[1] + xc0 + c) * HW, H, W, out_flat,
                           (n * out.shape[1] + oc0 + c) * OH * OW, OH, OW, pt, pl)  # fmt: skip
-        elif by_rows:
-            _pool_rows(x[n, xc0 + c], out[n, oc0 + c], xp, kh, kw, sh, sw, pt, pl, is_max)
-        else:
+        else:  # by rows, or through the padded plane; an average pool always comes here
             dst = out[n, oc0 + c]
-            _load_padded(xp, x[n, xc0 + c], Hp, Wp, pt, pl, fill)
-            _window_reduce(xp, t, Hp, Wp, kh, kw, is_max)
-            for oh in range(OH):
-                row = xp[oh * Wp : oh * Wp + Wp]
-                dst_row = dst[oh]
-                for ow in range(OW):
-                    dst_row[ow] = row[ow * sw]
-        if not is_max:
-            dst = out[n, oc0 + c]
-            for oh in range(OH):
-                inv = inv_rows[oh]
-                dst_row = dst[oh]
-                for ow in range(OW):
-                    dst_row[ow] *= inv * inv_cols[ow]
+            if by_rows:
+                _pool_rows(x[n, xc0 + c], dst, xp, kh, kw, sh, sw, pt, pl, is_max)
+            else:
+                _load_padded(xp, x[n, xc0 + c], Hp, Wp, pt, pl, fill)
+                _window_reduce(xp, t, Hp, Wp, kh, kw, is_max)
+                for oh in range(OH):
+                    row = xp[oh * Wp : oh * Wp + Wp]
+                    dst_row = dst[oh]
+                    for ow in range(OW):
+                        dst_row[ow] = row[ow * sw]
+            if not is_max:
+                for oh in range(OH):
+                    inv = inv_rows[oh]
+                    dst_row = dst[oh]
+                    for ow in range(OW):
+                        dst_row[ow] *= inv * inv_cols[ow]
 
 
 # Both global pools index each plane as one flat slice from 0 (a loop LLVM vectorises; a
