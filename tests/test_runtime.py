@@ -528,25 +528,30 @@ def test_step_times_without_a_c_clock(monkeypatch):
     assert (times > 0).all()
 
 
-def test_input_and_output_are_copied_bit_for_bit_at_any_alignment():
+@pytest.mark.parametrize("layer, channels",
+                         [("flatten", slice(0, 2)), ("slice(1, 1)", slice(1, 2))])
+def test_input_and_output_are_copied_bit_for_bit_at_any_alignment(layer, channels):
     """run_plan copies the input into the arena and the output out itself (decode.copy_rows,
     which xors each value with a key of 0 so that LLVM keeps its own loop rather than
     calling memmove): a network of no steps gives back every float32 bit pattern it is
     given -- -0.0, a signaling NaN and its payload, infinities, subnormals -- wherever the
     caller's array starts, for a batch of images whose rows are not a whole number of
-    vectors."""
-    net = cnnc.compile_source("network t(input: 2x3x5) {\n flatten\n}\n", progress=False)
+    vectors. A channel slice's output starts inside each image's input and is copied with
+    the input's stride, not its own."""
+    net = cnnc.compile_source(f"network t(input: 2x3x5) {{\n {layer}\n}}\n", progress=False)
     assert net._plan.steps == []
     rng = np.random.default_rng(0)
     bits = rng.integers(0, 2**32, (3, 2, 3, 5), dtype=np.uint64).astype(np.uint32)
     bits.flat[:6] = [0x80000000, 0x7FC00123, 0xFF800001, 0x7F800000, 0x00000001, 0x807FFFFF]
-    raw = np.empty(bits.size + 64, np.uint32)
-    for start in range(0, 64, 7):  # every alignment of the caller's array, 4 bytes apart
+    bits.flat[15:21] = bits.flat[:6]  # the same patterns in the sliced channel
+    want = bits[:, channels].reshape(3, -1)
+    raw = np.empty(bits.size + 16, np.uint32)
+    for start in range(16):  # every alignment of the caller's array in a 64-byte line
         x = raw[start : start + bits.size].reshape(bits.shape)
         x[...] = bits
         y = net(x.view(np.float32))
-        assert y.shape == (3, 30)
-        assert np.array_equal(y.view(np.uint32), bits.reshape(3, 30))
+        assert y.reshape(3, -1).view(np.uint32).shape == want.shape
+        assert np.array_equal(y.reshape(3, -1).view(np.uint32), want)
 
 
 def test_a_read_only_input_compiles_nothing_more():
