@@ -1,11 +1,11 @@
-"""sched.take_chunk, the work hand-out of the conv kernels' parallel loops, and
-sched.num_threads."""
+"""sched.take_chunk, the work hand-out of the conv kernels' parallel loops; count_done and
+wait_done, the phases of one parallel region; and sched.num_threads."""
 
 import numba
 import numpy as np
 import pytest
 
-from cnnc.kernels.sched import num_threads, take_chunk
+from cnnc.kernels.sched import count_done, next_chunk, num_threads, take_chunk, wait_done
 
 
 @numba.njit(parallel=True)
@@ -54,5 +54,45 @@ def test_num_threads_follows_set_num_threads():
             out = np.zeros(9, np.int64)
             _threads_seen(out)
             assert (out == threads).all()
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+@numba.njit(parallel=True)
+def _two_phases(iterations, ntasks, first, second):
+    """Phase 1 writes first[t] = t + 1 for every task; phase 2's task t reads the whole of
+    phase 1 (every task's write, whichever thread made it) into second[t]."""
+    state = np.zeros((3, 8), np.int64)
+    for _ in numba.prange(iterations):
+        task = next_chunk(state[0])
+        while task < ntasks:
+            first[task] = task + 1
+            count_done(state[1])
+            task = next_chunk(state[0])
+        wait_done(state[1], ntasks)
+        task = next_chunk(state[2])
+        while task < ntasks:
+            total = 0
+            for t in range(ntasks):
+                total += first[t]
+            second[task] = total
+            task = next_chunk(state[2])
+
+
+@pytest.mark.parametrize("iterations, ntasks", [(1, 5), (2, 1), (2, 64), (8, 3), (8, 200)])
+def test_a_phase_starts_only_when_the_last_is_done(iterations, ntasks):
+    """sched.count_done and wait_done, as conv2d_winograd runs its phases in one parallel
+    region: no task of the second phase sees a task of the first unfinished, whether the
+    loop has fewer iterations than tasks or more, on one thread or two (where most calls
+    have each thread arrive at the wait with the other's tasks in flight)."""
+    want = ntasks * (ntasks + 1) // 2
+    for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+        numba.set_num_threads(threads)
+        try:
+            for _ in range(300 if threads > 1 else 1):
+                first = np.zeros(ntasks, np.int64)
+                second = np.zeros(ntasks, np.int64)
+                _two_phases(iterations, ntasks, first, second)
+                assert (second == want).all(), second
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)

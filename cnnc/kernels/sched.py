@@ -11,11 +11,19 @@ two threads each keeps to a contiguous run of chunks (their tiles' inputs and we
 its own cache) until the runs meet.
 (``numba.get_num_threads()`` in a kernel would make it a dynamic global, which Numba does
 not cache; ``num_threads`` asks the threading layer through a symbol instead.)
+A kernel of several phases (Winograd's column split, input transform and GEMMs) runs
+them in one parallel region: each phase's tasks are claimed with ``next_chunk``, counted
+done with ``count_done``, and ``wait_done`` holds a thread at the phase's end until every
+task is done. A thread waits only for tasks another thread has claimed and is running, so a
+late thread finds the phase done and goes on, and no task is ever waited for that no thread
+will run.
 ``clock_ns`` reads the monotonic clock from compiled code, for the interpreter's profile.
 """
 
+import platform
 import time
 
+import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -64,6 +72,47 @@ def take_chunk(typingctx, counters, nchunks, from_back):
         return result
 
     return sig, codegen
+
+
+@intrinsic
+def count_done(typingctx, counter):
+    """Atomically ``counter[0] += 1`` with release order (an int64 array): a task's writes
+    are visible to a thread that ``wait_done`` has let through."""
+    sig = types.int64(counter)
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        return builder.atomic_rmw("add", data, ir.Constant(ir.IntType(64), 1), "acq_rel")
+
+    return sig, codegen
+
+
+#: a spin-wait's hint to the core (x86's ``pause``); none elsewhere, where the loop simply
+#: reloads
+_PAUSE = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+
+
+@intrinsic
+def _load_acquire(typingctx, counter):
+    """``counter[0]`` read with acquire order, after a ``pause`` on x86."""
+    sig = types.int64(counter)
+
+    def codegen(context, builder, sig, args):
+        if _PAUSE:
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        return builder.load_atomic(data, "acquire", 8)
+
+    return sig, codegen
+
+
+@numba.njit(inline="always")
+def wait_done(counter, total):
+    """Spin until ``counter[0]`` (``count_done``'s) reaches ``total``."""
+    while _load_acquire(counter) < total:
+        pass
 
 
 @intrinsic

@@ -14,9 +14,10 @@ summed over the input channels is a GEMM, so a conv is ``(m+2)^2`` independent G
 1. Weights are transformed once, at compile time (:func:`pack_winograd_weights`):
    ``U[a] = G g G^T`` for every (k, c), packed ``[a][k_block][c][KT]`` as the micro-kernel
    reads them (K zero-padded to a multiple of ``KT``).
-2. The input is first split into its ``m`` column phases (``_split_columns``, one parallel
-   pass, zero padding written in): in that layout the input cell ``(i, j)`` of ``SV`` tiles
-   side by side in a tile row is ``SV`` consecutive floats, one vector load.
+2. The input is first split into its ``m`` column phases (``_split_columns_task``, the
+   first phase of the kernel's parallel region, zero padding written in): in that layout
+   the input cell ``(i, j)`` of ``SV`` tiles side by side in a tile row is ``SV``
+   consecutive floats, one vector load.
 3. Tiles are numbered in *slots*: each tile row takes ``twp`` slots, its ``tw`` tiles
    rounded up to whole vectors, so a vector of ``SV`` slots never spans two rows (the
    spare slots compute junk that is never stored) -- but rows of at most ``SV/2`` tiles
@@ -29,7 +30,7 @@ summed over the input channels is a GEMM, so a conv is ``(m+2)^2`` independent G
    the phase-split input, then ``(.) B`` along the rows, each a vector of ``SV`` slots at a
    time (``_lincomb``: LLVM vector IR, as the micro-kernel, since Numba's own loops over
    a few lanes do not vectorise). A block split over k blocks has its input transformed
-   once, in a parallel pass of its own before the items (``_transform_chunk``).
+   once, in a phase of its own before the items (``_transform_chunk``).
 5. ``M[k][a][slot] = sum_c U[a][k][c] V[a][c][slot]``: per ``a`` and k block, one
    micro-kernel call with the channels as its taps (``_uk_rows``), its rows stored so that
    one output channel's ``(m+2)^2`` rows are contiguous for the output transform.
@@ -67,7 +68,7 @@ from .fastconv import (
     store_prefix,
 )
 from .jit import cached_njit, call_linked, linked_njit
-from .sched import next_chunk, num_threads
+from .sched import count_done, next_chunk, num_threads, wait_done
 
 # Lavin & Gray's matrices: B^T (input), G (weights), A^T (output), for m = 4 and m = 2
 BT4 = np.array([[4, 0, -5, 0, 1, 0],
@@ -458,31 +459,19 @@ def _make_deinterleave(m):
 
 _deinterleave4 = _make_deinterleave(4)
 _deinterleave2 = _make_deinterleave(2)
-#: tasks a thread of ``_split_columns`` gets, each a run of planes
+#: column-split tasks a thread, each a run of planes (``_split_columns_task``)
 SPLIT_TASKS_PER_THREAD = 4
-
-
-@linked_njit(llvm_opt=2, parallel=True, error_model="numpy")
-def _split_columns(x, xc0, cin, xq, m, Hr, U, pt, pl):
-    """``xq[n, c, ph, r, u] = xpad[n, xc0+c, r, m*u + ph]`` (0 in the padding): the zero-padded
-    input (``pt`` rows on top, ``pl`` columns on the left) split into its ``m`` column
-    phases, each ``Hr`` rows of ``U`` columns (``_phase_plane`` floats apart). Tile
-    ``(ty, tx)``'s input cell ``(i, j)`` is then ``xq[n, c, j % m, m*ty + i, tx + j // m]``:
-    for ``SV`` tiles side by side in a tile row, ``SV`` consecutive floats -- one vector
-    load, no gather."""
-    N, Cx, H, W = x.shape
-    xf = x.reshape(x.size)
-    planes = N * cin
-    ntasks = min(planes, SPLIT_TASKS_PER_THREAD * num_threads())
-    for t in numba.prange(ntasks):
-        call_linked(_split_columns_task, planes * t // ntasks, planes * (t + 1) // ntasks, xf,
-                    Cx, H, W, xc0, cin, xq, m, Hr, U, pt, pl)  # fmt: skip
 
 
 # Called through a symbol (jit.call_linked): ~1 s less of conv2d_winograd's cold compile
 @linked_njit(llvm_opt=2, error_model="numpy")
 def _split_columns_task(q0, q1, xf, Cx, H, W, xc0, cin, xq, m, Hr, U, pt, pl):
-    """Planes ``q = (n, c)`` in ``[q0, q1)`` of ``_split_columns``: each image row's ``SV``
+    """``xq[n, c, ph, r, u] = xpad[n, xc0+c, r, m*u + ph]`` (0 in the padding) for the planes
+    ``q = (n, c)`` in ``[q0, q1)``: the zero-padded input (``pt`` rows on top, ``pl``
+    columns on the left) split into its ``m`` column phases, each ``Hr`` rows of ``U``
+    columns (``_phase_plane`` floats apart). Tile ``(ty, tx)``'s input cell ``(i, j)`` is
+    then ``xq[n, c, j % m, m*ty + i, tx + j // m]``: for ``SV`` tiles side by side in a tile
+    row, ``SV`` consecutive floats -- one vector load, no gather. Each image row's ``SV``
     columns of every phase at a time taken apart in vector code (``_make_deinterleave``),
     straight from the image. Before, each row was copied into a padded row first, whose
     loads then spanned two of the copy's stores (a store-forwarding stall each), and its
@@ -517,7 +506,7 @@ def _split_columns_task(q0, q1, xf, Cx, H, W, xc0, cin, xq, m, Hr, U, pt, pl):
 
 @numba.njit(inline="always", error_model="numpy")
 def _phase_plane(Hr, U):
-    """Floats from one column phase of ``_split_columns``'s ``xq`` to the next: its ``Hr``
+    """Floats from one column phase of ``_split_columns_task``'s ``xq`` to the next: its ``Hr``
     rows of ``U`` columns, then ``SV`` spare floats, which a row's last vector, written
     whole, may spill into."""
     return Hr * U + SV
@@ -578,7 +567,9 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     Hr = m * th + 2
     U = twp + 1
     xq = np.empty(N * cin * m * _phase_plane(Hr, U), np.float32)
-    call_linked(_split_columns, x, xc0, cin, xq, m, Hr, U, pt, pl)
+    xf = x.reshape(x.size)
+    planes = N * cin
+    nsplit = min(planes, SPLIT_TASKS_PER_THREAD * num_threads())
     # every scratch array is allocated here, none in the parallel loop: array expressions
     # there become nested parallel loops, which doubled the kernel's compile time
     # V[a] blocks an odd number of lines (a channel's TW slots are one line) apart: with
@@ -592,34 +583,46 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     ebuf = np.empty((nchunks, a2 * TW), np.float32)
     ybuf = np.empty((nchunks, m * m * TW), np.float32)
     tbuf = np.empty((nchunks, 3, TW), np.int64)  # each slot's image, top row, left column
-    if shared:
-        # the blocks' input transform, in items of a block's channel group, before the
-        # GEMMs: each share of a block split over k blocks transformed the block's whole
-        # input itself, 2-4 times over. Interleaved, 2 threads, batch 1, AVX2: 3x3 256->256
-        # at 14x14 1.15x, 96->208 1.12x, 64->256 at 13x13 1.08x, 48->192 1.04x, 512->512
-        # at 7x7 1.05x; SqueezeNet's 13x13 expands 1.04-1.07x, GoogLeNet 1.02x
-        ncg = (cin + TRANSFORM_CHANNELS - 1) // TRANSFORM_CHANNELS
-        ntitems = nblocks * ncg
-        tcounter = np.zeros(1, np.int64)
-        for w in numba.prange(nchunks):
-            item = next_chunk(tcounter)
-            while item < ntitems:
-                call_linked(_transform_chunk, item, ncg, vall, ebuf[w], tbuf[w], xq, cin, Hr,
-                            U, m, per_image, twp, tw, nslots, tv)  # fmt: skip
-                item = next_chunk(tcounter)
-    # items handed out one at a time as threads ask (sched.py), each thread's into the
-    # scratch of the loop iteration it runs (a thread's first iteration takes items until
-    # none are left). Against static chunks of items, interleaved in one process, twice:
-    # GoogLeNet b1 1.065-1.068x, ResNet-18 b1 1.03-1.04x, b8 1.05x, SqueezeNet 1.05-1.07x
-    counter = np.zeros(1, np.int64)
+    # when shared: the blocks' input transform, in items of a block's channel group, before
+    # the GEMMs: each share of a block split over k blocks transformed the block's whole
+    # input itself, 2-4 times over. Interleaved, 2 threads, batch 1, AVX2: 3x3 256->256
+    # at 14x14 1.15x, 96->208 1.12x, 64->256 at 13x13 1.08x, 48->192 1.04x, 512->512
+    # at 7x7 1.05x; SqueezeNet's 13x13 expands 1.04-1.07x, GoogLeNet 1.02x
+    ncg = (cin + TRANSFORM_CHANNELS - 1) // TRANSFORM_CHANNELS
+    ntitems = nblocks * ncg if shared else 0
+    # The phases -- column split, shared input transform, GEMM items -- run in one parallel
+    # region (sched.py: each phase's tasks claimed as threads ask, counted done, and a
+    # thread held at a phase's end only for tasks in flight), not a region each: a thread
+    # that arrives late finds the earlier phases done. Items of the last phase go to the
+    # threads as they ask, each into the scratch of the loop iteration it runs (a thread's
+    # first iteration takes items until none are left). Against static chunks of items,
+    # interleaved in one process, twice: GoogLeNet b1 1.065-1.068x, ResNet-18 b1
+    # 1.03-1.04x, b8 1.05x, SqueezeNet 1.05-1.07x. Each counter has a cache line: the split
+    # tasks' (claimed, done), the transform's (claimed, done), the items' (claimed)
+    state = np.zeros((5, 8), np.int64)
     for w in numba.prange(nchunks):
-        item = next_chunk(counter)
+        task = next_chunk(state[0])
+        while task < nsplit:
+            call_linked(_split_columns_task, planes * task // nsplit,
+                        planes * (task + 1) // nsplit, xf, Cx, H, W, xc0, cin, xq, m, Hr, U,
+                        pt, pl)  # fmt: skip
+            count_done(state[1])
+            task = next_chunk(state[0])
+        wait_done(state[1], nsplit)
+        item = next_chunk(state[2])
+        while item < ntitems:
+            call_linked(_transform_chunk, item, ncg, vall, ebuf[w], tbuf[w], xq, cin, Hr,
+                        U, m, per_image, twp, tw, nslots, tv)  # fmt: skip
+            count_done(state[3])
+            item = next_chunk(state[2])
+        wait_done(state[3], ntitems)
+        item = next_chunk(state[4])
         while item < nitems:
             call_linked(_winograd_chunk, item, item + 1, vbuf[w], vall, mbuf[w], ebuf[w],
                         ybuf[w], tbuf[w], xq, cin, Hr, U, out, oc0, K, upk, bias, m, act, res,
                         rc0, offs, per_image, twp, tw, nslots, nks, nkb, kpad, OH, OW, tv,
                         shared)  # fmt: skip
-            item = next_chunk(counter)
+            item = next_chunk(state[4])
 
 
 @numba.njit(inline="always", error_model="numpy")
