@@ -12,35 +12,14 @@ import time
 os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
-from llvmlite import ir  # noqa: E402
-from numba import njit, prange, types  # noqa: E402
-from numba.extending import intrinsic  # noqa: E402
+from numba import njit, prange  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from cnnc.kernels.sched import next_chunk  # noqa: E402
+from cnnc.kernels.sched import count_done, next_chunk, wait_done  # noqa: E402
 
 STEPS, CHUNKS = int(os.environ.get("STEPS", "45")), int(os.environ.get("CHUNKS", "64"))
 REPS = int(os.environ.get("REPS", "40"))       # work per chunk
 PRO = int(os.environ.get("PRO", "300"))        # serial prologue work per step
-
-@intrinsic
-def atomic_load(typingctx, arr, i):
-    sig = types.int64(arr, i)
-    def codegen(context, builder, sig, args):
-        data = context.make_array(sig.args[0])(context, builder, args[0]).data
-        ptr = builder.gep(data, [args[1]])
-        v = builder.load_atomic(ptr, "acquire", 8)
-        return v
-    return sig, codegen
-
-@intrinsic
-def atomic_add(typingctx, arr, i):
-    sig = types.int64(arr, i)
-    def codegen(context, builder, sig, args):
-        data = context.make_array(sig.args[0])(context, builder, args[0]).data
-        ptr = builder.gep(data, [args[1]])
-        return builder.atomic_rmw("add", ptr, ir.Constant(ir.IntType(64), 1), "acq_rel")
-    return sig, codegen
 
 @njit(fastmath=True)
 def chunk_work(a, s, c, reps):
@@ -77,28 +56,27 @@ def regions(a, b, counters, reps, pro):
 @njit(parallel=True)
 def spmd(a, b, claim, done, reps, pro, nthreads):
     for s in range(STEPS):
-        claim[s] = 0
-        done[s] = 0
+        claim[s, 0] = 0
+        done[s, 0] = 0
     for _ in prange(nthreads):
         bt = np.empty(b.size, np.float64)
         for i in range(b.size):
             bt[i] = b[i]
         for s in range(STEPS):
             if s > 0:
-                while atomic_load(done, s - 1) < CHUNKS:
-                    pass
+                wait_done(done[s - 1], CHUNKS)
             prologue(bt, pro)
-            c = atomic_add(claim, s)
+            c = next_chunk(claim[s])
             while c < CHUNKS:
                 chunk_work(a, s, c, reps)
-                atomic_add(done, s)
-                c = atomic_add(claim, s)
+                count_done(done[s])
+                c = next_chunk(claim[s])
 
 a = np.ones((STEPS, CHUNKS, 256), np.float32)
 b = np.ones(64, np.float64)
 counters = np.zeros((STEPS, 1), np.int64)
-claim = np.zeros(STEPS, np.int64)
-done = np.zeros(STEPS, np.int64)
+claim = np.zeros((STEPS, 8), np.int64)  # a cache line each
+done = np.zeros((STEPS, 8), np.int64)
 S = float(os.environ.get("S", "20"))
 res = {}
 end = time.perf_counter() + S
