@@ -14,7 +14,6 @@ from .elementwise import SERIAL_WORK, copy_into
 from .fastconv import _I32, _I64, _VEC, VL, _splat, masked_load, store_prefix
 from .jit import cached_njit, call_linked, linked_njit
 
-
 # Windowed pools work on one (n, c) plane at a time, in one of two ways:
 #
 # * stride 1 (the 3x3/1 pool branches of inception modules): the plane is copied into a
@@ -34,6 +33,8 @@ from .jit import cached_njit, call_linked, linked_njit
 #   each to set up, two per output row, and SqueezeNet's 64x111x111 pool spent most of
 #   its 0.16-0.23 ms (one thread) there; in vector blocks, 0.10 ms (1.3-2.3x on the
 #   pools of SqueezeNet, ResNet-18 and GoogLeNet, one and two threads).
+
+
 @cached_njit(inline="always", error_model="numpy")
 def _max_into(acc, x):
     """``acc[t] = max(acc[t], x[t])`` for ``t < acc.size``."""
