@@ -30,6 +30,13 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 
+def _add_one(context, builder, array_type, array, ordering):
+    """IR of ``array[0] += 1`` done atomically with the given memory ordering (an int64
+    array); its value is the old ``array[0]``."""
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.atomic_rmw("add", data, ir.Constant(ir.IntType(64), 1), ordering)
+
+
 @intrinsic
 def next_chunk(typingctx, counter):
     """Atomically ``counter[0] += 1`` (an int64 array) and return its old value: the next
@@ -37,8 +44,7 @@ def next_chunk(typingctx, counter):
     sig = types.int64(counter)
 
     def codegen(context, builder, sig, args):
-        data = context.make_array(sig.args[0])(context, builder, args[0]).data
-        return builder.atomic_rmw("add", data, ir.Constant(ir.IntType(64), 1), "monotonic")
+        return _add_one(context, builder, sig.args[0], args[0], "monotonic")
 
     return sig, codegen
 
@@ -81,8 +87,7 @@ def count_done(typingctx, counter):
     sig = types.int64(counter)
 
     def codegen(context, builder, sig, args):
-        data = context.make_array(sig.args[0])(context, builder, args[0]).data
-        return builder.atomic_rmw("add", data, ir.Constant(ir.IntType(64), 1), "acq_rel")
+        return _add_one(context, builder, sig.args[0], args[0], "acq_rel")
 
     return sig, codegen
 
