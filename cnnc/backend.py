@@ -250,7 +250,9 @@ WINOGRAD_WIDE_CHANNELS = 128
 #: 1: 3x3 256->256 at 14x14 1.24 / 1.37x (batch 8 1.42x), 160->320 1.29x, 96->208 1.20x,
 #: 48->192 at 13x13 1.18 / 1.37x, 64->256 1.27x, 16->64 1.25x, 64->64 at 16x16 1.16 /
 #: 1.22x; but 32->32 at 14x14 0.92x, 16->16 0.98x, and rows of 3 or 2 tiles lose (12x12
-#: 0.97x, 10x10 0.90x, 7x7 0.55x).
+#: 0.97x, 10x10 0.90x, 7x7 0.55x). On AVX-512 (32-slot GEMM blocks, of which such a plane
+#: fills 16) both sides need them: F(4x4) against F(2x2), 2 threads, batch 1, in the
+#: network: 48->192 at 13x13 0.87x, 64->256 0.98-1.04x, 256->256 at 14x14 1.09-1.15x.
 WINOGRAD_NARROW_CHANNELS = 64
 
 
@@ -272,8 +274,9 @@ def winograd_tile(attrs: dict, in_channels: int, out_shape: tuple) -> int:
     channels = min(in_channels, k)
     if not winograd_runs(attrs) or channels < WINOGRAD_MIN_CHANNELS:
         return 0
-    if (-(-ow // 4) == 4 and -(-oh // 4) >= 4
-            and max(in_channels, k) >= WINOGRAD_NARROW_CHANNELS):
+    # on AVX-512 both sides: a plane's 16 slots fill one of the GEMM tile's two vectors
+    narrow = max(in_channels, k) if current_target().lanes < 16 else channels
+    if -(-ow // 4) == 4 and -(-oh // 4) >= 4 and narrow >= WINOGRAD_NARROW_CHANNELS:
         return 4
     for m in (4, 2):
         if -(-oh // m) * -(-ow // m) >= WINOGRAD_MIN_TILES:

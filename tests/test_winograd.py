@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from helpers import graph_of, resolve_pads
 
 import cnnc
+from cnnc import backend
 from cnnc import kernels as K
-from cnnc.backend import winograd_tile
+from cnnc.backend import TARGETS, winograd_tile
 from cnnc.cli import main
 from cnnc.compiler import verify_passes
 from cnnc.passes import GraphCheckError, optimize, verify_graph
@@ -199,7 +200,14 @@ def conv_attrs(kernel=(3, 3), stride=(1, 1), dilation=(1, 1), groups=1) -> dict:
     return {"kernel": kernel, "stride": stride, "dilation": dilation, "groups": groups}
 
 
-def test_choice_rule():
+@pytest.fixture
+def on_target(monkeypatch):
+    """Make the choice rules see target ``name`` (they are pure: nothing compiles)."""
+    return lambda name: monkeypatch.setattr(backend, "current_target", lambda: TARGETS[name])
+
+
+def test_choice_rule(on_target):
+    on_target("avx2")
     assert winograd_tile(conv_attrs(), 32, (32, 28, 28)) == 4
     assert winograd_tile(conv_attrs(), 64, (64, 56, 56)) == 4
     assert winograd_tile(conv_attrs(), 16, (16, 25, 25)) == 4  # 7 x 7 tiles of 4x4
@@ -223,6 +231,16 @@ def test_choice_rule():
     assert winograd_tile(conv_attrs(), 512, (512, 6, 6)) == 0  # 3 x 3 tiles
     assert winograd_tile(conv_attrs(), 127, (512, 7, 7)) == 0
     assert winograd_tile(conv_attrs(), 15, (32, 28, 28)) == 0  # too few channels
+
+
+def test_choice_rule_avx512_rows_of_four_need_64_channels_on_both_sides(on_target):
+    on_target("avx512")
+    assert winograd_tile(conv_attrs(), 256, (256, 14, 14)) == 4
+    assert winograd_tile(conv_attrs(), 64, (256, 13, 13)) == 4
+    assert winograd_tile(conv_attrs(), 48, (192, 13, 13)) == 2
+    assert winograd_tile(conv_attrs(), 16, (64, 16, 16)) == 2
+    assert winograd_tile(conv_attrs(), 32, (32, 28, 28)) == 4  # the other rules as avx2's
+    assert winograd_tile(conv_attrs(), 512, (512, 7, 7)) == 2
     assert winograd_tile(conv_attrs(), 32, (15, 28, 28)) == 0
     assert winograd_tile(conv_attrs(stride=(2, 2)), 64, (64, 56, 56)) == 0
     assert winograd_tile(conv_attrs(dilation=(2, 2)), 64, (64, 56, 56)) == 0
