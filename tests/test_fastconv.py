@@ -288,8 +288,10 @@ print("ok")
 @pytest.mark.parametrize("shape", [(1, 512, 13, 13, 64, 1), (2, 16, 2, 2, 32, 8),
                                    (3, 12, 3, 3, 24, 4), (1, 64, 7, 7, 48, 1)], ids=str)
 def test_packed_as_is_reads_nothing_past_its_input(shape):
-    """A 1x1 conv read as it is, its input ending at an inaccessible page: the panels hold
-    every tap a tail tile would read past the end (SIGSEGV otherwise)."""
+    """A 1x1 conv read as it is, its input ending at an inaccessible page: a last, partial
+    tile is shifted to end at its plane's end (13x13 and 7x7: whole vectors, or the full
+    tile), and on planes shorter than a tile the panels hold every tap it would read past
+    the end (SIGSEGV otherwise)."""
     proc = subprocess.run([sys.executable, "-c", GUARDED_CONV, *map(str, shape)],
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -65,9 +65,11 @@ its input as it is). A conv of fewer than ``SERIAL_WORK`` multiply-adds runs bot
 calling thread alone, in one chunk: starting the regions would cost more than sharing the
 work saves (LeNet-5 at batch 1: 1.19x faster).
 
-The last spatial tile of a 1x1 unpadded conv reads past the end of its input planes; where
-that would pass the end of the buffer (the last image's last channels) its taps are first
-copied into a small panel, once per call. The runtime calls no BLAS (docs/kernel-notes.md
+The last, partial spatial tile of a 1x1 unpadded conv read as it is is computed as the
+whole vectors that end at its plane's end, overlapping the tile before. On a plane shorter
+than a tile it reads past the end of its input planes; where that would pass the end of the
+buffer (the last image's last channels) its taps are first copied into a small panel, once
+per call. The runtime calls no BLAS (docs/kernel-notes.md
 says why).
 """
 
@@ -933,20 +935,21 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     scratch = np.empty((nchunks, KT * TW), np.float32)
     # where _uk_direct stores a tile's vectors: VN offsets, then VN split descriptors
     voffs = np.empty((nchunks, 6 * VN), np.int64)
-    # as_is only: a last, partial tile reads up to VL*ceil(rem/VL) floats a tap, past the
-    # end of its plane -- into the next plane (junk columns, never stored), or for the last
-    # planes of the buffer past its end. The taps of such a tile -- the last (image block,
-    # group)'s, or a few more on planes of fewer than VL floats -- are copied to a panel
-    # here, once per call: once per chunk, 1x1 512->64 at 13x13 (25 floats a tap in its
-    # last tile) spent 1.4-1.6x the time of the same conv on a copied input
+    # As is, a last, partial tile is computed as the positions up to the plane's end
+    # instead, overlapping the tile before it (the same sums, stored again): the full tile
+    # (TW positions, stored straight from the micro-kernel) when it has more than (VN-1)*VL
+    # positions, else its whole vectors. It reads nothing past its plane (2 threads,
+    # interleaved: SqueezeNet's 1x1s at 13x13 and 27x27 0.99-1.11x, 48->192 1.11x, 32->128
+    # 1.06x, full tiles). Only a plane shorter than a tile still has its taps copied to a
+    # panel here, once per call, where its reads would pass the end of the buffer (the
+    # last (image block, group), or a few more on planes of fewer than VL floats). The
+    # panels had served every partial tile: a scalar copy of its taps on this thread, while
+    # the others wait -- shifting the whole vectors instead made SqueezeNet's squeezes at
+    # 13x13 (256..512 channels in, 25 floats a tap) 1.5-1.65x faster, the network 1.026x
+    # (AVX-512, 2 threads, interleaved).
     tail = P % TW
-    # As is, a last tile of more than (VN-1)*VL positions (the full micro-kernel's work
-    # anyway) is computed as the TW positions up to the plane's end instead, overlapping
-    # the tile before it: it reads nothing past the plane and stores straight from the
-    # micro-kernel, with no panel (2 threads, interleaved: SqueezeNet's 1x1s at 13x13 and
-    # 27x27 0.99-1.11x, 48->192 1.11x, 32->128 1.06x)
     shift = as_is and tail > (VN - 1) * VL and P >= TW
-    pstride = VL * ((tail + VL - 1) // VL) if as_is and not shift else 0
+    pstride = VL * ((tail + VL - 1) // VL) if as_is and P < TW else 0
     npairs = (N // nb) * groups
     first_over = npairs  # the first (image block, group) whose last tile reads past the end
     if pstride:
@@ -1059,8 +1062,8 @@ def _conv_chunk(first, last, scr, voff, panels, first_over, xq, offs, ntap, wpk,
         p0 = tile * TW
         rem = P - p0
         if rem < TW and pstride == 0 and as_is:  # conv2d_packed's shift: no panel
-            p0 = P - TW
-            rem = TW
+            rem = TW if rem > (VN - 1) * VL else VL * ((rem + VL - 1) // VL)
+            p0 = P - rem
         xoff = blk * blk_stride + x_start + g * g_stride + p0
         woff = (g * nkb + kb) * wblock
         k0 = g * k_g + kb * KT
