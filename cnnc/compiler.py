@@ -104,7 +104,8 @@ class Network:
         # batch size has its arena only a copy can be new (reading the system's available
         # memory costs more than a small network's whole run)
         n = int(array.shape[0])
-        converts = array.dtype != np.float32 or not array.flags.c_contiguous
+        converts = (array.dtype != np.float32 or not array.flags.c_contiguous
+                    or not array.flags.writeable)  # Plan.run copies a read-only one
         if not converts and self._plan.has_arena(n):
             return array
         check_memory(4 * n * (self._plan.buffers.peak_floats() + math.prod(shape) * converts

@@ -555,8 +555,9 @@ def test_input_and_output_are_copied_bit_for_bit_at_any_alignment(layer, channel
 
 
 def test_a_read_only_input_compiles_nothing_more():
-    """run_plan types its input read-only, so a caller's read-only array (np.frombuffer,
-    a memory map) runs on the one compiled interpreter, not a second one."""
+    """run_plan types its input writable and Plan.run copies a caller's read-only array
+    (np.frombuffer, a memory map), so it runs on the one compiled interpreter, not a
+    second one."""
     from cnnc.kernels.interpreter import run_plan
 
     net = cnnc.compile_source("network t(input: 2x3x5) {\n relu\n}\n", progress=False)

@@ -238,21 +238,13 @@ def _wrap(head: str, items: list[str], cont: str, close: str, width: int = 99) -
     return lines + [line]
 
 
-def read_only(a: np.ndarray) -> np.ndarray:
-    """A read-only view of ``a``: run_plan's input ``x`` is always typed read-only, so a
-    caller's read-only array (np.frombuffer, a memory map) needs no second compile."""
-    view = a.view()
-    view.flags.writeable = False
-    return view
-
-
 def interpreter_types() -> tuple:
     """The argument types of ``run_plan``: the same for every network."""
     return tuple(numba.typeof(a) for a in (
         1, np.zeros(1, np.float32), np.zeros(1, np.float32), np.zeros(1, np.int64),
         np.zeros((1, INTS_PER_STEP), np.int64), np.zeros((1, FLOATS_PER_STEP), np.float64),
         np.zeros(len(SIGNATURES), np.int64), np.zeros(1, np.int64),
-        read_only(np.zeros(1, np.float32)), np.zeros(1, np.float32), np.zeros(5, np.int64)))
+        np.zeros(1, np.float32), np.zeros(1, np.float32), np.zeros(5, np.int64)))
 
 
 def layout(code: int) -> str:
