@@ -1,11 +1,22 @@
 """sched.take_chunk, the work hand-out of the conv kernels' parallel loops; count_done and
 wait_done, the phases of one parallel region; and sched.num_threads."""
 
+import ast
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
 
-from cnnc.kernels.sched import count_done, next_chunk, num_threads, take_chunk, wait_done
+from cnnc import kernels as K
+from cnnc.kernels.sched import (
+    count_done,
+    next_chunk,
+    num_threads,
+    take_chunk,
+    wait_done,
+    zeroed,
+)
 
 
 @numba.njit(parallel=True)
@@ -96,3 +107,58 @@ def test_a_phase_starts_only_when_the_last_is_done(iterations, ntasks):
                 assert (second == want).all(), second
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+# numpy calls that Numba's parallel passes turn into parallel loops of their own
+_PARFOR_CALLS = {"zeros", "ones", "full", "arange", "linspace", "zeros_like", "ones_like",
+                 "full_like"}
+
+
+def _parfor_calls_outside_prange(function) -> list[str]:
+    """The ``np.zeros(...)``-like calls of a function's body that lie outside its
+    ``numba.prange`` loops (inside one, Numba runs them serially)."""
+    found = []
+
+    def visit(node, in_prange):
+        if isinstance(node, ast.For) and "prange" in ast.unparse(node.iter):
+            in_prange = True
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _PARFOR_CALLS and ast.unparse(node.func.value) == "np"
+                and not in_prange):  # fmt: skip
+            found.append(f"{function.name}:{node.lineno}: {ast.unparse(node)}")
+        for child in ast.iter_child_nodes(node):
+            visit(child, in_prange)
+
+    visit(function, False)
+    return found
+
+
+def test_parallel_kernels_make_no_extra_parallel_loops():
+    """In a ``parallel=True`` kernel, ``np.zeros`` (and its kin) outside the prange is a
+    parallel loop of its own: one more parallel region each call, just to zero a few
+    counters. Kernels use ``sched.zeroed`` (a serial loop) instead."""
+    found = []
+    for path in sorted(Path(K.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and any(
+                    "parallel=True" in ast.unparse(d) for d in node.decorator_list):  # fmt: skip
+                found += [f"{path.name}:{f}" for f in _parfor_calls_outside_prange(node)]
+    assert found == []
+
+
+@numba.njit(parallel=True)
+def _count_with_zeroed(n):
+    counter = zeroed(1)
+    for _ in numba.prange(n):
+        next_chunk(counter)
+    return counter
+
+
+def test_zeroed_is_no_parallel_loop():
+    """sched.zeroed gives zeros, and the kernel that uses it has one parallel loop (its
+    prange) where ``np.zeros`` would have made two."""
+    assert _count_with_zeroed(5)[0] == 5
+    assert zeroed(4).tolist() == [0, 0, 0, 0]
+    sig = _count_with_zeroed.signatures[0]
+    diagnostics = _count_with_zeroed.overloads[sig].metadata["parfor_diagnostics"]
+    assert len(diagnostics.get_parfors()) == 1

@@ -94,7 +94,7 @@ from .elementwise import (
     copy_into,
 )
 from .jit import cached_njit, call_linked, linked_njit
-from .sched import take_chunk
+from .sched import take_chunk, zeroed
 
 # The micro-kernel's tile, from the CPU target (cnnc/backend.py): every accumulator, the
 # input vectors and a broadcast weight fit the vector registers. Numba compiles these
@@ -1001,7 +1001,7 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     # (SqueezeNet 1.03-1.09x, GoogLeNet 1.00-1.06x, LeNet-5 b64 1.08x), each thread keeping
     # to contiguous tiles and k blocks; from both ends matched static (0.99-1.04x) and
     # kept the hand-out
-    counters = np.zeros(3, np.int64)
+    counters = zeroed(3)
     for worker in numba.prange(nchunks):
         from_back = 2 * worker >= nchunks
         chunk = take_chunk(counters, nchunks, from_back)

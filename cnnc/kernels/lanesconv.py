@@ -42,7 +42,7 @@ from ..backend import current_target
 from .elementwise import ACT_NONE, ACT_RELU, SERIAL_WORK, bias_activate_inplace
 from .fastconv import _I64, _VEC, NCHUNK, _splat, emit_tap_loop, vector_fma
 from .jit import cached_njit, call_linked, linked_njit
-from .sched import next_chunk
+from .sched import next_chunk, zeroed
 
 TARGET = current_target()
 VL = TARGET.lanes
@@ -219,7 +219,7 @@ def conv2d_lanes(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh
                     alpha, beta, res_flat, res.shape[1], rc0, act_from, block,
                     group)  # fmt: skip
         return
-    counter = np.zeros(1, np.int64)  # chunks handed out as threads ask (sched.py)
+    counter = zeroed(1)  # chunks handed out as threads ask (sched.py)
     for _worker in numba.prange(nchunks):
         chunk = next_chunk(counter)
         while chunk < nchunks:

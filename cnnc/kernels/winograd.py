@@ -68,7 +68,7 @@ from .fastconv import (
     store_prefix,
 )
 from .jit import cached_njit, call_linked, linked_njit
-from .sched import count_done, next_chunk, num_threads, wait_done
+from .sched import count_done, next_chunk, num_threads, wait_done, zeroed
 
 # Lavin & Gray's matrices: B^T (input), G (weights), A^T (output), for m = 4 and m = 2
 BT4 = np.array([[4, 0, -5, 0, 1, 0],
@@ -599,7 +599,7 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     # interleaved in one process, twice: GoogLeNet b1 1.065-1.068x, ResNet-18 b1
     # 1.03-1.04x, b8 1.05x, SqueezeNet 1.05-1.07x. Each counter has a cache line: the split
     # tasks' (claimed, done), the transform's (claimed, done), the items' (claimed)
-    state = np.zeros((5, 8), np.int64)
+    state = zeroed(5 * 8).reshape((5, 8))
     for w in numba.prange(nchunks):
         task = next_chunk(state[0])
         while task < nsplit:
