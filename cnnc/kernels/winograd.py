@@ -68,7 +68,7 @@ from .fastconv import (
     store_prefix,
 )
 from .jit import cached_njit, call_linked, linked_njit
-from .sched import count_done, next_chunk, num_threads, wait_done, zeroed
+from .sched import count_done, next_chunk, num_threads, take_chunk, wait_done, zeroed
 
 # Lavin & Gray's matrices: B^T (input), G (weights), A^T (output), for m = 4 and m = 2
 BT4 = np.array([[4, 0, -5, 0, 1, 0],
@@ -597,8 +597,14 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     # threads as they ask, each into the scratch of the loop iteration it runs (a thread's
     # first iteration takes items until none are left). Against static chunks of items,
     # interleaved in one process, twice: GoogLeNet b1 1.065-1.068x, ResNet-18 b1
-    # 1.03-1.04x, b8 1.05x, SqueezeNet 1.05-1.07x. Each counter has a cache line: the split
-    # tasks' (claimed, done), the transform's (claimed, done), the items' (claimed)
+    # 1.03-1.04x, b8 1.05x, SqueezeNet 1.05-1.07x. The items go from both ends
+    # (sched.take_chunk): with two threads each keeps to its end of the plane's blocks, as
+    # the packed kernel's threads keep to theirs, so the next layer finds more of its input
+    # in its own core's caches. Against first-come, AVX-512, 2 threads, with the two vCPUs
+    # near / far apart (a cache line's round trip 66 / 340 ns, kernel-notes): SqueezeNet
+    # 1.010 / 1.046x, ResNet-18 b1 1.011 / 1.032x, b8 1.012 / 1.101x, GoogLeNet 0.996 /
+    # 1.008x, CIFAR inception 1.028x (near). Each counter row has a cache line: the split
+    # tasks' (claimed, done), the transform's (claimed, done), the items' (take_chunk's 3)
     state = zeroed(5 * 8).reshape((5, 8))
     for w in numba.prange(nchunks):
         task = next_chunk(state[0])
@@ -616,13 +622,14 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
             count_done(state[3])
             item = next_chunk(state[2])
         wait_done(state[3], ntitems)
-        item = next_chunk(state[4])
-        while item < nitems:
+        from_back = 2 * w >= nchunks
+        item = take_chunk(state[4], nitems, from_back)
+        while item >= 0:
             call_linked(_winograd_chunk, item, item + 1, vbuf[w], vall, mbuf[w], ebuf[w],
                         ybuf[w], tbuf[w], xq, cin, Hr, U, out, oc0, K, upk, bias, m, act, res,
                         rc0, offs, per_image, twp, tw, nslots, nks, nkb, kpad, OH, OW, tv,
                         shared)  # fmt: skip
-            item = next_chunk(state[4])
+            item = take_chunk(state[4], nitems, from_back)
 
 
 @numba.njit(inline="always", error_model="numpy")
