@@ -83,8 +83,9 @@ def take_chunk(typingctx, counters, nchunks, from_back):
 
 @intrinsic
 def count_done(typingctx, counter):
-    """Atomically ``counter[0] += 1`` with release order (an int64 array): a task's writes
-    are visible to a thread that ``wait_done`` has let through."""
+    """Atomically ``counter[0] += 1`` with acquire-release order (an int64 array; the
+    release half is what matters): a task's writes are visible to a thread that
+    ``wait_done`` has let through."""
     sig = types.int64(counter)
 
     def codegen(context, builder, sig, args):
