@@ -925,9 +925,17 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     ntiles = (P + TW - 1) // TW
     wblock = ntap * KT
     # k blocks in groups whose weights stay in L2 while the group's tiles sweep the input,
-    # each tile's input panel read by the group's k blocks one after the other
+    # each tile's input panel read by the group's k blocks one after the other. A conv of
+    # at most THIN_TAPS taps keeps one k block a group (SqueezeNet's 3x3/2 conv1 lost 25%
+    # with all its channels a tile), except a 1x1 read as is: its items then run tile by
+    # tile, so each thread (taking chunks from its end) writes every channel of its own
+    # positions -- the positions the layers before and after it handle on that thread --
+    # not half the channels at every position. SqueezeNet's 16->64 at 55x55 1.30-1.37x,
+    # 32->128 at 27x27 1.13-1.15x, the network 1.021x; with the two vCPUs far apart
+    # (benchmarks/experiments/placement.py) 2.2-2.5x and 1.5-1.6x, the network 1.064x;
+    # MobileNet-v2 1.005x / 1.057x (AVX-512, 2 threads, interleaved)
     ngrp = max(1, (nkb * wblock * 4 + WEIGHT_GROUP_BYTES - 1) // WEIGHT_GROUP_BYTES)
-    kgrp = (nkb + ngrp - 1) // ngrp if ntap > THIN_TAPS else 1
+    kgrp = (nkb + ngrp - 1) // ngrp if ntap > THIN_TAPS or as_is else 1
     ngrp = (nkb + kgrp - 1) // kgrp
     nitems = (N // nb) * groups * ngrp * ntiles * kgrp
     nchunks = 1 if serial else min(nitems, NCHUNK)
