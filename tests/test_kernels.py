@@ -294,18 +294,17 @@ def test_dense(case, bias):
     check(out, 2, ref[:, :, None, None])
 
 
-@pytest.mark.parametrize("n", [5, 7, 300])  # on this thread alone, and shared out
+@pytest.mark.parametrize("n", [5, 300])  # on this thread alone, and shared out
 def test_dense_outputs_do_not_depend_on_the_batch(n):
-    """An image's outputs are the same bits alone, in a group or in a short last group
-    (images go four at a time through one loop): `cnnc predict` splits data sets into
-    batches."""
+    """An image's outputs are the same bits alone, paired or last of an odd batch (images
+    go two at a time through one loop): `cnnc predict` splits data sets into batches."""
     rng = rng_for("dense-batch", n)
     x = random(rng, n, 70, 1, 1)
     wt = random(rng, 13, 70)
     b = random(rng, 13)
     whole = output_buffer(n, 13, 1, 1, oc0=0)
     K.dense(x, 0, 70, wt, b, whole, 0, K.ACT_NONE, ALPHA, 0.0)
-    for i in (0, n - 3, n - 2, n - 1):
+    for i in (0, n - 2, n - 1):
         alone = output_buffer(1, 13, 1, 1, oc0=0)
         K.dense(x[i : i + 1].copy(), 0, 70, wt, b, alone, 0, K.ACT_NONE, ALPHA, 0.0)
         np.testing.assert_array_equal(alone[0], whole[i])

@@ -36,57 +36,44 @@ def dense(x, xc0, cin, w, b, out, oc0, act, alpha, beta):
 
 
 DENSE_CHUNKS = 64  # static work chunks of unit blocks, shared out over the threads by prange
-UNIT_BLOCK = 4  # units whose dot products with four images share one pass over the inputs
+UNIT_BLOCK = 4  # units whose dot products with two images share one pass over the inputs
 
 
 @linked_njit(fastmath=True, error_model="numpy")
 def _dense_units(first, last, flat, start, D, w, b, out, oc0):
-    """Units ``[first, last)`` of dense, for every image: four units against four images
-    in one loop (sixteen sums, each input vector loaded once for four FMAs and each weight
-    vector for four: 0.5 loads an FMA; against two images, 0.75, the loop bound by its
-    loads: LeNet-5 at batch 64, 400->120 1.20x, 120->84 1.08x, AVX-512, 2 threads), the
-    units left over one dot product at a time. A short last group of images runs the same
-    loop with its last image repeated, so an image's outputs never depend on the batch it
-    came in (``cnnc predict`` splits data sets into batches, and must give what one call
-    gives)."""
+    """Units ``[first, last)`` of dense, for every image: four units against two images
+    in one loop (eight sums, each input vector loaded once for four FMAs: 0.75 loads an
+    FMA, against 2 for one dot product at a time, which bounded the loop by its loads),
+    the units left over one dot product at a time. An odd last image runs the same loop
+    paired with itself, so an image's outputs never depend on the batch it came in
+    (``cnnc predict`` splits data sets into batches, and must give what one call gives)."""
     N = flat.shape[0]
     u = first
     while u + UNIT_BLOCK <= last:
         r0, r1, r2, r3 = w[u], w[u + 1], w[u + 2], w[u + 3]
-        for n in range(0, N, 4):
-            n1, n2, n3 = min(n + 1, N - 1), min(n + 2, N - 1), min(n + 3, N - 1)
+        for n in range(0, N, 2):
+            n2 = min(n + 1, N - 1)
             xa = flat[n, start : start + D]
-            xb = flat[n1, start : start + D]
-            xc = flat[n2, start : start + D]
-            xd = flat[n3, start : start + D]
+            xb = flat[n2, start : start + D]
             a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = np.float32(0.0)
-            c0 = c1 = c2 = c3 = e0 = e1 = e2 = e3 = np.float32(0.0)
             for d in range(D):
-                p, q, s, t = xa[d], xb[d], xc[d], xd[d]
-                w0, w1, w2, w3 = r0[d], r1[d], r2[d], r3[d]
-                a0 += w0 * p
-                a1 += w1 * p
-                a2 += w2 * p
-                a3 += w3 * p
-                b0 += w0 * q
-                b1 += w1 * q
-                b2 += w2 * q
-                b3 += w3 * q
-                c0 += w0 * s
-                c1 += w1 * s
-                c2 += w2 * s
-                c3 += w3 * s
-                e0 += w0 * t
-                e1 += w1 * t
-                e2 += w2 * t
-                e3 += w3 * t
-            # the duplicates of a short last group first, so the image's own stores win
-            for m, v0, v1, v2, v3 in ((n3, e0, e1, e2, e3), (n2, c0, c1, c2, c3),
-                                      (n1, b0, b1, b2, b3), (n, a0, a1, a2, a3)):
-                out[m, oc0 + u, 0, 0] = v0 + b[u]
-                out[m, oc0 + u + 1, 0, 0] = v1 + b[u + 1]
-                out[m, oc0 + u + 2, 0, 0] = v2 + b[u + 2]
-                out[m, oc0 + u + 3, 0, 0] = v3 + b[u + 3]
+                p, q = xa[d], xb[d]
+                a0 += r0[d] * p
+                a1 += r1[d] * p
+                a2 += r2[d] * p
+                a3 += r3[d] * p
+                b0 += r0[d] * q
+                b1 += r1[d] * q
+                b2 += r2[d] * q
+                b3 += r3[d] * q
+            out[n2, oc0 + u, 0, 0] = b0 + b[u]
+            out[n2, oc0 + u + 1, 0, 0] = b1 + b[u + 1]
+            out[n2, oc0 + u + 2, 0, 0] = b2 + b[u + 2]
+            out[n2, oc0 + u + 3, 0, 0] = b3 + b[u + 3]
+            out[n, oc0 + u, 0, 0] = a0 + b[u]
+            out[n, oc0 + u + 1, 0, 0] = a1 + b[u + 1]
+            out[n, oc0 + u + 2, 0, 0] = a2 + b[u + 2]
+            out[n, oc0 + u + 3, 0, 0] = a3 + b[u + 3]
         u += UNIT_BLOCK
     for n in range(N):  # the units short of a block, in every image
         _dot_units(u, last, n, flat, start, D, w, b, out, oc0)
