@@ -105,6 +105,14 @@ KT = TARGET.tile_channels  # output channels per micro-tile
 VN = TARGET.tile_vectors  # vectors per micro-tile row
 TW = VN * VL  # flat output positions per micro-tile
 NCHUNK = 64  # work chunks per call, handed out to the threads as they ask (sched.py)
+# A chunk has at least CHUNK_WORK multiply-adds (and a conv at least 4 chunks): each claim
+# is two atomic adds on a line both threads use. SqueezeNet's small 1x1s at 13x13 had 96
+# items in 64 chunks; in 6-12 now, their time 1.08-1.22x (2^17). Interleaved, AVX-512, 2
+# threads, 2^18 against 64 chunks (near / far vCPUs, benchmarks/experiments/placement.py):
+# SqueezeNet 1.010 / 1.009x, CIFAR inception 1.010 / 0.996x, ResNet-18 1.006 / 0.998x (b8
+# 1.006 / 0.999x), GoogLeNet 1.002 / 1.003x, LeNet-5 b64 1.003x; 2^19: SqueezeNet and CIFAR
+# inception 0.985x against 2^18
+CHUNK_WORK = 1 << 18
 SPLIT = -2  # a vector _uk_direct stores as two runs of cells (_vector_positions)
 # Split vectors take two masked stores: AVX-512's (a mask register) and 128-bit targets'
 # (LLVM stores the lanes one by one) are cheap; AVX2's vmaskmovps store is microcoded on the
@@ -938,7 +946,7 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     kgrp = (nkb + ngrp - 1) // ngrp if ntap > THIN_TAPS or as_is else 1
     ngrp = (nkb + kgrp - 1) // kgrp
     nitems = (N // nb) * groups * ngrp * ntiles * kgrp
-    nchunks = 1 if serial else min(nitems, NCHUNK)
+    nchunks = 1 if serial else min(nitems, NCHUNK, max(4, N * K * OH * OW * ntap // CHUNK_WORK))
     # per-chunk scratch, allocated once per call rather than once per chunk
     scratch = np.empty((nchunks, KT * TW), np.float32)
     # where _uk_direct stores a tile's vectors: VN offsets, then VN split descriptors
