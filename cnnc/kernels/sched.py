@@ -115,6 +115,24 @@ def _load_acquire(typingctx, counter):
     return sig, codegen
 
 
+@intrinsic
+def prefetch_write(typingctx, a, i):
+    """Ask for the cache line of ``a[i]`` in a state it can be written in (PREFETCHW on
+    x86; a hint: it never faults, whatever ``i``)."""
+    sig = types.void(a, i)
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch")
+        ptr = builder.bitcast(builder.gep(data, [args[1]]), i8p)
+        builder.call(fn, [ptr, ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @numba.njit(inline="always")
 def zeroed(n):
     """``np.zeros(n, np.int64)`` for a kernel's counters, written so that Numba keeps it

@@ -68,7 +68,15 @@ from .fastconv import (
     store_prefix,
 )
 from .jit import cached_njit, call_linked, linked_njit
-from .sched import count_done, next_chunk, num_threads, take_chunk, wait_done, zeroed
+from .sched import (
+    count_done,
+    next_chunk,
+    num_threads,
+    prefetch_write,
+    take_chunk,
+    wait_done,
+    zeroed,
+)
 
 # Lavin & Gray's matrices: B^T (input), G (weights), A^T (output), for m = 4 and m = 2
 BT4 = np.array([[4, 0, -5, 0, 1, 0],
@@ -487,6 +495,8 @@ def _split_columns_task(q0, q1, xf, Cx, H, W, xc0, cin, xq, m, Hr, U, pt, pl):
         c = q - n * cin
         image = (n * Cx + xc0 + c) * H  # the plane's first row in xf
         base = q * m * plane
+        for i in range(base, base + m * plane, 16):  # as fastconv._split_task: lines the
+            prefetch_write(xq, i)  # GEMM items of the last call read on both threads
         for r in range(Hr):
             d = base + r * U
             if not pt <= r < pt + H:  # a padding row
