@@ -20,18 +20,11 @@ import time
 import numba
 import numpy as np
 import onnxruntime as ort
-from placement import FAR_NS, _ping_pong
+from placement import FAR_NS, _ping_pong, round_trip
 
 import cnnc
 
 CALLS = 15  # calls of each engine a round
-
-
-def _round_trip(flag: np.ndarray) -> float:
-    flag[0] = 0
-    start = time.perf_counter()
-    _ping_pong(flag, 2000)
-    return (time.perf_counter() - start) / 2000 * 1e9
 
 
 def main(model: str, seconds: float, threads: int, batch: int) -> None:
@@ -58,13 +51,13 @@ def main(model: str, seconds: float, threads: int, batch: int) -> None:
     end = time.time() + seconds
     while time.time() < end:
         numba.set_num_threads(2)
-        before = _round_trip(flag)
+        before = round_trip(flag, 2000)
         numba.set_num_threads(threads)
         steps.append(net._plan.step_times(x, CALLS + 2)[2:])
         for _ in range(CALLS):
             session.run(None, {name: x})
         numba.set_num_threads(2)
-        after = _round_trip(flag)
+        after = round_trip(flag, 2000)
         far, near = min(before, after) >= FAR_NS, max(before, after) < FAR_NS
         tags.append("far" if far else "near" if near else "mixed")
     with open(session.end_profiling(), encoding="utf-8") as f:

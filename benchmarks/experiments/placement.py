@@ -30,6 +30,15 @@ def _ping_pong(flag, n):
             flag[0] = want + 1
 
 
+def round_trip(flag: np.ndarray, n: int) -> float:
+    """A cache line's round trip between the two threads in ns, the mean of ``n``
+    (``flag``: an int64 array of 8; the caller has set 2 threads)."""
+    flag[0] = 0
+    start = time.perf_counter()
+    _ping_pong(flag, n)
+    return (time.perf_counter() - start) / n * 1e9
+
+
 def _median_ms(net, x, threads: int, calls: int) -> float:
     numba.set_num_threads(threads)
     for _ in range(3):
@@ -52,10 +61,7 @@ def main(model: str, seconds: float) -> None:
     end = time.time() + seconds
     while time.time() < end:
         numba.set_num_threads(2)
-        flag[0] = 0
-        start = time.perf_counter()
-        _ping_pong(flag, 20000)
-        trip = (time.perf_counter() - start) / 20000 * 1e9
+        trip = round_trip(flag, 20000)
         rounds.append((trip, _median_ms(net, x, 2, 20), _median_ms(net, x, 1, 10)))
     r = np.array(rounds)
     print(

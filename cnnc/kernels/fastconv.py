@@ -94,7 +94,7 @@ from .elementwise import (
     copy_into,
 )
 from .jit import cached_njit, call_linked, linked_njit
-from .sched import prefetch_write, take_chunk, zeroed
+from .sched import emit_prefetch, prefetch_for_write, take_chunk, zeroed
 
 # The micro-kernel's tile, from the CPU target (cnnc/backend.py): every accumulator, the
 # input vectors and a broadcast weight fit the vector registers. Numba compiles these
@@ -283,11 +283,7 @@ def _emit_tile(context, builder, x, xoff, offs, ntap, w, woff, vn, prefetch=None
             xv.append(builder.load(builder.bitcast(p, _VEC.as_pointer()), align=4))
         wp = builder.gep(wbase, [builder.mul(t, ir.Constant(_I64, KT))])
         if prefetch is not None:
-            i8p = ir.IntType(8).as_pointer()
-            fn = builder.module.declare_intrinsic(
-                "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32]))
-            ahead = builder.bitcast(builder.gep(wp, [prefetch]), i8p)  # read, keep, data
-            builder.call(fn, [ahead] + [ir.Constant(_I32, v) for v in (0, 3, 1)])
+            emit_prefetch(builder, builder.gep(wp, [prefetch]), False)
         new = []
         for k in range(KT):
             wb = _splat(builder, builder.load(builder.gep(wp, [ir.Constant(_I64, k)]), align=4))
@@ -625,8 +621,7 @@ def _split_task(q, x, xc0, cin, xq, nb, Hq, Wq, plane, pt, pl, sh, sw, KH, KW, d
     # 1.034x, SqueezeNet 1.001 / 1.005x, GoogLeNet 0.991-0.996 / 1.005x
     for pw in range(sw):
         if _phase_used(pw, KW, dw, sw):
-            for i in range((first + pw * cin) * plane, (first + pw * cin + 1) * plane, 16):
-                prefetch_write(xq, i)
+            prefetch_for_write(xq, (first + pw * cin) * plane, (first + pw * cin + 1) * plane)
     if sh == 1 and sw == 1 and nb == 1 and pl == 0 and Wq == W:
         # whole rows on both sides (a 1x1 conv on a plane not a multiple of 16 floats, say):
         # one copy a plane and zeros around it, not a copy a row into a zeroed plane (1x1
@@ -880,7 +875,8 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     nkb = (k_g + KT - 1) // KT
     ntap = cin_g * KH * KW
     offs = np.empty(ntap, np.int64)
-    serial = N * K * OH * OW * ntap < SERIAL_WORK  # on this thread alone: a small conv
+    work = N * K * OH * OW * ntap  # multiply-adds
+    serial = work < SERIAL_WORK  # on this thread alone: a small conv
     # As is: a 1x1 stride-1 unpadded conv reads the input buffer itself (rows of width W)
     # when its planes keep the micro-kernel's vector loads on whole cache lines, or when
     # too few output channels share the cost of the copy that would align them (a load
@@ -956,7 +952,7 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
     kgrp = (nkb + ngrp - 1) // ngrp if ntap > THIN_TAPS or as_is else 1
     ngrp = (nkb + kgrp - 1) // kgrp
     nitems = (N // nb) * groups * ngrp * ntiles * kgrp
-    nchunks = 1 if serial else min(nitems, NCHUNK, max(4, N * K * OH * OW * ntap // CHUNK_WORK))
+    nchunks = 1 if serial else min(nitems, NCHUNK, max(4, work // CHUNK_WORK))
     # per-chunk scratch, allocated once per call rather than once per chunk
     scratch = np.empty((nchunks, KT * TW), np.float32)
     # where _uk_direct stores a tile's vectors: VN offsets, then VN split descriptors

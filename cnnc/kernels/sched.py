@@ -115,22 +115,41 @@ def _load_acquire(typingctx, counter):
     return sig, codegen
 
 
+def emit_prefetch(builder, ptr, write):
+    """Emit ``llvm.prefetch`` of the cache line at ``ptr`` (any pointer) into the caches, for
+    reading or (``write``) in a state it can be written in (PREFETCHW on x86): a hint, it
+    never faults, wherever ``ptr`` points."""
+    i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch")
+    flags = (int(write), 3, 1)  # (read or write, keep in every level, data)
+    builder.call(fn, [builder.bitcast(ptr, i8p)] + [ir.Constant(i32, v) for v in flags])
+
+
 @intrinsic
-def prefetch_write(typingctx, a, i):
-    """Ask for the cache line of ``a[i]`` in a state it can be written in (PREFETCHW on
-    x86; a hint: it never faults, whatever ``i``)."""
+def _prefetch_write(typingctx, a, i):
+    """``emit_prefetch`` of ``a[i]``'s line, for writing."""
     sig = types.void(a, i)
 
     def codegen(context, builder, sig, args):
         data = context.make_array(sig.args[0])(context, builder, args[0]).data
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch")
-        ptr = builder.bitcast(builder.gep(data, [args[1]]), i8p)
-        builder.call(fn, [ptr, ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        emit_prefetch(builder, builder.gep(data, [args[1]]), True)
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+#: floats in a 64-byte cache line
+LINE_FLOATS = 16
+
+
+@numba.njit(inline="always")
+def prefetch_for_write(a, start, stop):
+    """Ask for the cache lines of ``a[start:stop]`` in a state they can be written in, all at
+    once, before a thread writes them: lines another core holds (it read them last) then come
+    over together, not one store at a time."""
+    for i in range(start, stop, LINE_FLOATS):
+        _prefetch_write(a, i)
 
 
 @numba.njit(inline="always")

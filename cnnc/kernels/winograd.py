@@ -72,7 +72,7 @@ from .sched import (
     count_done,
     next_chunk,
     num_threads,
-    prefetch_write,
+    prefetch_for_write,
     take_chunk,
     wait_done,
     zeroed,
@@ -495,8 +495,8 @@ def _split_columns_task(q0, q1, xf, Cx, H, W, xc0, cin, xq, m, Hr, U, pt, pl):
         c = q - n * cin
         image = (n * Cx + xc0 + c) * H  # the plane's first row in xf
         base = q * m * plane
-        for i in range(base, base + m * plane, 16):  # as fastconv._split_task: lines the
-            prefetch_write(xq, i)  # GEMM items of the last call read on both threads
+        # as fastconv._split_task: lines the GEMM items of the last call read, on both threads
+        prefetch_for_write(xq, base, base + m * plane)
         for r in range(Hr):
             d = base + r * U
             if not pt <= r < pt + H:  # a padding row
