@@ -930,12 +930,15 @@ def conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, d
                         KW, dh, dw)  # fmt: skip
         x_start = 0
         g_stride = cin_g * plane
-        for t in range(ntap):
-            c = t // (KH * KW)
-            i = (t // KW) % KH
-            j = t % KW
-            phase = ((i * dh) % sh) * sw + (j * dw) % sw
-            offs[t] = (phase * cin + c) * plane + ((i * dh) // sh) * Wrow + (j * dw) // sw
+        # a window's offsets first, then each channel's: no division a tap (the loop over
+        # taps dividing t out took ~0.55 us a channel of a 5x5 conv, LeNet-5's conv2 40%)
+        for i in range(KH):
+            for j in range(KW):
+                phase = ((i * dh) % sh) * sw + (j * dw) % sw
+                offs[i * KW + j] = (phase * cin * plane + ((i * dh) // sh) * Wrow
+                                    + (j * dw) // sw)  # fmt: skip
+        for t in range(KH * KW, ntap):
+            offs[t] = offs[t - KH * KW] + plane
     ntiles = (P + TW - 1) // TW
     wblock = ntap * KT
     # k blocks in groups whose weights stay in L2 while the group's tiles sweep the input,

@@ -193,16 +193,21 @@ def conv2d_lanes(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh
                 call_linked(_pad_task, np.int64(q), x, xc0, cin, xp, Hp, Wp, pt, pl)
         image = cin * Hp * Wp
         start = 0
+    # nested loops, not divisions a tap or a position (fastconv's offsets say why)
     offs = np.empty(ntap, np.int64)
-    for t in range(ntap):
-        c = t // (KH * KW)
-        offs[t] = (c * Hp + ((t // KW) % KH) * dh) * Wp + (t % KW) * dw
+    for i in range(KH):
+        for j in range(KW):
+            offs[i * KW + j] = i * dh * Wp + j * dw
+    for t in range(KH * KW, ntap):
+        offs[t] = offs[t - KH * KW] + Hp * Wp
     P = OH * OW
     ntiles = (P + NP - 1) // NP
     bases = np.empty(ntiles * NP, np.int64)
-    for q in range(bases.size):  # a last tile's missing positions read the last one's input
-        p = min(q, P - 1)
-        bases[q] = (p // OW) * sh * Wp + (p % OW) * sw
+    for oh in range(OH):
+        for ow in range(OW):
+            bases[oh * OW + ow] = oh * sh * Wp + ow * sw
+    for q in range(P, bases.size):  # a last tile's missing positions read the last one's input
+        bases[q] = bases[P - 1]
     nkb = (K + KB - 1) // KB
     # taps in blocks over groups of tiles when a k block's weights pass 16 KB, else
     # every tap of a tile at once (LeNet-5's 150 taps in groups: 0.84-0.88x at batch 64)
