@@ -1,13 +1,36 @@
-"""Fully connected layer (like ``torch.nn.Linear`` on the (C, H, W)-flattened input)."""
+"""Fully connected layer (like ``torch.nn.Linear`` on the (C, H, W)-flattened input).
+
+The dot products run in a micro-kernel of vector IR (``_make_tile``, as fastconv's): a tile
+of ``NU`` units x ``nb`` images keeps ``NU*nb`` vector sums of ``VL`` lanes, and per step
+of ``VL`` inputs loads ``NU`` weight vectors and ``nb`` input vectors for ``NU*nb`` FMAs;
+the inputs short of a vector come in one masked step, and each sum's lanes are then added
+in a fixed tree (halves of halves). Every sum gets the same operations in the same order
+whatever tile it is in, so an image gives the same bits alone as in any batch (``cnnc
+predict`` splits data sets into batches, and must give what one call gives): a batch runs
+tiles of ``NB`` images, the images left over tiles of one. Before, a Numba loop of four
+units x two images had LLVM's fast-math reductions, whose order depends on the loop, so a
+lone image ran that loop paired with itself: twice the multiply-adds at batch 1.
+"""
 
 import numba
-import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
+from ..backend import current_target
 from .elementwise import SERIAL_WORK, activation
+from .fastconv import _I32, _I64, _VEC, _splat, emit_tap_loop, masked_load, vector_fma
 from .jit import cached_njit, call_linked, linked_njit
 
+TARGET = current_target()
+VL = TARGET.lanes
+NU = 4  # units a tile
+# images a tile: 4 x 4 sums and 8 loaded vectors fit 32 registers (AVX-512, NEON), 4 x 2
+# and 6 fit 16 (AVX2, SSE)
+NB = 4 if TARGET.registers >= 32 else 2
 
-@cached_njit(fastmath=True, parallel=True, error_model="numpy")
+
+@cached_njit(parallel=True, error_model="numpy")
 def dense(x, xc0, cin, w, b, out, oc0, act, alpha, beta):
     """``out[n, oc0+u, 0, 0] = act(b[u] + w[u] . flat(x[n, xc0:xc0+cin]))``.
 
@@ -15,77 +38,134 @@ def dense(x, xc0, cin, w, b, out, oc0, act, alpha, beta):
     (C, H, W) order, so a 3-D input needs no flatten copy. ``w`` is ``(units, cin*H*W)``,
     ``b`` is ``(units,)`` (zeros for no bias), ``out`` is ``(N, Cout, 1, 1)``.
 
-    Parallel over blocks of ``UNIT_BLOCK`` units (on this thread alone for a small layer);
-    each weight row is read once and used for every image.
+    Parallel over blocks of ``NU`` units (on this thread alone for a small layer); each
+    weight row is read once a tile of images.
     """
     N = x.shape[0]
     units = w.shape[0]
     D = cin * x.shape[2] * x.shape[3]  # == w.shape[1]
+    xs = x.shape[1] * x.shape[2] * x.shape[3]
     start = xc0 * x.shape[2] * x.shape[3]
-    flat = x.reshape(N, x.shape[1] * x.shape[2] * x.shape[3])
+    xf = x.reshape(x.size)
+    wf = w.reshape(w.size)
+    of = out.reshape(out.size)
     if N * units * D < SERIAL_WORK:  # a small layer: on this thread alone
-        call_linked(_dense_units, 0, units, flat, start, D, w, b, out, oc0)
+        call_linked(_dense_units, 0, units, xf, xs, start, D, N, wf, b, of, out.shape[1], oc0)
     else:
-        blocks = (units + UNIT_BLOCK - 1) // UNIT_BLOCK
+        blocks = (units + NU - 1) // NU
         chunks = min(blocks, DENSE_CHUNKS)
         for chunk in numba.prange(chunks):
-            call_linked(_dense_units, UNIT_BLOCK * (blocks * chunk // chunks),
-                        min(units, UNIT_BLOCK * (blocks * (chunk + 1) // chunks)),
-                        flat, start, D, w, b, out, oc0)  # fmt: skip
+            call_linked(_dense_units, NU * (blocks * chunk // chunks),
+                        min(units, NU * (blocks * (chunk + 1) // chunks)),
+                        xf, xs, start, D, N, wf, b, of, out.shape[1], oc0)  # fmt: skip
     activation(out, oc0, units, out, oc0, act, alpha, beta)
 
 
 DENSE_CHUNKS = 64  # static work chunks of unit blocks, shared out over the threads by prange
-UNIT_BLOCK = 4  # units whose dot products with two images share one pass over the inputs
 
 
-@linked_njit(fastmath=True, error_model="numpy")
-def _dense_units(first, last, flat, start, D, w, b, out, oc0):
-    """Units ``[first, last)`` of dense, for every image: four units against two images
-    in one loop (eight sums, each input vector loaded once for four FMAs: 0.75 loads an
-    FMA, against 2 for one dot product at a time, which bounded the loop by its loads),
-    the units left over one dot product at a time. An odd last image runs the same loop
-    paired with itself, so an image's outputs never depend on the batch it came in
-    (``cnnc predict`` splits data sets into batches, and must give what one call gives)."""
-    N = flat.shape[0]
-    u = first
-    while u + UNIT_BLOCK <= last:
-        r0, r1, r2, r3 = w[u], w[u + 1], w[u + 2], w[u + 3]
-        for n in range(0, N, 2):
-            n2 = min(n + 1, N - 1)
-            xa = flat[n, start : start + D]
-            xb = flat[n2, start : start + D]
-            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = np.float32(0.0)
-            for d in range(D):
-                p, q = xa[d], xb[d]
-                a0 += r0[d] * p
-                a1 += r1[d] * p
-                a2 += r2[d] * p
-                a3 += r3[d] * p
-                b0 += r0[d] * q
-                b1 += r1[d] * q
-                b2 += r2[d] * q
-                b3 += r3[d] * q
-            out[n2, oc0 + u, 0, 0] = b0 + b[u]
-            out[n2, oc0 + u + 1, 0, 0] = b1 + b[u + 1]
-            out[n2, oc0 + u + 2, 0, 0] = b2 + b[u + 2]
-            out[n2, oc0 + u + 3, 0, 0] = b3 + b[u + 3]
-            out[n, oc0 + u, 0, 0] = a0 + b[u]
-            out[n, oc0 + u + 1, 0, 0] = a1 + b[u + 1]
-            out[n, oc0 + u + 2, 0, 0] = a2 + b[u + 2]
-            out[n, oc0 + u + 3, 0, 0] = a3 + b[u + 3]
-        u += UNIT_BLOCK
-    for n in range(N):  # the units short of a block, in every image
-        _dot_units(u, last, n, flat, start, D, w, b, out, oc0)
+def _hsum(builder, v):
+    """The sum of the lanes of vector ``v``, as a tree: halves added until one lane is left
+    (plain IR adds, no fast-math flags: LLVM keeps the order)."""
+    width = v.type.count
+    undef = ir.Constant(v.type, ir.Undefined)
+    while width > 1:
+        half = width // 2
+        lo = builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(_I32, half),
+                                                          list(range(half))))
+        hi = builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(_I32, half),
+                                                          list(range(half, width))))
+        v, width, undef = builder.fadd(lo, hi), half, ir.Constant(lo.type, ir.Undefined)
+    return builder.extract_element(v, ir.Constant(_I32, 0))
 
 
-@numba.njit(fastmath=True, error_model="numpy")
-def _dot_units(first, last, n, flat, start, D, w, b, out, oc0):
-    """Units ``[first, last)`` of image ``n``, one dot product at a time."""
-    xs = flat[n, start : start + D]
-    for u in range(first, last):
-        row = w[u]
-        total = np.float32(0.0)
-        for d in range(D):
-            total += row[d] * xs[d]
-        out[n, oc0 + u, 0, 0] = total + b[u]
+def _make_tile(nb):
+    """An intrinsic ``tile(w, woff, D, nvalid, x, xoff, xstride, out, ooff, ostride, b,
+    boff)`` for ``NU`` units x ``nb`` images:
+
+        out[ooff + m*ostride + u] = b[boff + u] + sum_d w[woff + u*D + d] * x[xoff + m*xstride + d]
+
+    for ``u < nvalid``, ``m < nb``, ``d < D``; units ``u >= nvalid`` read unit
+    ``nvalid - 1``'s row and are not stored. All arrays 1-D float32, no bounds checks."""
+
+    @intrinsic
+    def tile(typingctx, w, woff, D, nvalid, x, xoff, xstride, out, ooff, ostride, b, boff):
+        sig = types.void(w, woff, D, nvalid, x, xoff, xstride, out, ooff, ostride, b, boff)
+
+        def codegen(context, builder, sig, args):
+            wa, xa, oa, ba = [context.make_array(sig.args[i])(context, builder, args[i])
+                              for i in (0, 4, 7, 10)]  # fmt: skip
+            woff_, d_, nvalid_, xoff_, xstride_, ooff_, ostride_, boff_ = [
+                args[i] for i in (1, 2, 3, 5, 6, 8, 9, 11)]
+            last = builder.sub(nvalid_, ir.Constant(_I64, 1))
+            wrows = []
+            for u in range(NU):
+                c = ir.Constant(_I64, u)
+                row = builder.select(builder.icmp_signed("<", c, nvalid_), c, last)
+                wrows.append(builder.gep(wa.data, [builder.add(woff_, builder.mul(row, d_))]))
+            xrows = [builder.gep(xa.data, [builder.add(xoff_, builder.mul(
+                ir.Constant(_I64, m), xstride_))]) for m in range(nb)]
+            fma = vector_fma(builder)
+            vptr = _VEC.as_pointer()
+
+            def step(loads):
+                def body(t, acc):
+                    wv = [loads(p, t) for p in wrows]
+                    xv = [loads(p, t) for p in xrows]
+                    return [builder.call(fma, [wv[u], xv[m], acc[u * nb + m]])
+                            for u in range(NU) for m in range(nb)]  # fmt: skip
+                return body
+
+            def whole(p, t):
+                q = builder.gep(p, [builder.mul(t, ir.Constant(_I64, VL))])
+                return builder.load(builder.bitcast(q, vptr), align=4)
+
+            nvec = builder.sdiv(d_, ir.Constant(_I64, VL))
+            zero = ir.Constant(_VEC, None)
+            acc = emit_tap_loop(builder, nvec, [zero] * (NU * nb), step(whole))
+            # the inputs short of a vector: masked loads, zeros in the other lanes (a
+            # multiply-add of two zeros leaves a sum as it was)
+            rest = builder.sub(d_, builder.mul(nvec, ir.Constant(_I64, VL)))
+            lanes = ir.Constant(ir.VectorType(_I64, VL), list(range(VL)))
+            mask = builder.icmp_signed("<", lanes, _splat(builder, rest))
+
+            def part(p, t):
+                return masked_load(builder, builder.gep(p, [builder.mul(
+                    t, ir.Constant(_I64, VL))]), mask, zero)
+
+            acc = step(part)(nvec, acc)
+            for u in range(NU):
+                with builder.if_then(builder.icmp_signed("<", ir.Constant(_I64, u), nvalid_)):
+                    bias = builder.load(builder.gep(ba.data, [builder.add(
+                        boff_, ir.Constant(_I64, u))]))
+                    for m in range(nb):
+                        at = builder.add(ooff_, builder.add(builder.mul(
+                            ir.Constant(_I64, m), ostride_), ir.Constant(_I64, u)))
+                        total = builder.fadd(_hsum(builder, acc[u * nb + m]), bias)
+                        builder.store(total, builder.gep(oa.data, [at]))
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+_tile_group = _make_tile(NB)
+_tile_one = _make_tile(1)
+
+
+@linked_njit(error_model="numpy")
+def _dense_units(first, last, xf, xs, start, D, N, wf, b, of, cout, oc0):
+    """Units ``[first, last)`` of dense, for every image: tiles of ``NU`` units x ``NB``
+    images, the images short of ``NB`` one at a time (``_make_tile``)."""
+    for u in range(first, last, NU):
+        nvalid = min(NU, last - u)
+        n = 0
+        while n + NB <= N:
+            _tile_group(wf, u * D, D, nvalid, xf, n * xs + start, xs, of, n * cout + oc0 + u,
+                        cout, b, u)  # fmt: skip
+            n += NB
+        while n < N:
+            _tile_one(wf, u * D, D, nvalid, xf, n * xs + start, xs, of, n * cout + oc0 + u,
+                      cout, b, u)  # fmt: skip
+            n += 1
