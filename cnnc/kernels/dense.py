@@ -64,19 +64,32 @@ def dense(x, xc0, cin, w, b, out, oc0, act, alpha, beta):
 DENSE_CHUNKS = 64  # static work chunks of unit blocks, shared out over the threads by prange
 
 
-def _hsum(builder, v):
-    """The sum of the lanes of vector ``v``, as a tree: halves added until one lane is left
-    (plain IR adds, no fast-math flags: LLVM keeps the order)."""
-    width = v.type.count
-    undef = ir.Constant(v.type, ir.Undefined)
-    while width > 1:
-        half = width // 2
-        lo = builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(_I32, half),
-                                                          list(range(half))))
-        hi = builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(_I32, half),
-                                                          list(range(half, width))))
-        v, width, undef = builder.fadd(lo, hi), half, ir.Constant(lo.type, ir.Undefined)
-    return builder.extract_element(v, ir.Constant(_I32, 0))
+def _reduce(builder, sums):
+    """The lane sums of the vectors ``sums``, as a list of float values: each as a tree,
+    lanes ``i`` and ``i + p/2`` added while ``p`` partial sums are left, the same order
+    whatever vectors it shares the work with (plain IR adds, no fast-math flags: LLVM keeps
+    it). Two vectors of ``g`` sums of ``p`` partials each (sum ``j``'s partial ``i`` in lane
+    ``j*p + i``) become one of ``2g`` sums of ``p/2``: two shuffles and an add, not two
+    trees' worth (16 sums of 16 lanes: 15 adds, against 64 and their 128 shuffles)."""
+    vecs = [(v, 1) for v in sums]  # (vector, sums it holds)
+    undef = ir.Constant(_VEC, ir.Undefined)
+    while vecs[0][1] < VL:
+        out = []
+        for k in range(0, len(vecs), 2):
+            (a, g), (b, _) = vecs[k], vecs[k + 1] if k + 1 < len(vecs) else (undef, 0)
+            p = VL // g  # partials a sum, now
+            lo, hi = [], []
+            for r in range(VL):
+                j, i = divmod(r, p // 2)  # sum j of the result, its partial i
+                src = j * p + i if j < g else VL + (j - g) * p + i
+                lo.append(src)
+                hi.append(src + p // 2)
+            pick = [builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, VL), idx))
+                    for idx in (lo, hi)]  # fmt: skip
+            out.append((builder.fadd(pick[0], pick[1]), 2 * g))
+        vecs = out
+    return [builder.extract_element(v, ir.Constant(_I32, j)) for v, _ in vecs
+            for j in range(VL)][: len(sums)]
 
 
 def _make_tile(nb):
@@ -133,7 +146,7 @@ def _make_tile(nb):
                 return masked_load(builder, builder.gep(p, [builder.mul(
                     t, ir.Constant(_I64, VL))]), mask, zero)
 
-            acc = step(part)(nvec, acc)
+            totals = _reduce(builder, step(part)(nvec, acc))
             for u in range(NU):
                 with builder.if_then(builder.icmp_signed("<", ir.Constant(_I64, u), nvalid_)):
                     bias = builder.load(builder.gep(ba.data, [builder.add(
@@ -141,7 +154,7 @@ def _make_tile(nb):
                     for m in range(nb):
                         at = builder.add(ooff_, builder.add(builder.mul(
                             ir.Constant(_I64, m), ostride_), ir.Constant(_I64, u)))
-                        total = builder.fadd(_hsum(builder, acc[u * nb + m]), bias)
+                        total = builder.fadd(totals[u * nb + m], bias)
                         builder.store(total, builder.gep(oa.data, [at]))
             return context.get_dummy_value()
 
