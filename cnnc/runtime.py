@@ -200,14 +200,24 @@ class Plan:
         # interpreter (a read-only view made every call cost 0.5 us, 1.5% of LeNet-5's)
         if not x.flags.writeable:
             x = x.copy()
-        arena = self.arena(n)
+        self.arena(n)
         if self._fns is None:
             self.warm_up()
+        return self.run_ready(x)
+
+    def ready(self, n: int) -> bool:
+        """Whether `run_ready` can run batch size n: compiled, with its arena."""
+        return self._fns is not None and n in self._arenas
+
+    def run_ready(self, x: np.ndarray) -> np.ndarray:
+        """`run` on a C-contiguous, writable float32 input of the plan's image shape, at a
+        batch size `ready` for."""
+        n = x.shape[0]
         y = np.empty((n, *self._output_shape), np.float32)
         # run_plan copies x in and the output out itself, unchecked (decode.copy_rows:
         # numpy's copy is libc's memmove, which can be 15x slower for some alignments)
-        self.interpreter(n, arena, *self.encoded, self._fns, _NO_STAMPS, x.ravel(), y.ravel(),
-                         self._io_offsets(n))  # fmt: skip
+        self.interpreter(n, self._arenas[n], *self.encoded, self._fns, _NO_STAMPS, x.ravel(),
+                         y.ravel(), self._io_offsets(n))  # fmt: skip
         return y
 
     def step_times(self, x: np.ndarray, repeat: int) -> np.ndarray:

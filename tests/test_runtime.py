@@ -567,3 +567,24 @@ def test_a_read_only_input_compiles_nothing_more():
     ro.flags.writeable = False
     assert np.array_equal(net(ro), np.maximum(x, 0)) and np.array_equal(net(x), net(ro))
     assert len(run_plan.overloads) == before
+
+
+def test_every_input_form_gives_the_same_outputs_as_the_plain_array():
+    """`Network.__call__` runs a C-contiguous, writable, native float32 array of a batch
+    size it has run before as it is, and converts anything else first: the two paths give
+    the same bits, whatever the call's order."""
+    net = cnnc.compile_source(
+        "network t(input: 2x6x5) {\n conv(3, 3x3, padding=same) -> relu\n dense(4)\n}\n",
+        progress=False)
+    x = np.random.default_rng(1).standard_normal((3, 2, 6, 5)).astype(np.float32)
+    want = net(x.astype(np.float64))  # the first call at batch 3: converted
+    read_only = x.copy()
+    read_only.flags.writeable = False
+    forms = [x, np.asfortranarray(x), x.astype(">f4"), read_only, x.tolist(),
+             np.concatenate([x, x])[:3], x[:, :, ::-1, :].copy()[:, :, ::-1, :]]
+    for form in forms + forms[::-1]:
+        assert np.array_equal(net(form), want)
+    assert np.array_equal(net(x[1:2]), want[1:2])  # a new batch size, then the same again
+    assert np.array_equal(net(x[1:2]), want[1:2])
+    with pytest.raises(cnnc.CnncError, match="expects"):
+        net(x[:, :1])
