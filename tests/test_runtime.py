@@ -502,7 +502,8 @@ def test_step_times_are_the_interpreters_own_clock():
     # run passes an empty one, and one of another size stays as it was
     plan = net._plan
     wrong = np.zeros(len(plan.steps), np.int64)
-    plan.interpreter(2, plan.arena(2), *plan.encoded, plan._fns, wrong, *NO_IO)
+    plan.interpreter(2, plan.arena(2), *plan.encoded, plan._fns, wrong, x.ravel(), NO_IO[1],
+                     plan._io_offsets(2))  # fmt: skip
     assert not wrong.any()
 
 
@@ -588,3 +589,73 @@ def test_every_input_form_gives_the_same_outputs_as_the_plain_array():
     assert np.array_equal(net(x[1:2]), want[1:2])
     with pytest.raises(cnnc.CnncError, match="expects"):
         net(x[:, :1])
+
+
+GUARDED_RUN = '''
+import ctypes, mmap, sys
+import numpy as np
+import cnnc
+
+PAGE = mmap.PAGESIZE
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+def guarded(values, at_end):
+    """A copy of values that ends at an inaccessible page (at_end) or starts right after one."""
+    pages = -(-values.nbytes // PAGE) + 2
+    mm = mmap.mmap(-1, pages * PAGE)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+    offset = (pages - 1) * PAGE - values.nbytes if at_end else PAGE
+    x = np.frombuffer(mm, np.float32, values.size, offset).reshape(values.shape)
+    x[...] = values
+    for page in (0, pages - 1):
+        assert libc.mprotect(base + page * PAGE, PAGE, 0) == 0, ctypes.get_errno()
+    return x, mm
+
+
+for line, shape in CASES:
+    src = "network g(input: %s) {\\n %s\\n}\\n" % ("x".join(map(str, shape)), line)
+    net = cnnc.compile_source(src, progress=False)
+    assert net._plan.direct_input, line
+    for n in (1, 3):
+        values = np.random.default_rng(n).standard_normal((n, *shape)).astype(np.float32)
+        want = net(values.copy())
+        for at_end in (True, False):
+            x, keep = guarded(values, at_end)
+            assert np.array_equal(net(x), want), (line, n, at_end)
+print("ok")
+'''
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="mprotect guard pages need POSIX")
+def test_the_input_read_in_place_is_never_read_outside(tmp_path):
+    """The steps read the caller's input where it is (Plan.direct_input), not a copy in the
+    arena, so no kernel may read a float outside it: each first layer's kernel runs on an
+    input that ends at an inaccessible page, and on one that starts right after one (in a
+    subprocess: a stray read is a segmentation fault), and gives the bits of a plain copy."""
+    import subprocess
+    import sys
+
+    cases = [
+        ("conv(8, 1x1)", (16, 5, 5)),  # read as is, shifted last tile
+        ("conv(8, 1x1)", (300, 3, 3)),  # a plane shorter than a tile: its panel
+        ("conv(16, 3x3, stride=2) -> relu", (3, 17, 17)),  # phase split
+        ("conv(32, 3x3, padding=1)", (32, 28, 28)),  # Winograd
+        ("conv(32, 3x3)", (64, 8, 8)),  # lanes, read as is
+        ("conv(8, 3x3, groups=8, padding=1)", (8, 9, 9)),  # depthwise
+        ("maxpool(3x3, stride=2)", (4, 33, 33)),
+        ("avgpool(2x2)", (3, 8, 8)),
+        ("maxpool(3x3, stride=1, padding=1)", (5, 7, 9)),
+        ("dense(5)", (3, 4, 5)),
+        ("relu", (3, 4, 5)),
+        ("add { conv(3, 1x1) | identity }", (3, 6, 6)),
+        ("concat { conv(4, 3x3, padding=1) | maxpool(3x3, stride=1, padding=1) }", (3, 6, 7)),
+        ("softmax", (7, 1, 1)),
+    ]
+    script = tmp_path / "guarded.py"
+    script.write_text(f"CASES = {cases!r}\n" + GUARDED_RUN)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode,
+                                                                  done.stderr[-2000:])

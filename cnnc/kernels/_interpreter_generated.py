@@ -45,10 +45,12 @@ def run_plan(n, arena, params, ops, ints, floats, fns, stamps, x, y, io):
     ``stamps[s + 1]`` (the profile of `cnnc bench --profile`).
 
     First the input ``x`` (flat, ``n`` images) is copied into the arena, image ``b`` to
-    ``arena[io[0] + b*io[1]:]``; last the output, image ``b`` from ``arena[io[2] +
+    ``arena[io[0] + b*io[1]:]``, unless ``io[0] < 0``: then the steps read it where it
+    is (tensors of start -1). Last the output, image ``b`` from ``arena[io[2] +
     b*io[3]:]``, to ``y`` (flat). An empty ``x`` or ``y`` is not copied (``step_times``
-    runs on the input left in the arena). ``io[4]`` is 0, the key of ``copy_rows``."""
-    if x.size > 0:
+    runs on the input left in the arena, or read in place). ``io[4]`` is 0, the key of
+    ``copy_rows``."""
+    if x.size > 0 and io[0] >= 0:
         copy_rows(arena, io[0], io[1], x, 0, x.size // n, n, x.size // n, io[4])
     timed = stamps.size == ops.size + 1
     if timed:
@@ -61,83 +63,85 @@ def run_plan(n, arena, params, ops, ints, floats, fns, stamps, x, y, io):
         f = floats[s]
         if op == 0:
             # combine(a, ac0, b, bc0, C, out, oc0, product, act, alpha, beta)
-            call_compiled(fns[0], 'TITIITIIIFF', (view(arena, n, r, 0), r[4], view(arena, n, r, 5),
-                r[9], r[10], view(arena, n, r, 11), r[15], r[16], r[17], f[0], f[1]))
+            call_compiled(fns[0], 'TITIITIIIFF', (view(arena, x, n, r, 0), r[4],
+                view(arena, x, n, r, 5), r[9], r[10], view(arena, x, n, r, 11), r[15], r[16],
+                r[17], f[0], f[1]))
         elif op == 1:
             # copy_channels(x, xc0, C, out, oc0)
-            call_compiled(fns[1], 'TIITI', (view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6),
-                r[10]))
+            call_compiled(fns[1], 'TIITI', (view(arena, x, n, r, 0), r[4], r[5],
+                view(arena, x, n, r, 6), r[10]))
         elif op == 2:
             # shuffle_channels(x, xc0, C, out, oc0, groups)
-            call_compiled(fns[2], 'TIITII', (view(arena, n, r, 0), r[4], r[5],
-                view(arena, n, r, 6), r[10], r[11]))
+            call_compiled(fns[2], 'TIITII', (view(arena, x, n, r, 0), r[4], r[5],
+                view(arena, x, n, r, 6), r[10], r[11]))
         elif op == 3:
             # pad2d(x, xc0, C, out, oc0, pt, pl, value)
-            call_compiled(fns[3], 'TIITIIIF', (view(arena, n, r, 0), r[4], r[5],
-                view(arena, n, r, 6), r[10], r[11], r[12], f[0]))
+            call_compiled(fns[3], 'TIITIIIF', (view(arena, x, n, r, 0), r[4], r[5],
+                view(arena, x, n, r, 6), r[10], r[11], r[12], f[0]))
         elif op == 4:
             # lrn(x, xc0, C, out, oc0, size, alpha, beta, k)
-            call_compiled(fns[4], 'TIITIIFFF', (view(arena, n, r, 0), r[4], r[5],
-                view(arena, n, r, 6), r[10], r[11], f[0], f[1], f[2]))
+            call_compiled(fns[4], 'TIITIIFFF', (view(arena, x, n, r, 0), r[4], r[5],
+                view(arena, x, n, r, 6), r[10], r[11], f[0], f[1], f[2]))
         elif op == 5:
             # batchnorm(x, xc0, C, out, oc0, scale, shift)
-            call_compiled(fns[5], 'TIITIVV', (view(arena, n, r, 0), r[4], r[5],
-                view(arena, n, r, 6), r[10], vector(params, r, 11), vector(params, r, 13)))
+            call_compiled(fns[5], 'TIITIVV', (view(arena, x, n, r, 0), r[4], r[5],
+                view(arena, x, n, r, 6), r[10], vector(params, r, 11), vector(params, r, 13)))
         elif op == 6:
             # softmax(x, xc0, C, out, oc0)
-            call_compiled(fns[6], 'TIITI', (view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6),
-                r[10]))
+            call_compiled(fns[6], 'TIITI', (view(arena, x, n, r, 0), r[4], r[5],
+                view(arena, x, n, r, 6), r[10]))
         elif op == 7:
             # activation(x, xc0, C, out, oc0, act, alpha, beta)
-            call_compiled(fns[7], 'TIITIIFF', (view(arena, n, r, 0), r[4], r[5],
-                view(arena, n, r, 6), r[10], r[11], f[0], f[1]))
+            call_compiled(fns[7], 'TIITIIFF', (view(arena, x, n, r, 0), r[4], r[5],
+                view(arena, x, n, r, 6), r[10], r[11], f[0], f[1]))
         elif op == 8:
             # dense(x, xc0, cin, w, b, out, oc0, act, alpha, beta)
-            call_compiled(fns[8], 'TIIMVTIIFF', (view(arena, n, r, 0), r[4], r[5],
-                matrix(params, r, 6), vector(params, r, 9), view(arena, n, r, 11), r[15], r[16],
+            call_compiled(fns[8], 'TIIMVTIIFF', (view(arena, x, n, r, 0), r[4], r[5],
+                matrix(params, r, 6), vector(params, r, 9), view(arena, x, n, r, 11), r[15], r[16],
                 f[0], f[1]))
         elif op == 9:
             # global_avgpool(x, xc0, C, out, oc0)
-            call_compiled(fns[9], 'TIITI', (view(arena, n, r, 0), r[4], r[5], view(arena, n, r, 6),
-                r[10]))
+            call_compiled(fns[9], 'TIITI', (view(arena, x, n, r, 0), r[4], r[5],
+                view(arena, x, n, r, 6), r[10]))
         elif op == 10:
             # global_maxpool(x, xc0, C, out, oc0)
-            call_compiled(fns[10], 'TIITI', (view(arena, n, r, 0), r[4], r[5],
-                view(arena, n, r, 6), r[10]))
+            call_compiled(fns[10], 'TIITI', (view(arena, x, n, r, 0), r[4], r[5],
+                view(arena, x, n, r, 6), r[10]))
         elif op == 11:
             # conv2d(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, groups, act, alpha, beta)
-            call_compiled(fns[11], 'TIIPVTIIIIIIIIIFF', (view(arena, n, r, 0), r[4], r[5],
-                tensor4(params, r, 6), vector(params, r, 11), view(arena, n, r, 13), r[17], r[18],
-                r[19], r[20], r[21], r[22], r[23], r[24], r[25], f[0], f[1]))
+            call_compiled(fns[11], 'TIIPVTIIIIIIIIIFF', (view(arena, x, n, r, 0), r[4], r[5],
+                tensor4(params, r, 6), vector(params, r, 11), view(arena, x, n, r, 13), r[17],
+                r[18], r[19], r[20], r[21], r[22], r[23], r[24], r[25], f[0], f[1]))
         elif op == 12:
             # conv2d_depthwise(x, xc0, cin, w, b, out, oc0, sh, sw, pt, pl, dh, dw, act, alpha,
             #                beta)
-            call_compiled(fns[12], 'TIIPVTIIIIIIIIFF', (view(arena, n, r, 0), r[4], r[5],
-                tensor4(params, r, 6), vector(params, r, 11), view(arena, n, r, 13), r[17], r[18],
-                r[19], r[20], r[21], r[22], r[23], r[24], f[0], f[1]))
+            call_compiled(fns[12], 'TIIPVTIIIIIIIIFF', (view(arena, x, n, r, 0), r[4], r[5],
+                tensor4(params, r, 6), vector(params, r, 11), view(arena, x, n, r, 13), r[17],
+                r[18], r[19], r[20], r[21], r[22], r[23], r[24], f[0], f[1]))
         elif op == 13:
             # pool2d(x, xc0, C, out, oc0, kh, kw, sh, sw, pt, pl, is_max)
-            call_compiled(fns[13], 'TIITIIIIIIII', (view(arena, n, r, 0), r[4], r[5],
-                view(arena, n, r, 6), r[10], r[11], r[12], r[13], r[14], r[15], r[16], r[17]))
+            call_compiled(fns[13], 'TIITIIIIIIII', (view(arena, x, n, r, 0), r[4], r[5],
+                view(arena, x, n, r, 6), r[10], r[11], r[12], r[13], r[14], r[15], r[16], r[17]))
         elif op == 14:
             # conv2d_packed(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh, dw,
             #             groups, act, alpha, beta, res, rc0, act_from)
-            call_compiled(fns[14], 'TIITIIVVIIIIIIIIIIFFTII', (view(arena, n, r, 0), r[4], r[5],
-                view(arena, n, r, 6), r[10], r[11], vector(params, r, 12), vector(params, r, 14),
-                r[16], r[17], r[18], r[19], r[20], r[21], r[22], r[23], r[24], r[25], f[0], f[1],
-                view(arena, n, r, 26), r[30], r[31]))
+            call_compiled(fns[14], 'TIITIIVVIIIIIIIIIIFFTII', (view(arena, x, n, r, 0), r[4], r[5],
+                view(arena, x, n, r, 6), r[10], r[11], vector(params, r, 12),
+                vector(params, r, 14), r[16], r[17], r[18], r[19], r[20], r[21], r[22], r[23],
+                r[24], r[25], f[0], f[1], view(arena, x, n, r, 26), r[30], r[31]))
         elif op == 15:
             # conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, res, rc0)
-            call_compiled(fns[15], 'TIITIIVVIIIIFTI', (view(arena, n, r, 0), r[4], r[5],
-                view(arena, n, r, 6), r[10], r[11], vector(params, r, 12), vector(params, r, 14),
-                r[16], r[17], r[18], r[19], f[0], view(arena, n, r, 20), r[24]))
+            call_compiled(fns[15], 'TIITIIVVIIIIFTI', (view(arena, x, n, r, 0), r[4], r[5],
+                view(arena, x, n, r, 6), r[10], r[11], vector(params, r, 12),
+                vector(params, r, 14), r[16], r[17], r[18], r[19], f[0], view(arena, x, n, r, 20),
+                r[24]))
         else:
             # conv2d_lanes(x, xc0, cin, out, oc0, K, wpk, bias, KH, KW, pt, pl, sh, sw, dh, dw,
             #            groups, act, alpha, beta, res, rc0, act_from)
-            call_compiled(fns[16], 'TIITIIVVIIIIIIIIIIFFTII', (view(arena, n, r, 0), r[4], r[5],
-                view(arena, n, r, 6), r[10], r[11], vector(params, r, 12), vector(params, r, 14),
-                r[16], r[17], r[18], r[19], r[20], r[21], r[22], r[23], r[24], r[25], f[0], f[1],
-                view(arena, n, r, 26), r[30], r[31]))
+            call_compiled(fns[16], 'TIITIIVVIIIIIIIIIIFFTII', (view(arena, x, n, r, 0), r[4], r[5],
+                view(arena, x, n, r, 6), r[10], r[11], vector(params, r, 12),
+                vector(params, r, 14), r[16], r[17], r[18], r[19], r[20], r[21], r[22], r[23],
+                r[24], r[25], f[0], f[1], view(arena, x, n, r, 26), r[30], r[31]))
         if timed:
             stamps[s + 1] = clock_ns()
     if y.size > 0:

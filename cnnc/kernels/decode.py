@@ -15,10 +15,13 @@ from numba.extending import intrinsic
 
 
 @numba.njit(error_model="numpy")
-def view(arena, n, r, i):
+def view(arena, x, n, r, i):
     """A tensor ``(start, channels, h, w)``: the 4-D array ``arena[n*start : n*(start +
-    channels*h*w)]`` seen as ``(n, channels, h, w)``."""
+    channels*h*w)]`` seen as ``(n, channels, h, w)``; with ``start < 0``, the caller's input
+    ``x`` itself (read where it is, not copied into the arena: `runtime.Plan`)."""
     start, channels, h, w = r[i], r[i + 1], r[i + 2], r[i + 3]
+    if start < 0:
+        return x[: n * channels * h * w].reshape((n, channels, h, w))
     return arena[n * start : n * (start + channels * h * w)].reshape((n, channels, h, w))
 
 

@@ -60,7 +60,7 @@ class Kind(NamedTuple):
 
 
 ARG_KINDS = {
-    "tensor": Kind(4, 0, "view(arena, n, r, {i})", "T"),  # (start, channels, h, w) in arena
+    "tensor": Kind(4, 0, "view(arena, x, n, r, {i})", "T"),  # (start, channels, h, w)
     "int": Kind(1, 0, "r[{i}]", "I"),
     "float": Kind(0, 1, "f[{f}]", "F"),
     "vector": Kind(2, 0, "vector(params, r, {i})", "V"),  # (offset, size) in params
@@ -181,10 +181,12 @@ def generate_source() -> str:
         "    ``stamps[s + 1]`` (the profile of `cnnc bench --profile`).",
         "",
         "    First the input ``x`` (flat, ``n`` images) is copied into the arena, image ``b`` to",
-        "    ``arena[io[0] + b*io[1]:]``; last the output, image ``b`` from ``arena[io[2] +",
+        "    ``arena[io[0] + b*io[1]:]``, unless ``io[0] < 0``: then the steps read it where it",
+        "    is (tensors of start -1). Last the output, image ``b`` from ``arena[io[2] +",
         "    b*io[3]:]``, to ``y`` (flat). An empty ``x`` or ``y`` is not copied (``step_times``",
-        '    runs on the input left in the arena). ``io[4]`` is 0, the key of ``copy_rows``."""',
-        "    if x.size > 0:",
+        "    runs on the input left in the arena, or read in place). ``io[4]`` is 0, the key of",
+        '    ``copy_rows``."""',
+        "    if x.size > 0 and io[0] >= 0:",
         "        copy_rows(arena, io[0], io[1], x, 0, x.size // n, n, x.size // n, io[4])",
         "    timed = stamps.size == ops.size + 1",
         "    if timed:",
