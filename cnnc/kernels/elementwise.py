@@ -266,6 +266,10 @@ def softmax(x, xc0, C, out, oc0):
     """
     H, W = x.shape[2], x.shape[3]
     plane = H * W
+    if plane == 1:  # feature vectors (a classifier's output): no scratch planes an image
+        _softmax_vectors(x.reshape(x.size), x.shape[1], xc0, C, out.reshape(out.size),
+                         out.shape[1], oc0)  # fmt: skip
+        return
     for n in range(x.shape[0]):
         src = channel_segment(x, n, xc0, C)
         dst = channel_segment(out, n, oc0, C)
@@ -285,3 +289,24 @@ def softmax(x, xc0, C, out, oc0):
         for c in range(C):
             for p in range(plane):
                 dst[c * plane + p] *= total[p]
+
+
+@cached_njit(fastmath=True, error_model="numpy")
+def _softmax_vectors(x, Cx, xc0, C, out, Cout, oc0):
+    """softmax's feature vectors: image ``n``'s ``x[n*Cx + xc0 : +C]`` into ``out[n*Cout +
+    oc0 : +C]``, with no arrays allocated (two an image took LeNet-5's softmax at batch 64
+    to 11 us, 1.7% of its run)."""
+    for n in range(x.size // Cx):
+        src = x[n * Cx + xc0 : n * Cx + xc0 + C]
+        dst = out[n * Cout + oc0 : n * Cout + oc0 + C]
+        peak = src[0]
+        for c in range(1, C):
+            peak = max(peak, src[c])
+        total = np.float32(0.0)
+        for c in range(C):
+            e = np.exp(src[c] - peak)
+            dst[c] = e
+            total += e
+        inv = np.float32(1.0) / total
+        for c in range(C):
+            dst[c] *= inv
