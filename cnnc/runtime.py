@@ -137,6 +137,7 @@ class Plan:
         self.input_view = self.buffers.views[graph.graph["input"]]
         self.output_view = self.buffers.views[graph.graph["output"]]
         self.slot_starts = np.concatenate(([0], np.cumsum(self.buffers.slot_sizes))).astype(int)
+        self._image_floats = self.input_view.channels * math.prod(self.input_view.hw)
         check_plan(self)
         self.direct_input = reads_input_in_place(self)
         self.encoded = encode_plan(self)
@@ -146,7 +147,6 @@ class Plan:
         self._arenas: dict[int, np.ndarray] = {}
         self._io: dict[int, np.ndarray] = {}
         self._output_shape = graph.nodes[graph.graph["output"]]["shape"]
-        self._image_floats = self.input_view.channels * math.prod(self.input_view.hw)
 
     def view_start(self, view: View) -> int:
         """Where the view's group starts in the arena, per image."""
@@ -388,8 +388,7 @@ def reads_input_in_place(plan: Plan) -> bool:
     in the arena: its group holds the input alone, no step writes to it, and it is not the
     output (SqueezeNet's 3x224x224 copy took ~35 us of its ~3.6 ms on the calling thread)."""
     group = plan.input_view.group
-    h, w = plan.input_view.hw
-    return (plan.buffers.groups[group].per_image == plan.input_view.channels * h * w
+    return (plan.buffers.groups[group].per_image == plan._image_floats
             and plan.output_view.group != group
             and not any(view.group == group for step in plan.steps for view in step.writes))
 

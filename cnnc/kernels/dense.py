@@ -129,9 +129,11 @@ def _make_tile(nb):
                             for u in range(NU) for m in range(nb)]  # fmt: skip
                 return body
 
+            def at(p, t):  # the t-th vector of a row
+                return builder.gep(p, [builder.mul(t, ir.Constant(_I64, VL))])
+
             def whole(p, t):
-                q = builder.gep(p, [builder.mul(t, ir.Constant(_I64, VL))])
-                return builder.load(builder.bitcast(q, vptr), align=4)
+                return builder.load(builder.bitcast(at(p, t), vptr), align=4)
 
             nvec = builder.sdiv(d_, ir.Constant(_I64, VL))
             zero = ir.Constant(_VEC, None)
@@ -143,8 +145,7 @@ def _make_tile(nb):
             mask = builder.icmp_signed("<", lanes, _splat(builder, rest))
 
             def part(p, t):
-                return masked_load(builder, builder.gep(p, [builder.mul(
-                    t, ir.Constant(_I64, VL))]), mask, zero)
+                return masked_load(builder, at(p, t), mask, zero)
 
             totals = _reduce(builder, step(part)(nvec, acc))
             for u in range(NU):

@@ -294,8 +294,9 @@ def softmax(x, xc0, C, out, oc0):
 @cached_njit(fastmath=True, error_model="numpy")
 def _softmax_vectors(x, Cx, xc0, C, out, Cout, oc0):
     """softmax's feature vectors: image ``n``'s ``x[n*Cx + xc0 : +C]`` into ``out[n*Cout +
-    oc0 : +C]``, with no arrays allocated (two an image took LeNet-5's softmax at batch 64
-    to 11 us, 1.7% of its run)."""
+    oc0 : +C]``, one loop over the channels a pass. The planes' path ran five loops over a
+    plane of one position a channel, and two arrays an image: LeNet-5's softmax at batch 64
+    took 11 us, 1.7% of its run (4.4 us so; with the planes' arrays allocated once, 9.6)."""
     for n in range(x.size // Cx):
         src = x[n * Cx + xc0 : n * Cx + xc0 + C]
         dst = out[n * Cout + oc0 : n * Cout + oc0 + C]
