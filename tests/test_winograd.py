@@ -283,3 +283,45 @@ def test_graph_check_refuses_winograd_where_the_kernel_cannot_run():
     strided.nodes["conv1"]["attrs"]["winograd"] = 4
     with pytest.raises(GraphCheckError, match="winograd 4 on a"):
         verify_graph(strided)
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("order", ["forward", "backward", "shuffled"])
+def test_each_threads_split_holds_the_rows_its_blocks_read(m, order):
+    """A thread splits only the input rows of the blocks it takes, into its own buffer,
+    extending the rows it holds up or down as it goes (two threads take blocks from the two
+    ends). Whatever the order of the blocks, the rows they read are those of a whole split
+    -- extending downwards must undo the split's spill into the first row held."""
+    from cnnc.kernels import winograd as wg
+
+    n, cin, h, w, pad = 2, 5, 30, 29, 1
+    th, tw = -(-h // m), -(-w // m)
+    tv = wg.SV // 2 if tw <= wg.SV // 2 else wg.SV
+    twp = -(-tw // tv) * tv
+    per_image, hr, u = th * twp, m * th + 2, twp + 1
+    nslots = n * per_image
+    plane = hr * u + wg.SV
+    x = rng_for("split", m, order).standard_normal((n, cin + 1, h, w)).astype(np.float32)
+    xf = x.reshape(-1)
+
+    def split(blocks):
+        xq = np.full(n * cin * m * plane, SENTINEL, np.float32)
+        rows = np.zeros((n, 2), np.int64)
+        keep = np.empty(cin * m * wg.SV, np.float32)
+        for s0 in blocks:
+            wg._split_for_block(s0, min(nslots, s0 + wg.TW), rows, keep, xf, cin + 1, h, w, 1,
+                                cin, xq, m, hr, u, pad, pad, per_image, twp)
+        return xq.reshape(n, cin, m, plane)[..., : hr * u].reshape(n, cin, m, hr, u)
+
+    whole = split(range(0, nslots, wg.TW))
+    blocks = list(range(0, nslots, wg.TW))
+    assert len(blocks) >= 3
+    if order == "backward":
+        blocks = blocks[::-1]
+    elif order == "shuffled":
+        blocks = [blocks[i] for i in rng_for("order", m).permutation(len(blocks))]
+    np.testing.assert_array_equal(split(blocks), whole)
+    # and the whole split is the padded input taken apart by column phase
+    xpad = np.pad(x[:, 1:], ((0, 0), (0, 0), (pad, hr - h - pad), (pad, m * u - w - pad)))
+    for ph in range(m):
+        np.testing.assert_array_equal(whole[:, :, ph, :, :], xpad[:, :, :, ph::m][..., :u])

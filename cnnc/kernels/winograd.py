@@ -14,10 +14,12 @@ summed over the input channels is a GEMM, so a conv is ``(m+2)^2`` independent G
 1. Weights are transformed once, at compile time (:func:`pack_winograd_weights`):
    ``U[a] = G g G^T`` for every (k, c), packed ``[a][k_block][c][KT]`` as the micro-kernel
    reads them (K zero-padded to a multiple of ``KT``).
-2. The input is first split into its ``m`` column phases (``_split_columns_task``, the
-   first phase of the kernel's parallel region, zero padding written in): in that layout
-   the input cell ``(i, j)`` of ``SV`` tiles side by side in a tile row is ``SV``
-   consecutive floats, one vector load.
+2. The input is split into its ``m`` column phases (``_split_columns_task``, zero padding
+   written in): in that layout the input cell ``(i, j)`` of ``SV`` tiles side by side in a
+   tile row is ``SV`` consecutive floats, one vector load. Each thread splits the rows of
+   the blocks it takes into a buffer of its own (``_split_for_block``); a plane of few
+   blocks, whose blocks are shared out over k blocks, is split once for all, the first
+   phase of the kernel's parallel region.
 3. Tiles are numbered in *slots*: each tile row takes ``twp`` slots, its ``tw`` tiles
    rounded up to whole vectors, so a vector of ``SV`` slots never spans two rows (the
    spare slots compute junk that is never stored) -- but rows of at most ``SV/2`` tiles
@@ -473,7 +475,7 @@ SPLIT_TASKS_PER_THREAD = 4
 
 # Called through a symbol (jit.call_linked): ~1 s less of conv2d_winograd's cold compile
 @linked_njit(llvm_opt=2, error_model="numpy")
-def _split_columns_task(q0, q1, xf, Cx, H, W, xc0, cin, xq, m, Hr, U, pt, pl):
+def _split_columns_task(q0, q1, r0, r1, xf, Cx, H, W, xc0, cin, xq, m, Hr, U, pt, pl):
     """``xq[n, c, ph, r, u] = xpad[n, xc0+c, r, m*u + ph]`` (0 in the padding) for the planes
     ``q = (n, c)`` in ``[q0, q1)``: the zero-padded input (``pt`` rows on top, ``pl``
     columns on the left) split into its ``m`` column phases, each ``Hr`` rows of ``U``
@@ -495,9 +497,7 @@ def _split_columns_task(q0, q1, xf, Cx, H, W, xc0, cin, xq, m, Hr, U, pt, pl):
         c = q - n * cin
         image = (n * Cx + xc0 + c) * H  # the plane's first row in xf
         base = q * m * plane
-        # as fastconv._split_task: lines the GEMM items of the last call read, on both threads
-        prefetch_for_write(xq, base, base + m * plane)
-        for r in range(Hr):
+        for r in range(r0, r1):
             d = base + r * U
             if not pt <= r < pt + H:  # a padding row
                 for ph in range(m):
@@ -526,6 +526,48 @@ def _phase_plane(Hr, U):
 def _u(i):
     """``i`` (never negative) as an unsigned index: no wraparound check."""
     return np.uint64(i)
+
+
+@numba.njit(error_model="numpy")
+def _split_for_block(s0, s1, rows, keep, xf, Cx, H, W, xc0, cin, xq, m, Hr, U, pt, pl,
+                     per_image, twp):  # fmt: skip
+    """Make sure the thread's own split input ``xq`` holds the padded rows that the tiles of
+    slots ``[s0, s1)`` read: ``rows[n] = (lo, hi)`` are the rows of image ``n`` split so far
+    (``lo == hi``: none), extended here to cover them -- downwards before ``lo`` (the
+    split's spill past its last row into row ``lo`` undone from ``keep``) or upwards from
+    ``hi``."""
+    plane = _phase_plane(Hr, U)
+    n0 = s0 // per_image
+    n1 = (s1 - 1) // per_image
+    for n in range(n0, n1 + 1):
+        t0 = (max(s0, n * per_image) - n * per_image) // twp
+        t1 = (min(s1, (n + 1) * per_image) - 1 - n * per_image) // twp
+        a = m * t0
+        b = min(Hr, m * t1 + m + 2)
+        lo = rows[n, 0]
+        hi = rows[n, 1]
+        if lo == hi:  # nothing yet
+            call_linked(_split_columns_task, n * cin, (n + 1) * cin, a, b, xf, Cx, H, W, xc0,
+                        cin, xq, m, Hr, U, pt, pl)  # fmt: skip
+            rows[n, 0] = a
+            rows[n, 1] = b
+            continue
+        if a < lo:
+            for q in range(cin):
+                for ph in range(m):
+                    d = ((n * cin + q) * m + ph) * plane + lo * U
+                    keep[(q * m + ph) * SV : (q * m + ph + 1) * SV] = xq[d : d + SV]
+            call_linked(_split_columns_task, n * cin, (n + 1) * cin, a, lo, xf, Cx, H, W, xc0,
+                        cin, xq, m, Hr, U, pt, pl)  # fmt: skip
+            for q in range(cin):
+                for ph in range(m):
+                    d = ((n * cin + q) * m + ph) * plane + lo * U
+                    xq[d : d + SV] = keep[(q * m + ph) * SV : (q * m + ph + 1) * SV]
+            rows[n, 0] = a
+        if b > hi:
+            call_linked(_split_columns_task, n * cin, (n + 1) * cin, hi, b, xf, Cx, H, W, xc0,
+                        cin, xq, m, Hr, U, pt, pl)  # fmt: skip
+            rows[n, 1] = b
 
 
 # ---------------------------------------------------------------- conv2d_winograd
@@ -576,7 +618,11 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
         offs[c] = c * TW
     Hr = m * th + 2
     U = twp + 1
-    xq = np.empty(N * cin * m * _phase_plane(Hr, U), np.float32)
+    xqsize = N * cin * m * _phase_plane(Hr, U)
+    nthr = num_threads()
+    xqa = np.empty((1 if shared else nthr) * xqsize, np.float32)
+    rows = zeroed(nthr * N * 2).reshape((nthr, N, 2))
+    keep = np.empty((nthr, 0 if shared else cin * m * SV), np.float32)
     xf = x.reshape(x.size)
     planes = N * cin
     nsplit = min(planes, SPLIT_TASKS_PER_THREAD * num_threads())
@@ -617,14 +663,34 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     # tasks' (claimed, done), the transform's (claimed, done), the items' (take_chunk's 3)
     state = zeroed(5 * 8).reshape((5, 8))
     for w in numba.prange(nchunks):
-        task = next_chunk(state[0])
-        while task < nsplit:
-            call_linked(_split_columns_task, planes * task // nsplit,
-                        planes * (task + 1) // nsplit, xf, Cx, H, W, xc0, cin, xq, m, Hr, U,
-                        pt, pl)  # fmt: skip
-            count_done(state[1])
+        if not shared:
+            # Each thread splits the rows of the blocks it takes into its own buffer, as it
+            # takes them (_split_for_block), instead of all threads splitting the input by
+            # planes into one buffer that the blocks then read by rows: with the two vCPUs
+            # on different core complexes (kernel-notes), each block read lines the other
+            # thread had split, and the next call's split wrote lines the other had read.
+            # AVX-512, 2 threads, near / far apart: 3x3 16->64 at 55x55 alone 1.02 / 1.31x
+            # (far 305 -> 232 us); in the network (whole calls) ResNet-18 b1 far 1.046x,
+            # b8 0.986 / 1.076x, SqueezeNet 1.002 / 1.018x, GoogLeNet 0.991x near; per layer,
+            # far, ResNet-18's res2 layers 1.04-1.49x. Splitting the whole input on each
+            # thread instead: ResNet-18 near 0.975x, far 1.039x (its first layer 0.83x far).
+            tid = numba.get_thread_id()
+            xq = xqa[tid * xqsize : (tid + 1) * xqsize]
+        else:
+            xq = xqa
             task = next_chunk(state[0])
-        wait_done(state[1], nsplit)
+            while task < nsplit:
+                q0 = planes * task // nsplit
+                q1 = planes * (task + 1) // nsplit
+                # as fastconv._split_task: lines the GEMM items of the last call read, on
+                # both threads
+                prefetch_for_write(xq, q0 * m * _phase_plane(Hr, U),
+                                   q1 * m * _phase_plane(Hr, U))  # fmt: skip
+                call_linked(_split_columns_task, q0, q1, 0, Hr, xf, Cx, H, W, xc0, cin, xq, m,
+                            Hr, U, pt, pl)  # fmt: skip
+                count_done(state[1])
+                task = next_chunk(state[0])
+            wait_done(state[1], nsplit)
         item = next_chunk(state[2])
         while item < ntitems:
             call_linked(_transform_chunk, item, ncg, vall, ebuf[w], tbuf[w], xq, cin, Hr,
@@ -635,6 +701,10 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
         from_back = 2 * w >= nchunks
         item = take_chunk(state[4], nitems, from_back)
         while item >= 0:
+            if not shared:
+                _split_for_block(item * TW, min(nslots, item * TW + TW), rows[tid], keep[tid],
+                                 xf, Cx, H, W, xc0, cin, xq, m, Hr, U, pt, pl, per_image,
+                                 twp)  # fmt: skip
             call_linked(_winograd_chunk, item, item + 1, vbuf[w], vall, mbuf[w], ebuf[w],
                         ybuf[w], tbuf[w], xq, cin, Hr, U, out, oc0, K, upk, bias, m, act, res,
                         rc0, offs, per_image, twp, tw, nslots, nks, nkb, kpad, OH, OW, tv,
