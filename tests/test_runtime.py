@@ -405,7 +405,11 @@ def test_a_plan_compiles_its_own_kernels_for_the_interpreters_types():
     # and the disk cache is seen to hold them: the next process starts no compile helper
     from cnnc.kernels.interpreter import run_plan
     from cnnc.kernels.jit import is_cached
-    assert all(is_cached(SIGNATURES[code][0], kernel_types(code)) for code in plan.codes)
+    missing = [SIGNATURES[code][0].__name__ for code in plan.codes
+               if not is_cached(SIGNATURES[code][0], kernel_types(code))]  # fmt: skip
+    # named: this failed twice on a long-lived cache directory after an edit of
+    # kernels/dense.py, never reproduced (kernel-notes, twenty-second session)
+    assert missing == []
     assert is_cached(run_plan, interpreter_types())
 
 
