@@ -663,6 +663,7 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     # tasks' (claimed, done), the transform's (claimed, done), the items' (take_chunk's 3)
     state = zeroed(5 * 8).reshape((5, 8))
     for w in numba.prange(nchunks):
+        tid = numba.get_thread_id()  # in [0, num_threads())
         if not shared:
             # Each thread splits the rows of the blocks it takes into its own buffer, as it
             # takes them (_split_for_block), instead of all threads splitting the input by
@@ -674,7 +675,6 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
             # b8 0.986 / 1.076x, SqueezeNet 1.002 / 1.018x, GoogLeNet 0.991x near; per layer,
             # far, ResNet-18's res2 layers 1.04-1.49x. Splitting the whole input on each
             # thread instead: ResNet-18 near 0.975x, far 1.039x (its first layer 0.83x far).
-            tid = numba.get_thread_id()
             xq = xqa[tid * xqsize : (tid + 1) * xqsize]
         else:
             xq = xqa
