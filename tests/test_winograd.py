@@ -8,6 +8,9 @@ whole, whose convs the pass picks, against a float64 PyTorch twin; then the choi
 the switches that turn it off.
 """
 
+import os
+import subprocess
+import sys
 import zlib
 
 import numba
@@ -118,6 +121,35 @@ def test_outputs_do_not_depend_on_the_threads(m):
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     assert all(np.array_equal(out, outs[0]) for out in outs)
+
+
+MANY_THREADS = """
+import numba, numpy as np
+from cnnc import kernels as K
+rng = np.random.default_rng(5)
+for m, (n, cin, h, w, k) in ((2, (2, 12, 31, 29, 20)), (4, (1, 9, 45, 37, 33))):
+    x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
+    upk = K.pack_winograd_weights(rng.standard_normal((k, cin, 3, 3)).astype(np.float32), m)
+    b = rng.standard_normal(k).astype(np.float32)
+    outs = []
+    for threads in range(1, 5):
+        numba.set_num_threads(threads)
+        out = np.empty((n, k, h, w), np.float32)
+        K.conv2d_winograd(x, 0, cin, out, 0, k, upk, b, m, 1, 1, K.ACT_NONE, 0.0, out, -1)
+        outs.append(out)
+    assert all(np.array_equal(o, outs[0]) for o in outs), [abs(o - outs[0]).max() for o in outs]
+print("ok")
+"""
+
+
+def test_planes_of_many_blocks_on_more_threads_than_two():
+    """Planes of many blocks: one or two threads each split the rows of their own blocks,
+    more share one split (conv2d_winograd's ``shared``); run in a process of four threads
+    (NUMBA_NUM_THREADS), every count from one to four gives the same bits."""
+    env = dict(os.environ, NUMBA_NUM_THREADS="4")
+    proc = subprocess.run([sys.executable, "-c", MANY_THREADS], capture_output=True,
+                          text=True, env=env, timeout=600)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
 BLOCK = block_source(32, 28, 28)

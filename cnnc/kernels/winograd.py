@@ -18,8 +18,8 @@ summed over the input channels is a GEMM, so a conv is ``(m+2)^2`` independent G
    written in): in that layout the input cell ``(i, j)`` of ``SV`` tiles side by side in a
    tile row is ``SV`` consecutive floats, one vector load. Each thread splits the rows of
    the blocks it takes into a buffer of its own (``_split_for_block``); a plane of few
-   blocks, whose blocks are shared out over k blocks, is split once for all, the first
-   phase of the kernel's parallel region.
+   blocks, whose blocks are shared out over k blocks, and any plane on more than two
+   threads, is split once for all, the first phase of the kernel's parallel region.
 3. Tiles are numbered in *slots*: each tile row takes ``twp`` slots, its ``tw`` tiles
    rounded up to whole vectors, so a vector of ``SV`` slots never spans two rows (the
    spare slots compute junk that is never stored) -- but rows of at most ``SV/2`` tiles
@@ -606,10 +606,15 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     kpad = nkb * KT
     # few blocks (a small plane): each is split over k blocks too, so that every thread
     # has work, and its input is transformed once, before the GEMMs (below)
-    want = ITEMS_PER_THREAD * num_threads()
+    nthr = num_threads()
+    want = ITEMS_PER_THREAD * nthr
     nks = min(nkb, max(1, (want + nblocks - 1) // nblocks))
     nitems = nblocks * nks
-    shared = nks > 1
+    # more than two threads share one split too: the items go from both ends, so a third
+    # thread's blocks lie between others' and its rows would span most of the plane -- the
+    # input split up to nthr times over, into nthr copies of it (64 threads: 512 MB a call
+    # for ResNet-18 at batch 8)
+    shared = nks > 1 or nthr > 2
     # a chunk's scratch holds a block's whole transformed input and output (L2-sized), so
     # there are few chunks, allocated once per call
     nchunks = min(nitems, NCHUNK)
@@ -619,13 +624,12 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     Hr = m * th + 2
     U = twp + 1
     xqsize = N * cin * m * _phase_plane(Hr, U)
-    nthr = num_threads()
     xqa = np.empty((1 if shared else nthr) * xqsize, np.float32)
     rows = zeroed(nthr * N * 2).reshape((nthr, N, 2))
     keep = np.empty((nthr, 0 if shared else cin * m * SV), np.float32)
     xf = x.reshape(x.size)
     planes = N * cin
-    nsplit = min(planes, SPLIT_TASKS_PER_THREAD * num_threads())
+    nsplit = min(planes, SPLIT_TASKS_PER_THREAD * nthr)
     # every scratch array is allocated here, none in the parallel loop: array expressions
     # there become nested parallel loops, which doubled the kernel's compile time
     # V[a] blocks an odd number of lines (a channel's TW slots are one line) apart: with
