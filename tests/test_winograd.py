@@ -123,6 +123,64 @@ def test_outputs_do_not_depend_on_the_threads(m):
     assert all(np.array_equal(out, outs[0]) for out in outs)
 
 
+@pytest.mark.parametrize("n, cin, h, w, pads, m", [
+    (3, 5, 9, 6, (1, 1, 1, 1), 2),  # two tile rows a vector (tv < SV), blocks across images
+    (2, 17, 23, 31, (0, 2, 1, 0), 4),  # asymmetric padding
+    (1, 3, 40, 7, (2, 0, 0, 2), 4),  # narrow, tall: many blocks
+    (2, 9, 14, 14, (1, 1, 1, 1), 2),
+])
+@pytest.mark.parametrize("order", ["forward", "backward", "shuffled", "some"])
+def test_blocks_transform_from_a_threads_own_split(n, cin, h, w, pads, m, order):
+    """A thread's buffer starts as NaN (never split: any read of a row it did not split
+    shows); for each block it takes, in any order, it splits the block's rows and
+    transforms the block, and the tiles' lanes equal those transformed from a whole split.
+    Nothing is written past the buffer, and every row it holds is the whole split's."""
+    from cnnc.kernels import winograd as wg
+
+    pt, pb, pl, pr = pads
+    oh, ow = h + pt + pb - 2, w + pl + pr - 2
+    th, tw = -(-oh // m), -(-ow // m)
+    tv = wg.SV // 2 if tw <= wg.SV // 2 else wg.SV
+    twp = -(-tw // tv) * tv
+    per_image, hr, u = th * twp, m * th + 2, twp + 1
+    nslots = n * per_image
+    plane = hr * u + wg.SV
+    size = n * cin * m * plane
+    rng = rng_for("own split", n, cin, h, w, pads, m, order)
+    x = rng.standard_normal((n, cin + 2, h, w)).astype(np.float32)
+    xf = x.reshape(-1)
+    whole = np.full(size, np.nan, np.float32)
+    wg._split_columns_task(0, n * cin, 0, hr, xf, cin + 2, h, w, 1, cin, whole, m, hr, u, pt, pl)
+    own = np.full(size + 64, np.nan, np.float32)  # 64 guard floats past its end
+    rows = np.zeros((n, 2), np.int64)
+    keep = np.empty(cin * m * wg.SV, np.float32)
+    blocks = list(range(0, nslots, wg.TW))
+    if order == "backward":
+        blocks = blocks[::-1]
+    elif order in ("shuffled", "some"):
+        blocks = [blocks[i] for i in rng.permutation(len(blocks))]
+        blocks = blocks[: max(1, len(blocks) // 2)] if order == "some" else blocks
+    tiles = np.empty((3, wg.TW), np.int64)
+    e = np.empty((m + 2) ** 2 * wg.TW, np.float32)
+    shape = ((m + 2) ** 2, cin | 1, wg.TW)
+    for s0 in blocks:
+        wg._split_for_block(s0, min(nslots, s0 + wg.TW), rows, keep, xf, cin + 2, h, w, 1, cin,
+                            own[:size], m, hr, u, pt, pl, per_image, twp)
+        wg._slot_tiles(s0, tiles, m, per_image, twp, tw, nslots)
+        got = np.zeros(wg._v_floats(m, cin), np.float32)
+        want = np.zeros_like(got)
+        wg._transform_input(0, cin, s0, got, 0, e, tiles, own[:size], cin, hr, u, m, nslots, tv)
+        wg._transform_input(0, cin, s0, want, 0, e, tiles, whole, cin, hr, u, m, nslots, tv)
+        live = tiles[1] >= 0
+        np.testing.assert_array_equal(got.reshape(shape)[:, :cin, live],
+                                      want.reshape(shape)[:, :cin, live])
+    assert np.isnan(own[size:]).all()
+    held = own[:size].reshape(n, cin, m, plane)[..., : hr * u].reshape(n, cin, m, hr, u)
+    ref = whole.reshape(n, cin, m, plane)[..., : hr * u].reshape(n, cin, m, hr, u)
+    for i, (lo, hi) in enumerate(rows):
+        np.testing.assert_array_equal(held[i, :, :, lo:hi], ref[i, :, :, lo:hi])
+
+
 MANY_THREADS = """
 import numba, numpy as np
 from cnnc import kernels as K
