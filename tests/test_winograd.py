@@ -123,6 +123,38 @@ def test_outputs_do_not_depend_on_the_threads(m):
     assert all(np.array_equal(out, outs[0]) for out in outs)
 
 
+def split_layout(n, oh, ow, m):
+    """The per-thread split's layout for ``n`` images and an ``oh x ow`` output, as
+    conv2d_winograd lays it out: (tw, tv, twp, per_image, nslots, hr, u, plane), ``plane``
+    the floats of one (image, channel, column phase)."""
+    from cnnc.kernels import winograd as wg
+
+    th, tw = -(-oh // m), -(-ow // m)
+    tv = wg.SV // 2 if tw <= wg.SV // 2 else wg.SV
+    twp = -(-tw // tv) * tv
+    per_image, hr, u = th * twp, m * th + 2, twp + 1
+    return tw, tv, twp, per_image, n * per_image, hr, u, hr * u + wg.SV
+
+
+def split_rows(xq, n, cin, m, plane, hr, u):
+    """A split buffer seen as (image, channel, column phase, row, column)."""
+    return xq[: n * cin * m * plane].reshape(n, cin, m, plane)[..., : hr * u].reshape(
+        n, cin, m, hr, u)
+
+
+def block_order(nslots, order, rng):
+    """The first slots of the blocks of ``nslots`` slots: in order, backward, shuffled, or
+    ("some") a shuffled half of them."""
+    from cnnc.kernels import winograd as wg
+
+    blocks = list(range(0, nslots, wg.TW))
+    if order == "backward":
+        return blocks[::-1]
+    if order in ("shuffled", "some"):
+        blocks = [blocks[i] for i in rng.permutation(len(blocks))]
+    return blocks[: max(1, len(blocks) // 2)] if order == "some" else blocks
+
+
 @pytest.mark.parametrize("n, cin, h, w, pads, m", [
     (3, 5, 9, 6, (1, 1, 1, 1), 2),  # two tile rows a vector (tv < SV), blocks across images
     (2, 17, 23, 31, (0, 2, 1, 0), 4),  # asymmetric padding
@@ -139,12 +171,7 @@ def test_blocks_transform_from_a_threads_own_split(n, cin, h, w, pads, m, order)
 
     pt, pb, pl, pr = pads
     oh, ow = h + pt + pb - 2, w + pl + pr - 2
-    th, tw = -(-oh // m), -(-ow // m)
-    tv = wg.SV // 2 if tw <= wg.SV // 2 else wg.SV
-    twp = -(-tw // tv) * tv
-    per_image, hr, u = th * twp, m * th + 2, twp + 1
-    nslots = n * per_image
-    plane = hr * u + wg.SV
+    tw, tv, twp, per_image, nslots, hr, u, plane = split_layout(n, oh, ow, m)
     size = n * cin * m * plane
     rng = rng_for("own split", n, cin, h, w, pads, m, order)
     x = rng.standard_normal((n, cin + 2, h, w)).astype(np.float32)
@@ -154,12 +181,7 @@ def test_blocks_transform_from_a_threads_own_split(n, cin, h, w, pads, m, order)
     own = np.full(size + 64, np.nan, np.float32)  # 64 guard floats past its end
     rows = np.zeros((n, 2), np.int64)
     keep = np.empty(cin * m * wg.SV, np.float32)
-    blocks = list(range(0, nslots, wg.TW))
-    if order == "backward":
-        blocks = blocks[::-1]
-    elif order in ("shuffled", "some"):
-        blocks = [blocks[i] for i in rng.permutation(len(blocks))]
-        blocks = blocks[: max(1, len(blocks) // 2)] if order == "some" else blocks
+    blocks = block_order(nslots, order, rng)
     tiles = np.empty((3, wg.TW), np.int64)
     e = np.empty((m + 2) ** 2 * wg.TW, np.float32)
     shape = ((m + 2) ** 2, cin | 1, wg.TW)
@@ -175,8 +197,8 @@ def test_blocks_transform_from_a_threads_own_split(n, cin, h, w, pads, m, order)
         np.testing.assert_array_equal(got.reshape(shape)[:, :cin, live],
                                       want.reshape(shape)[:, :cin, live])
     assert np.isnan(own[size:]).all()
-    held = own[:size].reshape(n, cin, m, plane)[..., : hr * u].reshape(n, cin, m, hr, u)
-    ref = whole.reshape(n, cin, m, plane)[..., : hr * u].reshape(n, cin, m, hr, u)
+    held = split_rows(own, n, cin, m, plane, hr, u)
+    ref = split_rows(whole, n, cin, m, plane, hr, u)
     for i, (lo, hi) in enumerate(rows):
         np.testing.assert_array_equal(held[i, :, :, lo:hi], ref[i, :, :, lo:hi])
 
@@ -385,12 +407,7 @@ def test_each_threads_split_holds_the_rows_its_blocks_read(m, order):
     from cnnc.kernels import winograd as wg
 
     n, cin, h, w, pad = 2, 5, 30, 29, 1
-    th, tw = -(-h // m), -(-w // m)
-    tv = wg.SV // 2 if tw <= wg.SV // 2 else wg.SV
-    twp = -(-tw // tv) * tv
-    per_image, hr, u = th * twp, m * th + 2, twp + 1
-    nslots = n * per_image
-    plane = hr * u + wg.SV
+    _, _, twp, per_image, nslots, hr, u, plane = split_layout(n, h, w, m)
     x = rng_for("split", m, order).standard_normal((n, cin + 1, h, w)).astype(np.float32)
     xf = x.reshape(-1)
 
@@ -401,15 +418,11 @@ def test_each_threads_split_holds_the_rows_its_blocks_read(m, order):
         for s0 in blocks:
             wg._split_for_block(s0, min(nslots, s0 + wg.TW), rows, keep, xf, cin + 1, h, w, 1,
                                 cin, xq, m, hr, u, pad, pad, per_image, twp)
-        return xq.reshape(n, cin, m, plane)[..., : hr * u].reshape(n, cin, m, hr, u)
+        return split_rows(xq, n, cin, m, plane, hr, u)
 
     whole = split(range(0, nslots, wg.TW))
-    blocks = list(range(0, nslots, wg.TW))
+    blocks = block_order(nslots, order, rng_for("order", m))
     assert len(blocks) >= 3
-    if order == "backward":
-        blocks = blocks[::-1]
-    elif order == "shuffled":
-        blocks = [blocks[i] for i in rng_for("order", m).permutation(len(blocks))]
     np.testing.assert_array_equal(split(blocks), whole)
     # and the whole split is the padded input taken apart by column phase
     xpad = np.pad(x[:, 1:], ((0, 0), (0, 0), (pad, hr - h - pad), (pad, m * u - w - pad)))
