@@ -62,6 +62,28 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("name", ["BT4", "AT4", "BT2", "AT2"])
+def test_transform_programs_are_their_matrices(name):
+    """The kernel's transform programs (shared sums between rows) compute exactly their
+    Lavin & Gray matrix, and the matrices are the ones F(m x m, 3x3) needs: Y = A^T
+    [(G g G^T) * (B^T d B)] A is the valid correlation of d with g."""
+    from cnnc.kernels import winograd as W
+
+    matrix = getattr(W, name)
+    steps = getattr(W, f"{name}_STEPS", None) or W.matrix_steps(matrix)
+    a = rng_for(name).standard_normal((matrix.shape[1], 7))
+    got = np.array(W.run_steps(steps, list(a)))
+    assert got.shape == (matrix.shape[0], 7)
+    np.testing.assert_allclose(got, matrix @ a, rtol=0, atol=1e-12)
+    m = 4 if name.endswith("4") else 2
+    bt, g, at = (getattr(W, f"{k}{m}") for k in ("BT", "G", "AT"))
+    d = rng_for(name, "d").standard_normal((m + 2, m + 2))
+    w = rng_for(name, "w").standard_normal((3, 3))
+    y = at @ ((g @ w @ g.T) * (bt @ d @ bt.T)) @ at.T
+    ref = np.array([[np.sum(d[i : i + 3, j : j + 3] * w) for j in range(m)] for i in range(m)])
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-10)
+
+
 @pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("case", CASES, ids=str)
 @pytest.mark.parametrize("act,residual", [(K.ACT_RELU, True), (K.ACT_RELU, False),
@@ -183,7 +205,6 @@ def test_blocks_transform_from_a_threads_own_split(n, cin, h, w, pads, m, order)
     keep = np.empty(cin * m * wg.SV, np.float32)
     blocks = block_order(nslots, order, rng)
     tiles = np.empty((3, wg.TW), np.int64)
-    e = np.empty((m + 2) ** 2 * wg.TW, np.float32)
     shape = ((m + 2) ** 2, cin | 1, wg.TW)
     for s0 in blocks:
         wg._split_for_block(s0, min(nslots, s0 + wg.TW), rows, keep, xf, cin + 2, h, w, 1, cin,
@@ -191,8 +212,8 @@ def test_blocks_transform_from_a_threads_own_split(n, cin, h, w, pads, m, order)
         wg._slot_tiles(s0, tiles, m, per_image, twp, tw, nslots)
         got = np.zeros(wg._v_floats(m, cin), np.float32)
         want = np.zeros_like(got)
-        wg._transform_input(0, cin, s0, got, 0, e, tiles, own[:size], cin, hr, u, m, nslots, tv)
-        wg._transform_input(0, cin, s0, want, 0, e, tiles, whole, cin, hr, u, m, nslots, tv)
+        wg._transform_input(0, cin, s0, got, 0, tiles, own[:size], cin, hr, u, m, nslots, tv)
+        wg._transform_input(0, cin, s0, want, 0, tiles, whole, cin, hr, u, m, nslots, tv)
         live = tiles[1] >= 0
         np.testing.assert_array_equal(got.reshape(shape)[:, :cin, live],
                                       want.reshape(shape)[:, :cin, live])

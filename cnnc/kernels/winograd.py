@@ -28,15 +28,17 @@ summed over the input channels is a GEMM, so a conv is ``(m+2)^2`` independent G
    micro-kernel tile's width; the GEMMs multiply only the vectors of a block that hold
    tiles) and, when blocks are few, a share of the output channels, so every thread has work
    (``ITEMS_PER_THREAD``).
-4. Per item, the input transform ``V[a][c][slot]``: ``B^T d`` down the columns straight from
-   the phase-split input, then ``(.) B`` along the rows, each a vector of ``SV`` slots at a
-   time (``_lincomb``: LLVM vector IR, as the micro-kernel, since Numba's own loops over
-   a few lanes do not vectorise). A block split over k blocks has its input transformed
-   once, in a phase of its own before the items (``_transform_chunk``).
+4. Per item, the input transform ``V[a][c][slot]``: ``d B`` along the rows straight from
+   the phase-split input, then ``B^T (.)`` down the columns, in registers, a vector of
+   ``SV`` slots at a time (``_make_transform_2d``: LLVM vector IR, as the micro-kernel,
+   since Numba's own loops over a few lanes do not vectorise; the transforms as programs
+   that share sums between rows, ``BT4_STEPS``). A block split over k blocks has its input
+   transformed once, in a phase of its own before the items (``_transform_chunk``).
 5. ``M[k][a][slot] = sum_c U[a][k][c] V[a][c][slot]``: per ``a`` and k block, one
    micro-kernel call with the channels as its taps (``_uk_rows``), its rows stored so that
    one output channel's ``(m+2)^2`` rows are contiguous for the output transform.
-6. Output transform per output channel, then the epilogue and store (``_make_store``): for
+6. Output transform per output channel (``A^T M A`` in registers, into a small scratch of
+   ``m*m`` vectors), then the epilogue and store (``_make_store``): for
    the ``SV`` tiles of a vector, each output row they cover is one run of ``SV*m`` cells,
    interleaved from the tiles' columns with vector shuffles and written with one store (a
    row's last run: only its cells, ``store_prefix``), with bias, the residual
@@ -54,6 +56,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .elementwise import ACT_RELU
@@ -165,73 +168,157 @@ def pack_winograd_weights(w: np.ndarray, m: int) -> np.ndarray:
 # ---------------------------------------------------------------- vector transforms
 
 
-def _make_lincomb(matrix, halves=False):
-    """An intrinsic ``lc(src, soff, sstride, dst, doff, dstride)``: one vector of ``SV``
-    lanes of ``dst[doff + i*dstride + l] = sum_k matrix[i, k] * src[soff + k*sstride + l]``.
+# The transforms as programs of a few steps, each ``name = sum of coef * operand`` over the
+# inputs ``a0, a1, ...``, earlier steps and the outputs ``r0, r1, ...`` (one a row of the
+# matrix): F(4x4)'s matrices share sums between their rows, so B^T takes 12 vector
+# operations this way, not 28 row by row, and A^T 10, not 20 (coefficients other than
+# +-1 are multiply-adds). tests/test_winograd.py checks each program against its matrix.
+BT4_STEPS = (
+    ("t1", ((1, "a4"), (-4, "a2"))),
+    ("t2", ((1, "a3"), (-4, "a1"))),
+    ("t3", ((1, "a4"), (-1, "a2"))),
+    ("t4", ((1, "a3"), (-1, "a1"))),
+    ("r0", ((1, "a4"), (4, "a0"), (-5, "a2"))),
+    ("r1", ((1, "t1"), (1, "t2"))),
+    ("r2", ((1, "t1"), (-1, "t2"))),
+    ("r3", ((1, "t3"), (2, "t4"))),
+    ("r4", ((1, "t3"), (-2, "t4"))),
+    ("r5", ((1, "a5"), (4, "a1"), (-5, "a3"))),
+)
+AT4_STEPS = (
+    ("s1", ((1, "a1"), (1, "a2"))),
+    ("d1", ((1, "a1"), (-1, "a2"))),
+    ("s2", ((1, "a3"), (1, "a4"))),
+    ("d2", ((1, "a3"), (-1, "a4"))),
+    ("r0", ((1, "a0"), (1, "s1"), (1, "s2"))),
+    ("r1", ((1, "d1"), (2, "d2"))),
+    ("r2", ((1, "s1"), (4, "s2"))),
+    ("r3", ((1, "a5"), (1, "d1"), (8, "d2"))),
+)
 
-    With ``halves``, ``lc(src, soff, soff2, sstride, dst, doff, dstride)``: the source's
-    lanes ``SV/2`` and up come from ``soff2 + k*sstride`` (two tile rows in one vector).
-    The constant matrix is folded into the code: zeros skipped, ones and minus ones as
-    additions and subtractions. ``src`` and ``dst`` are 1-D float32 arrays; no bounds
-    checks.
+
+def matrix_steps(matrix):
+    """The program of ``matrix`` row by row: ``r_i = sum_k matrix[i, k] a_k`` (nonzeros
+    only, a +1 coefficient first where the row has one)."""
+    steps = []
+    for i, row in enumerate(np.asarray(matrix)):
+        terms = [(float(c), f"a{k}") for k, c in enumerate(row) if c != 0]
+        terms.sort(key=lambda t: t[0] != 1.0)
+        steps.append((f"r{i}", tuple(terms)))
+    return tuple(steps)
+
+
+def run_steps(steps, inputs):
+    """The outputs ``[r0, r1, ...]`` of a transform program on ``inputs`` (a list of
+    arrays or numbers): the reference the tests check programs with."""
+    env = {f"a{k}": v for k, v in enumerate(inputs)}
+    for name, terms in steps:
+        env[name] = sum(c * env[src] for c, src in terms)
+    return [env[f"r{i}"] for i in range(sum(1 for n, _ in steps if n.startswith("r")))]
+
+
+def _emit_steps(builder, steps, inputs):
+    """The IR of a transform program (above) on the ``_SVEC`` values ``inputs``: its
+    outputs ``[r0, r1, ...]``. Coefficients +-1 are additions and subtractions, others
+    ``llvm.fmuladd`` (one fused instruction where the CPU has FMA)."""
+    fmuladd = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_SVEC, [_SVEC] * 3), f"llvm.fmuladd.v{SV}f32")
+    env = {f"a{k}": v for k, v in enumerate(inputs)}
+    for name, terms in steps:
+        acc = None
+        for c, src in terms:
+            v = env[src]
+            coef = _splat(builder, ir.Constant(ir.FloatType(), c), SV)
+            if acc is None:
+                acc = v if c == 1 else builder.fmul(v, coef)
+            elif c == 1:
+                acc = builder.fadd(acc, v)
+            elif c == -1:
+                acc = builder.fsub(acc, v)
+            else:
+                acc = builder.call(fmuladd, [v, coef, acc])
+        env[name] = acc
+    return [env[f"r{i}"] for i in range(sum(1 for n, _ in steps if n.startswith("r")))]
+
+
+def _make_transform_2d(steps, n, phases=0, halves=False):
+    """An intrinsic computing one vector of ``SV`` lanes of the two-sided transform ``Y =
+    P X P^T`` of an ``n x n`` block, ``P`` the matrix of the program ``steps`` (``m``
+    outputs), along the rows, then down the columns, in registers (the two passes through
+    a scratch took ~30% of a 16->64 F(4x4) layer's time); ``Y[i][j]`` is stored at
+    ``dst[doff + (i*m + j) * dstride]``. No bounds checks. The block ``X``:
+
+    * ``t2(src, soff, sstride, dst, doff, dstride)``: ``X[i][l] = src[soff + (i*n + l) *
+      sstride]`` (the output transform, of the GEMMs' rows);
+    * with ``phases`` p, ``t2(src, soff, rstride, plane, dst, doff, dstride)``: ``X[k][j] =
+      src[soff + k*rstride + (j % p) * plane + j // p]`` (the input transform, of the
+      column-phase-split input); with ``halves`` also, ``t2(src, soff, soff2, rstride,
+      plane, dst, doff, dstride)``: lanes ``SV/2`` and up from ``soff2`` (two tile rows in
+      one vector).
     """
-    rows = [[float(v) for v in row] for row in np.asarray(matrix)]
     half = ir.VectorType(ir.FloatType(), SV // 2)
     both = ir.Constant(ir.VectorType(_I32, SV), list(range(SV)))
 
     def emit(context, builder, sig, args):
-        n = len(args)
+        na = len(args)
         sa = context.make_array(sig.args[0])(context, builder, args[0])
-        da = context.make_array(sig.args[n - 3])(context, builder, args[n - 3])
-        soff_, sstride_, doff_, dstride_ = args[1], args[n - 4], args[n - 2], args[n - 1]
+        da = context.make_array(sig.args[na - 3])(context, builder, args[na - 3])
+        soff_, doff_, dstride_ = args[1], args[na - 2], args[na - 1]
 
-        def vector_at(data, offset, stride, k, vtype=_SVEC):
-            index = builder.add(offset, builder.mul(stride, ir.Constant(_I64, k)))
+        def ptr(data, index, vtype=_SVEC):
             return builder.bitcast(builder.gep(data, [index]), vtype.as_pointer())
 
-        def load(k):
+        def const(v):
+            return ir.Constant(_I64, v)
+
+        def load(i, j):
+            if not phases:
+                return builder.load(ptr(sa.data, builder.add(soff_, builder.mul(
+                    args[2], const(i * n + j)))), align=4)  # fmt: skip
+            rstride, plane = args[na - 5], args[na - 4]
+            rel = builder.add(builder.add(builder.mul(rstride, const(i)),
+                                          builder.mul(plane, const(j % phases))),
+                              const(j // phases))  # fmt: skip
             if not halves:
-                return builder.load(vector_at(sa.data, soff_, sstride_, k), align=4)
-            lo = builder.load(vector_at(sa.data, soff_, sstride_, k, half), align=4)
-            hi = builder.load(vector_at(sa.data, args[2], sstride_, k, half), align=4)
+                return builder.load(ptr(sa.data, builder.add(soff_, rel)), align=4)
+            lo = builder.load(ptr(sa.data, builder.add(soff_, rel), half), align=4)
+            hi = builder.load(ptr(sa.data, builder.add(args[2], rel), half), align=4)
             return builder.shuffle_vector(lo, hi, both)
 
-        loads = [load(k) for k in range(len(rows[0]))]
-        for i, row in enumerate(rows):
-            acc = None
-            for k, c in enumerate(row):
-                if c == 0.0:
-                    continue
-                if c == -1.0 and acc is not None:
-                    acc = builder.fsub(acc, loads[k])
-                    continue
-                v = loads[k]
-                if c != 1.0:
-                    v = builder.fmul(v, _splat(builder, ir.Constant(ir.FloatType(), c), SV))
-                acc = v if acc is None else builder.fadd(acc, v)
-            builder.store(acc, vector_at(da.data, doff_, dstride_, i), align=4)
+        rows = [_emit_steps(builder, steps, [load(i, j) for j in range(n)]) for i in range(n)]
+        m = len(rows[0])
+        for j in range(m):
+            for i, v in enumerate(_emit_steps(builder, steps, [row[j] for row in rows])):
+                builder.store(v, ptr(da.data, builder.add(doff_, builder.mul(
+                    dstride_, const(i * m + j)))), align=4)  # fmt: skip
         return context.get_dummy_value()
 
     if halves:
         @intrinsic
-        def lc2(typingctx, src, soff, soff2, sstride, dst, doff, dstride):
-            return types.void(src, soff, soff2, sstride, dst, doff, dstride), emit
+        def t2_halves(typingctx, src, soff, soff2, rstride, plane, dst, doff, dstride):
+            return types.void(src, soff, soff2, rstride, plane, dst, doff, dstride), emit
 
-        return lc2
+        return t2_halves
+    if phases:
+        @intrinsic
+        def t2_phases(typingctx, src, soff, rstride, plane, dst, doff, dstride):
+            return types.void(src, soff, rstride, plane, dst, doff, dstride), emit
+
+        return t2_phases
 
     @intrinsic
-    def lc(typingctx, src, soff, sstride, dst, doff, dstride):
+    def t2(typingctx, src, soff, sstride, dst, doff, dstride):
         return types.void(src, soff, sstride, dst, doff, dstride), emit
 
-    return lc
+    return t2
 
 
-_bt4 = _make_lincomb(BT4)
-_bt2 = _make_lincomb(BT2)
-_at4 = _make_lincomb(AT4)
-_at2 = _make_lincomb(AT2)
-_bt2_halves = _make_lincomb(BT2, halves=True)
-_bt4_halves = _make_lincomb(BT4, halves=True)
+_bt4_2d = _make_transform_2d(BT4_STEPS, 6, phases=4)
+_bt2_2d = _make_transform_2d(matrix_steps(BT2), 4, phases=2)
+_bt4_2d_halves = _make_transform_2d(BT4_STEPS, 6, phases=4, halves=True)
+_bt2_2d_halves = _make_transform_2d(matrix_steps(BT2), 4, phases=2, halves=True)
+_at4_2d = _make_transform_2d(AT4_STEPS, 6)
+_at2_2d = _make_transform_2d(matrix_steps(AT2), 4)
 
 
 def _make_uk_rows(vn):
@@ -362,37 +449,6 @@ _store2 = _make_store(2)
 # the tile rows of a plane at most SV/2 tiles wide
 _store2_half = _make_store(2, SV // 2)
 _store4_half = _make_store(4, SV // 2)
-
-
-@numba.njit(error_model="numpy")
-def _input_transform(m, src, soff, sstride, dst, doff, dstride, lanes):
-    """``dst_i = sum_k B^T[i, k] src_k`` (rows ``soff + k*sstride``, ``doff + i*dstride``)
-    over ``lanes`` lanes (a multiple of SV)."""
-    for q in range(0, lanes, SV):
-        if m == 4:
-            _bt4(src, soff + q, sstride, dst, doff + q, dstride)
-        else:
-            _bt2(src, soff + q, sstride, dst, doff + q, dstride)
-
-
-@numba.njit(error_model="numpy")
-def _input_transform_halves(m, src, soff, soff2, sstride, dst, doff, dstride):
-    """``_input_transform`` of one vector whose lanes ``SV/2`` and up come from ``soff2``
-    (two tile rows in one vector)."""
-    if m == 4:
-        _bt4_halves(src, soff, soff2, sstride, dst, doff, dstride)
-    else:
-        _bt2_halves(src, soff, soff2, sstride, dst, doff, dstride)
-
-
-@numba.njit(error_model="numpy")
-def _output_transform(m, src, soff, sstride, dst, doff, dstride, lanes):
-    """``dst_i = sum_k A^T[i, k] src_k``, as ``_input_transform``."""
-    for q in range(0, lanes, SV):
-        if m == 4:
-            _at4(src, soff + q, sstride, dst, doff + q, dstride)
-        else:
-            _at2(src, soff + q, sstride, dst, doff + q, dstride)
 
 
 def _make_deinterleave(m):
@@ -640,7 +696,6 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     vbuf = np.empty((nchunks, 0 if shared else vsize), np.float32)
     vall = np.empty(nblocks * vsize if shared else 0, np.float32)
     mbuf = np.empty((nchunks, a2 * kpad * TW), np.float32)
-    ebuf = np.empty((nchunks, a2 * TW), np.float32)
     ybuf = np.empty((nchunks, m * m * TW), np.float32)
     tbuf = np.empty((nchunks, 3, TW), np.int64)  # each slot's image, top row, left column
     # when shared: the blocks' input transform, in items of a block's channel group, before
@@ -697,8 +752,8 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
             wait_done(state[1], nsplit)
         item = next_chunk(state[2])
         while item < ntitems:
-            call_linked(_transform_chunk, item, ncg, vall, ebuf[w], tbuf[w], xq, cin, Hr,
-                        U, m, per_image, twp, tw, nslots, tv)  # fmt: skip
+            call_linked(_transform_chunk, item, ncg, vall, tbuf[w], xq, cin, Hr, U, m,
+                        per_image, twp, tw, nslots, tv)  # fmt: skip
             count_done(state[3])
             item = next_chunk(state[2])
         wait_done(state[3], ntitems)
@@ -709,9 +764,9 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
                 _split_for_block(item * TW, min(nslots, item * TW + TW), rows[tid], keep[tid],
                                  xf, Cx, H, W, xc0, cin, xq, m, Hr, U, pt, pl, per_image,
                                  twp)  # fmt: skip
-            call_linked(_winograd_chunk, item, item + 1, vbuf[w], vall, mbuf[w], ebuf[w],
-                        ybuf[w], tbuf[w], xq, cin, Hr, U, out, oc0, K, upk, bias, m, act, res,
-                        rc0, offs, per_image, twp, tw, nslots, nks, nkb, kpad, OH, OW, tv,
+            call_linked(_winograd_chunk, item, item + 1, vbuf[w], vall, mbuf[w], ybuf[w],
+                        tbuf[w], xq, cin, Hr, U, out, oc0, K, upk, bias, m, act, res, rc0,
+                        offs, per_image, twp, tw, nslots, nks, nkb, kpad, OH, OW, tv,
                         shared)  # fmt: skip
             item = take_chunk(state[4], nitems, from_back)
 
@@ -738,13 +793,11 @@ def _slot_tiles(s0, tiles, m, per_image, twp, tw, nslots):
 
 
 @numba.njit(error_model="numpy")
-def _transform_input(c0, c1, s0, V, vbase, e, tiles, xq, cin, Hr, U, m, nslots, tv):
+def _transform_input(c0, c1, s0, V, vbase, tiles, xq, cin, Hr, U, m, nslots, tv):
     """The input transform of input channels ``[c0, c1)`` for the block of ``TW`` slots
     from ``s0`` (``tiles`` from ``_slot_tiles``): ``V[vbase + (a * (cin | 1) + c) * TW + p]``,
-    a vector of ``SV`` slots (one tile row, or two) at a time; ``e`` is scratch of
-    ``(m+2)^2 * TW`` floats."""
-    al = m + 2
-    a2 = al * al
+    a vector of ``SV`` slots (one tile row, or two) at a time."""
+    a2 = (m + 2) * (m + 2)
     plane = _phase_plane(Hr, U)
     vstride = cin | 1
     tn = tiles[0]
@@ -753,33 +806,32 @@ def _transform_input(c0, c1, s0, V, vbase, e, tiles, xq, cin, Hr, U, m, nslots, 
     for c in range(c0, c1):
         for q in range(0, TW, SV):
             s = s0 + q
+            voff = vbase + c * TW + q
             if s >= nslots:  # past the last tile: finite junk
                 for a in range(a2):
-                    e[a * TW + q : a * TW + q + SV] = 0.0
+                    V[voff + a * vstride * TW : voff + a * vstride * TW + SV] = 0.0
                 continue
             # a vector's first slot always holds a tile (twp < tw + SV), and so does
             # the first of its second half when it holds two tile rows (tv < SV)
             base = (tn[q] * cin + c) * m * plane + th0[q] * U + tw0[q] // m
             if tv == SV:
-                for j in range(al):  # columns: e[i*al + j] = sum_k BT[i, k] d[k*al + j]
-                    _input_transform(m, xq, base + (j % m) * plane + j // m, U, e,
-                                     j * TW + q, al * TW, SV)  # fmt: skip
+                if m == 4:
+                    _bt4_2d(xq, base, U, plane, V, voff, vstride * TW)
+                else:
+                    _bt2_2d(xq, base, U, plane, V, voff, vstride * TW)
             else:
                 half2 = base
                 if s + tv < nslots:
                     half2 = (tn[q + tv] * cin + c) * m * plane + th0[q + tv] * U
-                for j in range(al):
-                    _input_transform_halves(m, xq, base + (j % m) * plane + j // m,
-                                            half2 + (j % m) * plane + j // m, U, e,
-                                            j * TW + q, al * TW)  # fmt: skip
-        for i in range(al):  # rows: V[i*al + l, c] = sum_j BT[l, j] e[i*al + j]
-            _input_transform(m, e, i * al * TW, TW, V, vbase + (i * al * vstride + c) * TW,
-                             vstride * TW, TW)  # fmt: skip
+                if m == 4:
+                    _bt4_2d_halves(xq, base, half2, U, plane, V, voff, vstride * TW)
+                else:
+                    _bt2_2d_halves(xq, base, half2, U, plane, V, voff, vstride * TW)
 
 
 # Called through a symbol, as _winograd_chunk; at -O2 as the kernel
 @linked_njit(llvm_opt=2, error_model="numpy")
-def _transform_chunk(item, ncg, Vall, e, tiles, xq, cin, Hr, U, m, per_image, twp, tw, nslots,
+def _transform_chunk(item, ncg, Vall, tiles, xq, cin, Hr, U, m, per_image, twp, tw, nslots,
                      tv):  # fmt: skip
     """Work item ``item`` of conv2d_winograd's shared input transform: channel group
     ``item % ncg`` (of ``ncg``) of block ``item // ncg``, into that block's V in ``Vall``."""
@@ -788,12 +840,12 @@ def _transform_chunk(item, ncg, Vall, e, tiles, xq, cin, Hr, U, m, per_image, tw
     s0 = blk * TW
     _slot_tiles(s0, tiles, m, per_image, twp, tw, nslots)
     _transform_input(cin * cg // ncg, cin * (cg + 1) // ncg, s0, Vall, blk * _v_floats(m, cin),
-                     e, tiles, xq, cin, Hr, U, m, nslots, tv)  # fmt: skip
+                     tiles, xq, cin, Hr, U, m, nslots, tv)  # fmt: skip
 
 
 # Called through a symbol, as fastconv._conv_chunk (jit.call_linked); at -O2 as the kernel
 @linked_njit(llvm_opt=2, error_model="numpy")
-def _winograd_chunk(first, last, vscr, vall, M, e, y, tiles, xq, cin, Hr, U, out, oc0, K,
+def _winograd_chunk(first, last, vscr, vall, M, y, tiles, xq, cin, Hr, U, out, oc0, K,
                     upk, bias, m, act, res, rc0, offs, per_image, twp, tw, nslots, nks, nkb,
                     kpad, OH, OW, tv, shared):  # fmt: skip
     """Work items ``[first, last)`` of conv2d_winograd (one chunk). With ``shared``, every
@@ -825,7 +877,7 @@ def _winograd_chunk(first, last, vscr, vall, M, e, y, tiles, xq, cin, Hr, U, out
             V = vall
             vbase = blk * _v_floats(m, cin)
         else:
-            _transform_input(0, cin, s0, V, vbase, e, tiles, xq, cin, Hr, U, m, nslots, tv)
+            _transform_input(0, cin, s0, V, vbase, tiles, xq, cin, Hr, U, m, nslots, tv)
         # the GEMMs: M[k, a, p] = sum_c U[a, k, c] V[a, c, p]
         for a in range(a2):
             for kb in range(kb0, kb1):
@@ -844,10 +896,11 @@ def _winograd_chunk(first, last, vscr, vall, M, e, y, tiles, xq, cin, Hr, U, out
         # output transform, epilogue and store, channel by channel (the loops over whole
         # blocks of TW slots: constant trip counts, a few % faster than over nv vectors)
         for k in range(kb0 * KT, min(kb1 * KT, K)):
-            for i in range(al):  # e[i*m + j] = sum_l AT[j, l] M[k, i*al + l]
-                _output_transform(m, M, (k * a2 + i * al) * TW, TW, e, i * m * TW, TW, TW)
-            for j in range(m):  # y[i*m + j] = sum_l AT[i, l] e[l*m + j]
-                _output_transform(m, e, j * TW, m * TW, y, j * TW, m * TW, TW)
+            for q in range(0, TW, SV):  # y[i*m + j] = (A^T M[k] A)[i, j]
+                if m == 4:
+                    _at4_2d(M, k * a2 * TW + q, TW, y, q, TW)
+                else:
+                    _at2_2d(M, k * a2 * TW + q, TW, y, q, TW)
             # the epilogue as conv2d_packed's store: (y + bias) [+ skip], then relu; the
             # tv tiles of a vector (or half) lie side by side in one tile row, so each
             # output row they cover is one run of tv*m cells
