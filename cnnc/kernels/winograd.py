@@ -905,25 +905,29 @@ def _winograd_chunk(first, last, vscr, vall, M, y, tiles, xq, cin, Hr, U, out, o
             # tv tiles of a vector (or half) lie side by side in one tile row, so each
             # output row they cover is one run of tv*m cells
             b = bias[k]
+            relu = act == ACT_RELU
             for q in range(0, TW, tv):
                 if th0[q] < 0:
                     continue
-                n = tn[q]
                 ow0 = tw0[q]
                 ncols = min(tv * m, OW - ow0)
-                for i in range(min(m, OH - th0[q])):
-                    oh = th0[q] + i
-                    ooff = ((n * out.shape[1] + oc0 + k) * OH + oh) * OW + ow0
-                    roff = ((n * res.shape[1] + rc0 + k) * OH + oh) * OW + ow0 if rc0 >= 0 else -1
+                # the row's offsets, one row further each time (not computed again a row)
+                ooff = ((tn[q] * out.shape[1] + oc0 + k) * OH + th0[q]) * OW + ow0
+                roff = ((tn[q] * res.shape[1] + rc0 + k) * OH + th0[q]) * OW + ow0
+                rstep = OW
+                if rc0 < 0:
+                    roff = -1
+                    rstep = 0
+                yoff = q
+                for _ in range(min(m, OH - th0[q])):
                     if m == 4 and tv < SV:
-                        _store4_half(y, i * m * TW + q, TW, out_flat, ooff, b, res_flat, roff,
-                                     act == ACT_RELU, ncols)  # fmt: skip
+                        _store4_half(y, yoff, TW, out_flat, ooff, b, res_flat, roff, relu, ncols)
                     elif m == 4:
-                        _store4(y, i * m * TW + q, TW, out_flat, ooff, b, res_flat, roff,
-                                act == ACT_RELU, ncols)  # fmt: skip
+                        _store4(y, yoff, TW, out_flat, ooff, b, res_flat, roff, relu, ncols)
                     elif tv < SV:
-                        _store2_half(y, i * m * TW + q, TW, out_flat, ooff, b, res_flat, roff,
-                                     act == ACT_RELU, ncols)  # fmt: skip
+                        _store2_half(y, yoff, TW, out_flat, ooff, b, res_flat, roff, relu, ncols)
                     else:
-                        _store2(y, i * m * TW + q, TW, out_flat, ooff, b, res_flat, roff,
-                                act == ACT_RELU, ncols)  # fmt: skip
+                        _store2(y, yoff, TW, out_flat, ooff, b, res_flat, roff, relu, ncols)
+                    yoff += m * TW
+                    ooff += OW
+                    roff += rstep
