@@ -59,6 +59,9 @@ CASES = [
     (1, 64, 12, 12, 70, (1, 1)),  # few tiles, many k blocks: a block split over k
     (2, 4, 9, 70, 5, (1, 1)),  # wide rows: whole and partial runs of a vector's tiles
     (2, 1030, 5, 5, 9, (1, 1)),  # many input channels: the GEMMs prefetch weights ahead
+    # F(4x4): two blocks of slots, each in k shares; on two threads each thread splits and
+    # transforms a block once for its shares (the scratch holds it for the next share)
+    (1, 40, 28, 28, 20, (1, 1)),
 ]
 
 
@@ -123,12 +126,16 @@ def block_source(c: int, h: int, w: int) -> str:
 
 
 @pytest.mark.parametrize("m", [2, 4])
-def test_outputs_do_not_depend_on_the_threads(m):
+@pytest.mark.parametrize("n, cin, h, w, k", [
+    (1, 64, 12, 12, 70),  # few blocks, many k blocks: a shared split and transform
+    (1, 40, 28, 28, 20),  # F(4x4): two blocks in k shares, each thread its own split
+])
+def test_outputs_do_not_depend_on_the_threads(m, n, cin, h, w, k):
     """The work items depend on the thread count (ITEMS_PER_THREAD): a few blocks of slots
-    are split over k blocks into more items on more threads. Each output channel is still
+    are split over k blocks into more items on more threads, and a plane of fewer blocks
+    than threads is split and transformed once for all. Each output channel is still
     computed the same way, so the outputs are the same bits at every thread count."""
     rng = rng_for("threads", m)
-    n, cin, h, w, k = 1, 64, 12, 12, 70  # few blocks, many k blocks
     x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
     wt = (rng.standard_normal((k, cin, 3, 3)) / np.sqrt(9 * cin)).astype(np.float32)
     b = rng.standard_normal(k).astype(np.float32)

@@ -17,9 +17,9 @@ summed over the input channels is a GEMM, so a conv is ``(m+2)^2`` independent G
 2. The input is split into its ``m`` column phases (``_split_columns_task``, zero padding
    written in): in that layout the input cell ``(i, j)`` of ``SV`` tiles side by side in a
    tile row is ``SV`` consecutive floats, one vector load. Each thread splits the rows of
-   the blocks it takes into a buffer of its own (``_split_for_block``); a plane of few
-   blocks, whose blocks are shared out over k blocks, and any plane on more than two
-   threads, is split once for all, the first phase of the kernel's parallel region.
+   the blocks it takes into a buffer of its own (``_split_for_block``); a plane of fewer
+   blocks than threads, and any plane on more than two threads, is split once for all,
+   the first phase of the kernel's parallel region.
 3. Tiles are numbered in *slots*: each tile row takes ``twp`` slots, its ``tw`` tiles
    rounded up to whole vectors, so a vector of ``SV`` slots never spans two rows (the
    spare slots compute junk that is never stored) -- but rows of at most ``SV/2`` tiles
@@ -661,16 +661,23 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     nkb = (K + KT - 1) // KT
     kpad = nkb * KT
     # few blocks (a small plane): each is split over k blocks too, so that every thread
-    # has work, and its input is transformed once, before the GEMMs (below)
+    # has work
     nthr = num_threads()
     want = ITEMS_PER_THREAD * nthr
     nks = min(nkb, max(1, (want + nblocks - 1) // nblocks))
     nitems = nblocks * nks
-    # more than two threads share one split too: the items go from both ends, so a third
+    # Shared: the input split and transformed once for all, before the GEMMs (below), when
+    # there are fewer blocks than threads (each thread's items would transform the same
+    # block), and on more than two threads: the items go from both ends, so a third
     # thread's blocks lie between others' and its rows would span most of the plane -- the
     # input split up to nthr times over, into nthr copies of it (64 threads: 512 MB a call
-    # for ResNet-18 at batch 8)
-    shared = nks > 1 or nthr > 2
+    # for ResNet-18 at batch 8). Else each thread splits and transforms the blocks it takes
+    # itself, once for its items of a block (their k shares): a plane of two blocks on two
+    # threads (28x28 with F(4x4)) had its split and transform shared, half of what each
+    # thread's GEMMs read then written by the other. Against that, 2 threads, interleaved,
+    # near / far vCPUs: ResNet-18 1.003-1.005 / 1.021x (res3b's convs far 1.32-1.37x),
+    # GoogLeNet 0.999-1.004 / 1.016x (its 28x28 3x3s far 1.10x), SqueezeNet 1.006 / 1.023x
+    shared = nthr > 2 or nblocks < nthr
     # a chunk's scratch holds a block's whole transformed input and output (L2-sized), so
     # there are few chunks, allocated once per call
     nchunks = min(nitems, NCHUNK)
@@ -759,15 +766,19 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
         wait_done(state[3], ntitems)
         from_back = 2 * w >= nchunks
         item = take_chunk(state[4], nitems, from_back)
+        held = -1  # the block whose V this iteration's scratch holds
         while item >= 0:
-            if not shared:
-                _split_for_block(item * TW, min(nslots, item * TW + TW), rows[tid], keep[tid],
-                                 xf, Cx, H, W, xc0, cin, xq, m, Hr, U, pt, pl, per_image,
-                                 twp)  # fmt: skip
+            blk = item // nks
+            fresh = not shared and blk != held
+            if fresh:
+                s0 = blk * TW
+                _split_for_block(s0, min(nslots, s0 + TW), rows[tid], keep[tid], xf, Cx, H, W,
+                                 xc0, cin, xq, m, Hr, U, pt, pl, per_image, twp)  # fmt: skip
+                held = blk
             call_linked(_winograd_chunk, item, item + 1, vbuf[w], vall, mbuf[w], ybuf[w],
                         tbuf[w], xq, cin, Hr, U, out, oc0, K, upk, bias, m, act, res, rc0,
-                        offs, per_image, twp, tw, nslots, nks, nkb, kpad, OH, OW, tv,
-                        shared)  # fmt: skip
+                        offs, per_image, twp, tw, nslots, nks, nkb, kpad, OH, OW, tv, shared,
+                        fresh)  # fmt: skip
             item = take_chunk(state[4], nitems, from_back)
 
 
@@ -847,10 +858,11 @@ def _transform_chunk(item, ncg, Vall, tiles, xq, cin, Hr, U, m, per_image, twp, 
 @linked_njit(llvm_opt=2, error_model="numpy")
 def _winograd_chunk(first, last, vscr, vall, M, y, tiles, xq, cin, Hr, U, out, oc0, K,
                     upk, bias, m, act, res, rc0, offs, per_image, twp, tw, nslots, nks, nkb,
-                    kpad, OH, OW, tv, shared):  # fmt: skip
+                    kpad, OH, OW, tv, shared, fresh):  # fmt: skip
     """Work items ``[first, last)`` of conv2d_winograd (one chunk). With ``shared``, every
-    block's transformed input is in ``vall`` already, else each item transforms its
-    block's input itself, into the chunk's scratch ``vscr``."""
+    block's transformed input is in ``vall`` already, else an item transforms its block's
+    input itself, into the chunk's scratch ``vscr``, when ``fresh`` (the scratch does not
+    hold that block's already: the thread's item before it was another k share of it)."""
     al = m + 2
     a2 = al * al
     tn = tiles[0]
@@ -876,7 +888,7 @@ def _winograd_chunk(first, last, vscr, vall, M, y, tiles, xq, cin, Hr, U, out, o
         if shared:  # the block's V, transformed before (conv2d_winograd)
             V = vall
             vbase = blk * _v_floats(m, cin)
-        else:
+        elif fresh:
             _transform_input(0, cin, s0, V, vbase, tiles, xq, cin, Hr, U, m, nslots, tv)
         # the GEMMs: M[k, a, p] = sum_c U[a, k, c] V[a, c, p]
         for a in range(a2):
