@@ -208,13 +208,18 @@ def matrix_steps(matrix):
     return tuple(steps)
 
 
+def _outputs(steps):
+    """How many outputs (``r0, r1, ...``) a transform program has."""
+    return sum(1 for name, _ in steps if name.startswith("r"))
+
+
 def run_steps(steps, inputs):
     """The outputs ``[r0, r1, ...]`` of a transform program on ``inputs`` (a list of
     arrays or numbers): the reference the tests check programs with."""
     env = {f"a{k}": v for k, v in enumerate(inputs)}
     for name, terms in steps:
         env[name] = sum(c * env[src] for c, src in terms)
-    return [env[f"r{i}"] for i in range(sum(1 for n, _ in steps if n.startswith("r")))]
+    return [env[f"r{i}"] for i in range(_outputs(steps))]
 
 
 def _emit_steps(builder, steps, inputs):
@@ -238,14 +243,15 @@ def _emit_steps(builder, steps, inputs):
             else:
                 acc = builder.call(fmuladd, [v, coef, acc])
         env[name] = acc
-    return [env[f"r{i}"] for i in range(sum(1 for n, _ in steps if n.startswith("r")))]
+    return [env[f"r{i}"] for i in range(_outputs(steps))]
 
 
 def _make_transform_2d(steps, n, phases=0, halves=False):
     """An intrinsic computing one vector of ``SV`` lanes of the two-sided transform ``Y =
     P X P^T`` of an ``n x n`` block, ``P`` the matrix of the program ``steps`` (``m``
-    outputs), along the rows, then down the columns, in registers (the two passes through
-    a scratch took ~30% of a 16->64 F(4x4) layer's time); ``Y[i][j]`` is stored at
+    outputs), along the rows, then down the columns, in registers (the output transform's
+    two passes through a scratch took ~60 of 316 us of a 16->64 F(4x4) layer at 55x55,
+    docs/kernel-notes.md, twenty-fifth session); ``Y[i][j]`` is stored at
     ``dst[doff + (i*m + j) * dstride]``. No bounds checks. The block ``X``:
 
     * ``t2(src, soff, sstride, dst, doff, dstride)``: ``X[i][l] = src[soff + (i*n + l) *
