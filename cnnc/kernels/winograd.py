@@ -228,25 +228,27 @@ def _emit_steps(builder, steps, inputs):
     ``llvm.fmuladd`` (one fused instruction where the CPU has FMA)."""
     fmuladd = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(_SVEC, [_SVEC] * 3), f"llvm.fmuladd.v{SV}f32")
+    def coef(c):
+        return _splat(builder, ir.Constant(ir.FloatType(), c), SV)
+
     env = {f"a{k}": v for k, v in enumerate(inputs)}
     for name, terms in steps:
         acc = None
         for c, src in terms:
             v = env[src]
-            coef = _splat(builder, ir.Constant(ir.FloatType(), c), SV)
             if acc is None:
-                acc = v if c == 1 else builder.fmul(v, coef)
+                acc = v if c == 1 else builder.fmul(v, coef(c))
             elif c == 1:
                 acc = builder.fadd(acc, v)
             elif c == -1:
                 acc = builder.fsub(acc, v)
             else:
-                acc = builder.call(fmuladd, [v, coef, acc])
+                acc = builder.call(fmuladd, [v, coef(c), acc])
         env[name] = acc
     return [env[f"r{i}"] for i in range(_outputs(steps))]
 
 
-def _make_transform_2d(steps, n, phases=0, halves=False):
+def _make_transform_2d(steps, n, split=False, halves=False):
     """An intrinsic computing one vector of ``SV`` lanes of the two-sided transform ``Y =
     P X P^T`` of an ``n x n`` block, ``P`` the matrix of the program ``steps`` (``m``
     outputs), along the rows, then down the columns, in registers (the output transform's
@@ -256,14 +258,15 @@ def _make_transform_2d(steps, n, phases=0, halves=False):
 
     * ``t2(src, soff, sstride, dst, doff, dstride)``: ``X[i][l] = src[soff + (i*n + l) *
       sstride]`` (the output transform, of the GEMMs' rows);
-    * with ``phases`` p, ``t2(src, soff, rstride, plane, dst, doff, dstride)``: ``X[k][j] =
-      src[soff + k*rstride + (j % p) * plane + j // p]`` (the input transform, of the
-      column-phase-split input); with ``halves`` also, ``t2(src, soff, soff2, rstride,
-      plane, dst, doff, dstride)``: lanes ``SV/2`` and up from ``soff2`` (two tile rows in
-      one vector).
+    * with ``split``, ``t2(src, soff, rstride, plane, dst, doff, dstride)``: ``X[k][j] =
+      src[soff + k*rstride + (j % p) * plane + j // p]``, ``p = n - 2`` (the input
+      transform, of the input split into the tile's ``p`` column phases); with ``halves``
+      also, ``t2(src, soff, soff2, rstride, plane, dst, doff, dstride)``: lanes ``SV/2``
+      and up from ``soff2`` (two tile rows in one vector).
     """
     half = ir.VectorType(ir.FloatType(), SV // 2)
     both = ir.Constant(ir.VectorType(_I32, SV), list(range(SV)))
+    phases = n - 2
 
     def emit(context, builder, sig, args):
         na = len(args)
@@ -278,7 +281,7 @@ def _make_transform_2d(steps, n, phases=0, halves=False):
             return ir.Constant(_I64, v)
 
         def load(i, j):
-            if not phases:
+            if not split:
                 return builder.load(ptr(sa.data, builder.add(soff_, builder.mul(
                     args[2], const(i * n + j)))), align=4)  # fmt: skip
             rstride, plane = args[na - 5], args[na - 4]
@@ -305,7 +308,7 @@ def _make_transform_2d(steps, n, phases=0, halves=False):
             return types.void(src, soff, soff2, rstride, plane, dst, doff, dstride), emit
 
         return t2_halves
-    if phases:
+    if split:
         @intrinsic
         def t2_phases(typingctx, src, soff, rstride, plane, dst, doff, dstride):
             return types.void(src, soff, rstride, plane, dst, doff, dstride), emit
@@ -319,10 +322,10 @@ def _make_transform_2d(steps, n, phases=0, halves=False):
     return t2
 
 
-_bt4_2d = _make_transform_2d(BT4_STEPS, 6, phases=4)
-_bt2_2d = _make_transform_2d(matrix_steps(BT2), 4, phases=2)
-_bt4_2d_halves = _make_transform_2d(BT4_STEPS, 6, phases=4, halves=True)
-_bt2_2d_halves = _make_transform_2d(matrix_steps(BT2), 4, phases=2, halves=True)
+_bt4_2d = _make_transform_2d(BT4_STEPS, 6, split=True)
+_bt2_2d = _make_transform_2d(matrix_steps(BT2), 4, split=True)
+_bt4_2d_halves = _make_transform_2d(BT4_STEPS, 6, split=True, halves=True)
+_bt2_2d_halves = _make_transform_2d(matrix_steps(BT2), 4, split=True, halves=True)
 _at4_2d = _make_transform_2d(AT4_STEPS, 6)
 _at2_2d = _make_transform_2d(matrix_steps(AT2), 4)
 
@@ -880,6 +883,7 @@ def _winograd_chunk(first, last, vscr, vall, M, y, tiles, xq, cin, Hr, U, out, o
     # the GEMMs' weights: prefetched ahead in wide layers (else 0: the line the tap loads
     # anyway, one instruction for one code path)
     ahead = WEIGHT_AHEAD if cin >= PREFETCH_MIN_CHANNELS else 0
+    relu = act == ACT_RELU
     for item in range(first, last):
         blk = item // nks
         share = item - blk * nks
@@ -923,7 +927,6 @@ def _winograd_chunk(first, last, vscr, vall, M, y, tiles, xq, cin, Hr, U, out, o
             # tv tiles of a vector (or half) lie side by side in one tile row, so each
             # output row they cover is one run of tv*m cells
             b = bias[k]
-            relu = act == ACT_RELU
             for q in range(0, TW, tv):
                 if th0[q] < 0:
                     continue
