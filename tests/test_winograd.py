@@ -129,6 +129,8 @@ def block_source(c: int, h: int, w: int) -> str:
 @pytest.mark.parametrize("n, cin, h, w, k", [
     (1, 64, 12, 12, 70),  # few blocks, many k blocks: a shared split and transform
     (1, 40, 28, 28, 20),  # F(4x4): two blocks in k shares, each thread its own split
+    # one block in k shares: F(2x2) each thread transforms it, F(4x4) once for all
+    (1, 48, 7, 7, 70),
 ])
 def test_outputs_do_not_depend_on_the_threads(m, n, cin, h, w, k):
     """The work items depend on the thread count (ITEMS_PER_THREAD): a few blocks of slots

@@ -685,8 +685,15 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     # threads (28x28 with F(4x4)) had its split and transform shared, half of what each
     # thread's GEMMs read then written by the other. Against that, 2 threads, interleaved,
     # near / far vCPUs: ResNet-18 1.003-1.005 / 1.021x (res3b's convs far 1.32-1.37x),
-    # GoogLeNet 0.999-1.004 / 1.016x (its 28x28 3x3s far 1.10x), SqueezeNet 1.006 / 1.023x
-    shared = nthr > 2 or nblocks < nthr
+    # GoogLeNet 0.999-1.004 / 1.016x (its 28x28 3x3s far 1.10x), SqueezeNet 1.006 / 1.023x.
+    # A plane of one F(2x2) block (7x7) is not shared either: each thread transforms the
+    # whole block itself, twice the transform's work against the GEMMs of 200+ k channels.
+    # One-layer chains, 2 threads, near / far: three 3x3 256->256 at 7x7 1.05 / 1.76x, one
+    # 512->512 1.03 / 1.52x, 192->384 between 1x1s 1.00 / 1.13x; ResNet-18 0.996 / 1.029x,
+    # GoogLeNet 0.998 / 0.984x. One F(4x4) block (14x14; 36 rows of V a channel, a
+    # transform twice F(2x2)'s per element) lost near: 160->320 0.95 / 1.02x, GoogLeNet
+    # 0.96x near
+    shared = nthr > 2 or (nblocks < nthr and m == 4)
     # a chunk's scratch holds a block's whole transformed input and output (L2-sized), so
     # there are few chunks, allocated once per call
     nchunks = min(nitems, NCHUNK)
