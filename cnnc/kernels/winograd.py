@@ -823,15 +823,19 @@ def _slot_tiles(s0, tiles, m, per_image, twp, tw, nslots):
 def _transform_input(c0, c1, s0, V, vbase, tiles, xq, cin, Hr, U, m, nslots, tv):
     """The input transform of input channels ``[c0, c1)`` for the block of ``TW`` slots
     from ``s0`` (``tiles`` from ``_slot_tiles``): ``V[vbase + (a * (cin | 1) + c) * TW + p]``,
-    a vector of ``SV`` slots (one tile row, or two) at a time."""
+    a vector of ``SV`` slots (one tile row, or two) at a time, up to the last ``VL``
+    vector that holds a tile (the GEMMs read no further)."""
     a2 = (m + 2) * (m + 2)
     plane = _phase_plane(Hr, U)
     vstride = cin | 1
     tn = tiles[0]
     th0 = tiles[1]
     tw0 = tiles[2]
+    # a block of 16 slots (batch 1's 14x14 with F(4x4), 7x7 with F(2x2)) wrote V's other
+    # 16, zeros no GEMM reads, as often as its tiles: half of V's lines
+    reach = min(TW, (nslots - s0 + VL - 1) // VL * VL)
     for c in range(c0, c1):
-        for q in range(0, TW, SV):
+        for q in range(0, reach, SV):
             s = s0 + q
             voff = vbase + c * TW + q
             if s >= nslots:  # past the last tile: finite junk
