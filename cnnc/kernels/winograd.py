@@ -139,9 +139,15 @@ TW = WVN * VL  # slots a block (a work item)
 #: 512->512 at 7x7 1.34 / 1.25x at batch 1, 1.16 / 1.18x at batch 8, at 14x14 1.19 /
 #: 1.22x; AVX2 (CNNC_TARGET=avx2, same host) at 7x7 1.31 / 1.27x, 1.27 / 1.32x. With 256
 #: input channels or fewer it was even on both (0.94-1.08x), and so was prefetching in
-#: fastconv's packed kernel (1x1 512->1000 at 13x13, the 7x7/2 stem: 0.98-1.02x).
+#: fastconv's packed kernel (1x1 512->1000 at 13x13, the 7x7/2 stem: 0.98-1.02x). But a
+#: lone conv's weights stay in L3 from call to call, a network's do not (ResNet-18's
+#: transformed weights are ~80 MB): from 64 input channels rather than 512, whole networks,
+#: 2 threads, interleaved, near / far vCPUs: ResNet-18 1.043 / 1.034x (its 14x14 F(4x4)
+#: layers, 9.4 MB of weights each, were waiting on memory), GoogLeNet 1.028 / 1.025x,
+#: SqueezeNet 0.998 / 1.005x, CIFAR inception 0.993 / 1.000x; from 128 ResNet-18 1.034 /
+#: 1.024x; 8 KiB ahead no better than 4
 WEIGHT_AHEAD = 1024
-PREFETCH_MIN_CHANNELS = 512
+PREFETCH_MIN_CHANNELS = 64
 _SVEC = ir.VectorType(ir.FloatType(), SV)
 
 
