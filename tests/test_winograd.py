@@ -127,15 +127,15 @@ def block_source(c: int, h: int, w: int) -> str:
 
 @pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("n, cin, h, w, k", [
-    (1, 64, 12, 12, 70),  # few blocks, many k blocks: a shared split and transform
+    (1, 64, 12, 12, 70),  # few blocks, many k blocks (F(4x4): one, split once for all)
     (1, 40, 28, 28, 20),  # F(4x4): two blocks in k shares, each thread its own split
     # one block in k shares: F(2x2) each thread transforms it, F(4x4) once for all
     (1, 48, 7, 7, 70),
 ])
 def test_outputs_do_not_depend_on_the_threads(m, n, cin, h, w, k):
     """The work items depend on the thread count (ITEMS_PER_THREAD): a few blocks of slots
-    are split over k blocks into more items on more threads, and a plane of fewer blocks
-    than threads is split and transformed once for all. Each output channel is still
+    are split over k blocks into more items on more threads, and a plane of fewer F(4x4)
+    blocks than threads is split and transformed once for all. Each output channel is still
     computed the same way, so the outputs are the same bits at every thread count."""
     rng = rng_for("threads", m)
     x = rng.standard_normal((n, cin, h, w)).astype(np.float32)

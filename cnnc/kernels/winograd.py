@@ -18,8 +18,8 @@ summed over the input channels is a GEMM, so a conv is ``(m+2)^2`` independent G
    written in): in that layout the input cell ``(i, j)`` of ``SV`` tiles side by side in a
    tile row is ``SV`` consecutive floats, one vector load. Each thread splits the rows of
    the blocks it takes into a buffer of its own (``_split_for_block``); a plane of fewer
-   blocks than threads, and any plane on more than two threads, is split once for all,
-   the first phase of the kernel's parallel region.
+   F(4x4) blocks than threads, and any plane on more than two threads, is split once for
+   all, the first phase of the kernel's parallel region.
 3. Tiles are numbered in *slots*: each tile row takes ``twp`` slots, its ``tw`` tiles
    rounded up to whole vectors, so a vector of ``SV`` slots never spans two rows (the
    spare slots compute junk that is never stored) -- but rows of at most ``SV/2`` tiles
@@ -32,8 +32,9 @@ summed over the input channels is a GEMM, so a conv is ``(m+2)^2`` independent G
    the phase-split input, then ``B^T (.)`` down the columns, in registers, a vector of
    ``SV`` slots at a time (``_make_transform_2d``: LLVM vector IR, as the micro-kernel,
    since Numba's own loops over a few lanes do not vectorise; the transforms as programs
-   that share sums between rows, ``BT4_STEPS``). A block split over k blocks has its input
-   transformed once, in a phase of its own before the items (``_transform_chunk``).
+   that share sums between rows, ``BT4_STEPS``). A thread transforms a block once for all
+   its items of it (k shares); a plane split once for all is transformed once for all too,
+   in a phase of its own before the items (``_transform_chunk``).
 5. ``M[k][a][slot] = sum_c U[a][k][c] V[a][c][slot]``: per ``a`` and k block, one
    micro-kernel call with the channels as its taps (``_uk_rows``), its rows stored so that
    one output channel's ``(m+2)^2`` rows are contiguous for the output transform.
@@ -682,12 +683,13 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     nks = min(nkb, max(1, (want + nblocks - 1) // nblocks))
     nitems = nblocks * nks
     # Shared: the input split and transformed once for all, before the GEMMs (below), when
-    # there are fewer blocks than threads (each thread's items would transform the same
-    # block), and on more than two threads: the items go from both ends, so a third
-    # thread's blocks lie between others' and its rows would span most of the plane -- the
-    # input split up to nthr times over, into nthr copies of it (64 threads: 512 MB a call
-    # for ResNet-18 at batch 8). Else each thread splits and transforms the blocks it takes
-    # itself, once for its items of a block (their k shares): a plane of two blocks on two
+    # there are fewer F(4x4) blocks than threads (each thread's items would transform the
+    # same block; F(2x2): below), and on more than two threads: the items go from both
+    # ends, so a third thread's blocks lie between others' and its rows would span most of
+    # the plane -- the input split up to nthr times over, into nthr copies of it (64
+    # threads: 512 MB a call for ResNet-18 at batch 8). Else each thread splits and
+    # transforms the blocks it takes itself, once for its items of a block (their k
+    # shares): a plane of two blocks on two
     # threads (28x28 with F(4x4)) had its split and transform shared, half of what each
     # thread's GEMMs read then written by the other. Against that, 2 threads, interleaved,
     # near / far vCPUs: ResNet-18 1.003-1.005 / 1.021x (res3b's convs far 1.32-1.37x),
@@ -837,8 +839,8 @@ def _transform_input(c0, c1, s0, V, vbase, tiles, xq, cin, Hr, U, m, nslots, tv)
     tn = tiles[0]
     th0 = tiles[1]
     tw0 = tiles[2]
-    # a block of 16 slots (batch 1's 14x14 with F(4x4), 7x7 with F(2x2)) wrote V's other
-    # 16, zeros no GEMM reads, as often as its tiles: half of V's lines
+    # AVX-512: a block of 16 slots (batch 1's 14x14 with F(4x4), 7x7 with F(2x2)) wrote V's
+    # other 16, zeros no GEMM reads, as often as its tiles: half of V's lines
     reach = min(TW, (nslots - s0 + VL - 1) // VL * VL)
     for c in range(c0, c1):
         for q in range(0, reach, SV):
