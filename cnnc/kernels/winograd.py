@@ -691,8 +691,8 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     # transforms the blocks it takes itself, once for its items of a block (their k
     # shares): a plane of two blocks on two threads (28x28 with F(4x4)) had its split and
     # transform shared, half of what each thread's GEMMs read then written by the other.
-    # Against that, 2 threads, interleaved,
-    # near / far vCPUs: ResNet-18 1.003-1.005 / 1.021x (res3b's convs far 1.32-1.37x),
+    # Against that, 2 threads, interleaved, near / far vCPUs: ResNet-18 1.003-1.005 / 1.021x
+    # (res3b's convs far 1.32-1.37x),
     # GoogLeNet 0.999-1.004 / 1.016x (its 28x28 3x3s far 1.10x), SqueezeNet 1.006 / 1.023x.
     # A plane of one F(2x2) block (7x7) is not shared either: each thread transforms the
     # whole block itself, twice the transform's work against the GEMMs of 200+ k channels.
