@@ -692,8 +692,8 @@ def conv2d_winograd(x, xc0, cin, out, oc0, K, upk, bias, m, pt, pl, act, alpha, 
     # shares): a plane of two blocks on two threads (28x28 with F(4x4)) had its split and
     # transform shared, half of what each thread's GEMMs read then written by the other.
     # Against that, 2 threads, interleaved, near / far vCPUs: ResNet-18 1.003-1.005 / 1.021x
-    # (res3b's convs far 1.32-1.37x),
-    # GoogLeNet 0.999-1.004 / 1.016x (its 28x28 3x3s far 1.10x), SqueezeNet 1.006 / 1.023x.
+    # (res3b's convs far 1.32-1.37x), GoogLeNet 0.999-1.004 / 1.016x (its 28x28 3x3s far
+    # 1.10x), SqueezeNet 1.006 / 1.023x.
     # A plane of one F(2x2) block (7x7) is not shared either: each thread transforms the
     # whole block itself, twice the transform's work against the GEMMs of 200+ k channels.
     # One-layer chains, 2 threads, near / far: three 3x3 256->256 at 7x7 1.05 / 1.76x, one
@@ -813,6 +813,13 @@ def _v_floats(m, cin):
     return (m + 2) * (m + 2) * (cin | 1) * TW
 
 
+@numba.njit(inline="always", error_model="numpy")
+def _tile_vectors(s0, nslots):
+    """How many ``VL`` vectors of the block of ``TW`` slots from ``s0`` hold a tile: the
+    GEMMs multiply these only, and the input transform writes these only."""
+    return (min(TW, nslots - s0) + VL - 1) // VL
+
+
 @numba.njit(error_model="numpy")
 def _slot_tiles(s0, tiles, m, per_image, twp, tw, nslots):
     """``tiles[:, p]`` for the ``TW`` slots from ``s0``: each slot's image, its tile's first
@@ -841,7 +848,7 @@ def _transform_input(c0, c1, s0, V, vbase, tiles, xq, cin, Hr, U, m, nslots, tv)
     tw0 = tiles[2]
     # AVX-512: a block of 16 slots (batch 1's 14x14 with F(4x4), 7x7 with F(2x2)) wrote V's
     # other 16, zeros no GEMM reads, as often as its tiles: half of V's lines
-    reach = min(TW, (nslots - s0 + VL - 1) // VL * VL)
+    reach = _tile_vectors(s0, nslots) * VL
     for c in range(c0, c1):
         for q in range(0, reach, SV):
             s = s0 + q
@@ -909,8 +916,7 @@ def _winograd_chunk(first, last, vscr, vall, M, y, tiles, xq, cin, Hr, U, out, o
         kb0 = nkb * share // nks
         kb1 = nkb * (share + 1) // nks
         s0 = blk * TW
-        # the GEMMs multiply only the vectors of slots that hold tiles
-        nv = (min(TW, nslots - s0) + VL - 1) // VL
+        nv = _tile_vectors(s0, nslots)
         _slot_tiles(s0, tiles, m, per_image, twp, tw, nslots)
         V = vscr
         vbase = 0
