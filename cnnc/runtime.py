@@ -19,6 +19,7 @@ import threading
 import time
 
 import networkx as nx
+import numba
 import numpy as np
 
 from . import kernels as K
@@ -39,7 +40,7 @@ from .kernels.sched import CLOCK_MONOTONIC
 from .lower import Step, lower
 from .memory import View, check_activation_memory, plan_buffers
 
-__all__ = ["Plan", "Step", "check_plan", "encode_plan", "prepare"]
+__all__ = ["Plan", "Step", "ThreadChoice", "check_plan", "encode_plan", "prepare"]
 
 # Numba's OpenMP workers (GNU libgomp) spin for a while after each parallel region, then
 # sleep. With libgomp's default spin count, whole networks ran bimodally here (SqueezeNet
@@ -53,6 +54,10 @@ GOMP_SPINCOUNT = "20000"
 _prepare_lock = threading.Lock()
 _prepared = False
 
+
+# Whether calls choose between the caller's threads and one (ThreadChoice): CNNC_ADAPTIVE_THREADS=0
+# keeps the caller's always.
+ADAPTIVE_THREADS = os.environ.get("CNNC_ADAPTIVE_THREADS", "1") != "0"
 
 _NO_STAMPS = np.zeros(0, np.int64)  # run_plan's stamps when it records no times
 # run_plan's (x, y, io) when it copies neither the input nor the output
@@ -70,6 +75,71 @@ def prepare() -> None:
         os.environ.setdefault("GOMP_SPINCOUNT", GOMP_SPINCOUNT)
         K.tidy_cache()
         _prepared = True
+
+
+class ThreadChoice:
+    """Whether a batch size's calls run on the caller's threads or on one thread: the one
+    that took less time lately, timed again from time to time.
+
+    Every kernel gives the same bits on any number of threads, so the choice changes only
+    the time. Two threads lose to one where the layers' data crosses between cores slowly
+    (docs/DESIGN.md, "Threads"): with this host's two vCPUs on different core complexes,
+    CIFAR inception b1 took 3.3 ms on two threads and 2.6 on one, and near each other 1.6
+    and 2.6. Which case holds changes while a process runs, so the choice is a measurement:
+    the calls of the current choice are timed (the median of the last `RECENT`), and once
+    they add up to `PROBE` calls' time over `BUDGET`, the next `PROBE` calls run the other
+    way (the first of them, which wakes or idles a thread, is not counted). The other way
+    is taken if it was `MARGIN` faster. A probe costs at most about `BUDGET` of the run
+    time, less where the other way is not much slower. Calls shorter than `SHORT` on the
+    caller's threads are not timed at all.
+    """
+
+    RECENT = 8
+    PROBE = 3
+    BUDGET = 0.01
+    MARGIN = 0.05
+    SHORT = 300e-6  # seconds
+
+    def __init__(self, threads: int = 0):
+        self.threads = threads  # the caller's thread count that these times are for
+        self.one = False  # the current choice: one thread
+        self.off = False  # calls too short to be worth timing
+        self.recent: list[float] = []  # seconds of the current choice's last calls
+        self.probe: list[float] = []  # seconds of the probe's calls so far
+        self.left = 0  # calls of the probe still to run
+        self.due: float | None = None  # seconds of calls to run before the next probe
+
+    def one_thread(self) -> bool:
+        """Whether the next call runs on one thread."""
+        return self.one != (self.left > 0)
+
+    def record(self, seconds: float) -> None:
+        """The time of the call that `one_thread` was asked for."""
+        if self.left:
+            self.probe.append(seconds)
+            self.left -= 1
+            if not self.left:
+                self._decide()
+            return
+        self.recent = self.recent[1 - self.RECENT:] + [seconds]
+        if self.due is None:
+            if len(self.recent) < self.RECENT:
+                return
+            mine = float(np.median(self.recent))
+            if mine < self.SHORT:
+                self.off = True
+                return
+            self.due = self.PROBE * mine / self.BUDGET
+        self.due -= seconds
+        if self.due <= 0:
+            self.left, self.probe = self.PROBE, []
+
+    def _decide(self) -> None:
+        mine, other = float(np.median(self.recent)), float(np.median(self.probe[1:]))
+        if other < (1 - self.MARGIN) * mine:
+            self.one = not self.one
+            self.recent = self.probe[1:]
+        self.due = self.PROBE * max(mine, other) / self.BUDGET
 
 
 def check_plan(plan: Plan) -> None:
@@ -146,6 +216,7 @@ class Plan:
         self._fns: np.ndarray | None = None  # their addresses, once compiled (warm_up)
         self._arenas: dict[int, np.ndarray] = {}
         self._io: dict[int, np.ndarray] = {}
+        self._choices: dict[int, ThreadChoice] = {}  # per batch size, while ADAPTIVE_THREADS
         self._output_shape = graph.nodes[graph.graph["output"]]["shape"]
 
     def view_start(self, view: View) -> int:
@@ -162,6 +233,7 @@ class Plan:
             if len(self._arenas) > 4:  # keep memory bounded when batch sizes vary
                 self._arenas.clear()
                 self._io.clear()
+                self._choices.clear()
             self._arenas[n] = np.empty(max(1, n * int(self.slot_starts[-1])), np.float32)
         return self._arenas[n]
 
@@ -218,11 +290,36 @@ class Plan:
         batch size `ready` for."""
         n = x.shape[0]
         y = np.empty((n, *self._output_shape), np.float32)
+        choice = self._choices.get(n)
+        if choice is None and ADAPTIVE_THREADS:
+            choice = self._choices[n] = ThreadChoice()
+        if choice is None or choice.off:
+            self._interpret(n, x, y)
+            return y
+        threads = numba.get_num_threads()
+        if threads == 1:  # nothing to choose
+            self._interpret(n, x, y)
+            return y
+        if threads != choice.threads:
+            choice.__init__(threads)
+        one = choice.one_thread()
+        if one:
+            numba.set_num_threads(1)
+        try:
+            start = time.perf_counter()
+            self._interpret(n, x, y)
+            seconds = time.perf_counter() - start
+        finally:
+            if one:
+                numba.set_num_threads(threads)
+        choice.record(seconds)
+        return y
+
+    def _interpret(self, n: int, x: np.ndarray, y: np.ndarray) -> None:
         # run_plan copies x in and the output out itself, unchecked (decode.copy_rows:
         # numpy's copy is libc's memmove, which can be 15x slower for some alignments)
         self.interpreter(n, self._arenas[n], *self.encoded, self._fns, _NO_STAMPS, x.ravel(),
                          y.ravel(), self._io_offsets(n))  # fmt: skip
-        return y
 
     def step_times(self, x: np.ndarray, repeat: int) -> np.ndarray:
         """Seconds each step took in each of ``repeat`` runs on ``x``, ``(repeat, steps)``:

@@ -7,6 +7,7 @@ weights go from cnnc to torch by the names of §6.
 import math
 import os
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -40,6 +41,17 @@ def avg_ref(x, k, s, pad):
 def max_ref(x, k, s, pad):
     pt, pb, pl, pr = pad
     return F.max_pool2d(F.pad(x, (pl, pr, pt, pb), value=-math.inf), k, s)
+
+
+def same_bits_on_one_thread(net, x, got):
+    """The network gives `got`'s bits on one thread too: runtime.ThreadChoice moves calls
+    between the caller's threads and one, and must change no output."""
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        np.testing.assert_array_equal(net(x), got)
+    finally:
+        numba.set_num_threads(threads)
 
 
 def random_weights(net, seed=1):
@@ -156,6 +168,7 @@ def test_layer_matches_pytorch(case, shape, batch, opt_level):
     assert got.shape == ref.shape
     assert got.dtype == np.float32
     assert rel_err(got, ref) <= TOL
+    same_bits_on_one_thread(net, x, got)
 
 
 # ---------------------------------------------------------------- whole examples
@@ -174,6 +187,7 @@ def test_example_matches_its_pytorch_twin(name, batch):
     got = net(x)
     assert got.shape == ref.shape
     assert rel_err(got, ref) <= TOL
+    same_bits_on_one_thread(net, x, got)
 
 
 # ---------------------------------------------------------------- API

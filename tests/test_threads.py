@@ -1,0 +1,122 @@
+"""runtime.ThreadChoice: a network's calls run on the caller's threads or on one, whichever
+its own timings say is faster; and the choice never changes an output."""
+
+import numba
+import numpy as np
+import pytest
+
+import cnnc
+from cnnc import runtime
+from cnnc.runtime import ThreadChoice
+
+MS = 1e-3
+
+
+def drive(choice, calls, seconds_of):
+    """Make `calls` calls: each takes seconds_of(call index, one thread?) seconds.
+    Returns the calls that ran on one thread."""
+    ones = []
+    for i in range(calls):
+        one = choice.one_thread()
+        ones.append(one)
+        choice.record(seconds_of(i, one))
+    return np.array(ones)
+
+
+def test_one_thread_is_taken_when_it_is_faster():
+    """Two threads 2 ms, one thread 1.5 ms: after the first probe every call but the
+    probes of two threads runs on one thread."""
+    choice = ThreadChoice(2)
+    ones = drive(choice, 3000, lambda i, one: 1.5 * MS if one else 2.0 * MS)
+    assert choice.one
+    first_probe = np.argmax(ones)
+    # timed: RECENT calls, then PROBE calls' worth of time over BUDGET, then the probe
+    assert first_probe == ThreadChoice.RECENT + round(ThreadChoice.PROBE / ThreadChoice.BUDGET) - 1
+    after = ones[first_probe:]
+    assert 0.97 < after.mean() < 1.0  # the probes of two threads: a few %
+
+
+def test_a_slower_one_thread_costs_at_most_the_budget():
+    """One thread 2x slower: never taken; its probes add at most ~BUDGET to the run time."""
+    choice = ThreadChoice(2)
+    ones = drive(choice, 20000, lambda i, one: 4.0 * MS if one else 2.0 * MS)
+    assert not choice.one
+    assert ones.any()  # it was timed
+    total = np.where(ones, 4.0, 2.0).sum()
+    assert (total - 2.0 * len(ones)) / total <= 1.1 * ThreadChoice.BUDGET
+
+
+def test_the_choice_follows_a_change_and_comes_back():
+    """Two threads faster, then slower (the cores moved apart), then faster again: each
+    change is followed within one probe interval, and the probes do not flap between."""
+    def seconds(i, one):
+        apart = 3000 <= i < 6000
+        return 2.6 * MS if one else (3.3 * MS if apart else 1.6 * MS)
+
+    choice = ThreadChoice(2)
+    ones = drive(choice, 9000, seconds)
+    interval = round(ThreadChoice.PROBE * 3.3 / 1.6 / ThreadChoice.BUDGET) + 2 * ThreadChoice.PROBE
+    assert ones[:3000].mean() < 0.02
+    assert ones[3000 + interval:6000].mean() > 0.98
+    assert ones[6000 + interval:].mean() < 0.02
+    assert not choice.one
+
+
+def test_noise_within_the_margin_changes_nothing():
+    """One thread 3% faster: inside MARGIN, so the caller's threads stay."""
+    rng = np.random.default_rng(0)
+    choice = ThreadChoice(2)
+    ones = drive(choice, 5000, lambda i, one: (0.97 if one else 1.0) * MS * rng.uniform(0.99, 1.01))
+    assert not choice.one and ones.mean() < 0.02
+
+
+def test_short_calls_are_not_timed():
+    """Calls shorter than SHORT turn the choice off after its first RECENT calls."""
+    choice = ThreadChoice(2)
+    ones = drive(choice, 1000, lambda i, one: 0.05 * MS if one else 0.1 * MS)
+    assert choice.off and not ones.any()
+
+
+SOURCE = """network n(input: 8x12x12) {
+  conv(16, 3x3, padding=same) -> relu -> maxpool(2) -> conv(24, 1x1) -> dense(5)
+}
+"""
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two threads")
+def test_a_call_on_one_thread_gives_the_same_bits_and_restores_the_threads(monkeypatch):
+    """A call that the choice puts on one thread sets one thread for the call only, gives
+    the bits of the caller's threads, and leaves the caller's count even when it fails."""
+    net = cnnc.compile_source(SOURCE)
+    x = np.random.default_rng(0).standard_normal((2, 8, 12, 12)).astype(np.float32)
+    numba.set_num_threads(2)
+    try:
+        want = net(x)
+        choice = net._plan._choices[2]
+        assert choice.threads == 2 and not choice.one_thread()
+        seen = []
+        real = numba.set_num_threads
+        monkeypatch.setattr(runtime.numba, "set_num_threads", lambda n: (seen.append(n), real(n)))
+        choice.one = True
+        got = net(x)
+        assert seen == [1, 2] and numba.get_num_threads() == 2
+        np.testing.assert_array_equal(got, want)
+
+        def fails(*args):
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(net._plan, "_interpret", fails)
+        with pytest.raises(RuntimeError):
+            net(x)
+        assert numba.get_num_threads() == 2
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+def test_no_choice_when_switched_off(monkeypatch):
+    """CNNC_ADAPTIVE_THREADS=0 (runtime.ADAPTIVE_THREADS): calls keep the caller's threads
+    and time nothing."""
+    monkeypatch.setattr(runtime, "ADAPTIVE_THREADS", False)
+    net = cnnc.compile_source(SOURCE)
+    net(np.zeros((1, 8, 12, 12), np.float32))
+    assert net._plan._choices == {}
