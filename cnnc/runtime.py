@@ -90,14 +90,16 @@ class ThreadChoice:
     they add up to `PROBE` calls' time over `BUDGET`, the next `PROBE` calls run the other
     way (the first of them, which wakes or idles a thread, is not counted). The other way
     is taken if it was `MARGIN` faster. A probe costs at most about `BUDGET` of the run
-    time, less where the other way is not much slower. Calls shorter than `SHORT` on the
-    caller's threads are not timed at all.
+    time, less where the other way is not much slower. A probe also comes early when the
+    current choice's median grows `DRIFT` over what it was at the last decision (the cores
+    moved apart). Calls shorter than `SHORT` on the caller's threads are not timed at all.
     """
 
     RECENT = 8
     PROBE = 3
     BUDGET = 0.01
     MARGIN = 0.05
+    DRIFT = 0.25
     SHORT = 300e-6  # seconds
 
     def __init__(self, threads: int = 0):
@@ -108,6 +110,8 @@ class ThreadChoice:
         self.probe: list[float] = []  # seconds of the probe's calls so far
         self.left = 0  # calls of the probe still to run
         self.due: float | None = None  # seconds of calls to run before the next probe
+        self.baseline = 0.0  # the current choice's median at the last decision
+        self.calls = 0
 
     def one_thread(self) -> bool:
         """Whether the next call runs on one thread."""
@@ -122,24 +126,33 @@ class ThreadChoice:
                 self._decide()
             return
         self.recent = self.recent[1 - self.RECENT:] + [seconds]
+        self.calls += 1
         if self.due is None:
             if len(self.recent) < self.RECENT:
                 return
-            mine = float(np.median(self.recent))
+            mine = _median(self.recent)
             if mine < self.SHORT:
                 self.off = True
                 return
-            self.due = self.PROBE * mine / self.BUDGET
+            self.due, self.baseline = self.PROBE * mine / self.BUDGET, mine
         self.due -= seconds
-        if self.due <= 0:
+        if self.due <= 0 or (self.calls % self.RECENT == 0
+                             and _median(self.recent) > (1 + self.DRIFT) * self.baseline):
             self.left, self.probe = self.PROBE, []
 
     def _decide(self) -> None:
-        mine, other = float(np.median(self.recent)), float(np.median(self.probe[1:]))
+        mine, other = _median(self.recent), _median(self.probe[1:])
         if other < (1 - self.MARGIN) * mine:
             self.one = not self.one
             self.recent = self.probe[1:]
+        self.baseline = min(mine, other)
         self.due = self.PROBE * max(mine, other) / self.BUDGET
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def check_plan(plan: Plan) -> None:
