@@ -86,13 +86,14 @@ class ThreadChoice:
     (docs/DESIGN.md, "Threads"): with this host's two vCPUs on different core complexes,
     CIFAR inception b1 took 3.3 ms on two threads and 2.6 on one, and near each other 1.6
     and 2.6. Which case holds changes while a process runs, so the choice is a measurement:
-    the calls of the current choice are timed (the median of the last `RECENT`), and once
-    they add up to `PROBE` calls' time over `BUDGET`, the next `PROBE` calls run the other
-    way (the first of them, which wakes or idles a thread, is not counted). The other way
-    is taken if it was `MARGIN` faster. A probe costs at most about `BUDGET` of the run
-    time, less where the other way is not much slower. A probe also comes early when the
-    current choice's median grows `DRIFT` over what it was at the last decision (the cores
-    moved apart). Calls shorter than `SHORT` on the caller's threads are not timed at all.
+    the calls of the current choice are timed (the median of the last `RECENT`), and from
+    time to time the next `PROBE` calls run the other way (the first of them, which wakes
+    or idles a thread, is not counted); the other way is taken if it was `MARGIN` faster.
+    A probe comes once the calls since the last add up to what it cost over the choice,
+    over `BUDGET` (at least `FLOOR` calls; the first after `PROBE` calls' time over
+    `BUDGET`), so probes cost about `BUDGET` of the run time; and early when the current
+    choice's median grows `DRIFT` over what it was at the last decision (the cores moved
+    apart). Calls shorter than `SHORT` on the caller's threads are not timed at all.
     """
 
     RECENT = 8
@@ -100,6 +101,7 @@ class ThreadChoice:
     BUDGET = 0.01
     MARGIN = 0.05
     DRIFT = 0.25
+    FLOOR = 30
     SHORT = 300e-6  # seconds
 
     def __init__(self, threads: int = 0):
@@ -146,7 +148,9 @@ class ThreadChoice:
             self.one = not self.one
             self.recent = self.probe[1:]
         self.baseline = min(mine, other)
-        self.due = self.PROBE * max(mine, other) / self.BUDGET
+        # what the next probe will cost over the choice, over the budget; but not sooner
+        # than FLOOR calls (ways that take about as long cost nothing to probe)
+        self.due = max(self.PROBE * abs(other - mine) / self.BUDGET, self.FLOOR * self.baseline)
 
 
 def _median(values: list[float]) -> float:
