@@ -91,7 +91,8 @@ class ThreadChoice:
     or idles a thread, is not counted); the other way is taken if it was `MARGIN` faster.
     A probe comes once the calls since the last add up to what it cost over the choice,
     over `BUDGET` (at least `FLOOR` calls; the first after `PROBE` calls' time over
-    `BUDGET`), so probes cost about `BUDGET` of the run time; and early when the current
+    `BUDGET`), so probes cost about `BUDGET` of the run time -- a quarter of that after
+    probes that changed nothing (`PATIENCE`, reset by a change); and early when the current
     choice's median grows `DRIFT` over what it was at the last decision (the cores moved
     apart). Calls shorter than `SHORT` on the caller's threads are not timed at all.
     """
@@ -102,6 +103,7 @@ class ThreadChoice:
     MARGIN = 0.05
     DRIFT = 0.25
     FLOOR = 30
+    PATIENCE = 4
     SHORT = 300e-6  # seconds
 
     def __init__(self, threads: int = 0):
@@ -113,6 +115,7 @@ class ThreadChoice:
         self.left = 0  # calls of the probe still to run
         self.due: float | None = None  # seconds of calls to run before the next probe
         self.baseline = 0.0  # the current choice's median at the last decision
+        self.patience = 1  # doubles (up to PATIENCE) with each probe that changes nothing
         self.calls = 0
 
     def one_thread(self) -> bool:
@@ -147,10 +150,15 @@ class ThreadChoice:
         if other < (1 - self.MARGIN) * mine:
             self.one = not self.one
             self.recent = self.probe[1:]
+            self.patience = 1
+        else:
+            self.patience = min(2 * self.patience, self.PATIENCE)
         self.baseline = min(mine, other)
-        # what the next probe will cost over the choice, over the budget; but not sooner
-        # than FLOOR calls (ways that take about as long cost nothing to probe)
-        self.due = max(self.PROBE * abs(other - mine) / self.BUDGET, self.FLOOR * self.baseline)
+        # what the next probe will cost over the choice, over the budget, times the
+        # patience; but not sooner than FLOOR calls (ways that take about as long cost
+        # nothing to probe)
+        self.due = max(self.patience * self.PROBE * abs(other - mine) / self.BUDGET,
+                       self.FLOOR * self.baseline)
 
 
 def _median(values: list[float]) -> float:
