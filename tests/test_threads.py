@@ -130,3 +130,14 @@ def test_no_choice_when_switched_off(monkeypatch):
     net = cnnc.compile_source(SOURCE)
     net(np.zeros((1, 8, 12, 12), np.float32))
     assert net._plan._choices == {}
+
+
+def test_the_quick_thread_query_agrees_with_numba():
+    """runtime._num_threads (the threading layer's own query) says what
+    numba.get_num_threads says, at every count."""
+    try:
+        for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+            numba.set_num_threads(threads)
+            assert runtime._num_threads() == numba.get_num_threads() == threads
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
