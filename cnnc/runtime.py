@@ -91,8 +91,8 @@ class ThreadChoice:
     or idles a thread, is not counted); the other way is taken if it was `MARGIN` faster.
     A probe comes once the calls since the last add up to what it cost over the choice,
     over `BUDGET` (at least `FLOOR` calls; the first after `PROBE` calls' time over
-    `BUDGET`), so probes cost about `BUDGET` of the run time -- a quarter of that after
-    probes that changed nothing (`PATIENCE`, reset by a change); and early when the current
+    `BUDGET`), so probes cost about `BUDGET` of the run time -- and they come up to
+    `PATIENCE` times less often after probes that changed nothing; and early when the current
     choice's median grows `DRIFT` over what it was at the last decision (the cores moved
     apart). Calls shorter than `SHORT` on the caller's threads are not timed at all.
     """
@@ -154,11 +154,11 @@ class ThreadChoice:
         else:
             self.patience = min(2 * self.patience, self.PATIENCE)
         self.baseline = min(mine, other)
-        # what the next probe will cost over the choice, over the budget, times the
-        # patience; but not sooner than FLOOR calls (ways that take about as long cost
-        # nothing to probe)
-        self.due = max(self.patience * self.PROBE * abs(other - mine) / self.BUDGET,
-                       self.FLOOR * self.baseline)
+        # what the next probe will cost over the choice, over the budget, but at least
+        # FLOOR calls (ways that take about as long cost nothing to probe); times the
+        # patience
+        self.due = self.patience * max(self.PROBE * abs(other - mine) / self.BUDGET,
+                                       self.FLOOR * self.baseline)
 
 
 def _num_threads() -> int:
