@@ -106,7 +106,7 @@ class ThreadChoice:
     PATIENCE = 4
     SHORT = 300e-6  # seconds
 
-    def __init__(self, threads: int = 0):
+    def __init__(self, threads: int):
         self.threads = threads  # the caller's thread count that these times are for
         self.one = False  # the current choice: one thread
         self.off = False  # calls too short to be worth timing
@@ -324,17 +324,15 @@ class Plan:
         n = x.shape[0]
         y = np.empty((n, *self._output_shape), np.float32)
         choice = self._choices.get(n)
-        if choice is None and ADAPTIVE_THREADS:
-            choice = self._choices[n] = ThreadChoice()
-        if choice is None or choice.off:
+        if not ADAPTIVE_THREADS or (choice is not None and choice.off):
             self._interpret(n, x, y)
             return y
         threads = _num_threads()
         if threads == 1:  # nothing to choose
             self._interpret(n, x, y)
             return y
-        if threads != choice.threads:
-            choice.__init__(threads)
+        if choice is None or choice.threads != threads:  # times at another count say nothing
+            choice = self._choices[n] = ThreadChoice(threads)
         one = choice.one_thread()
         if one:
             numba.set_num_threads(1)

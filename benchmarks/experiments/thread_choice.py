@@ -36,7 +36,7 @@ def main(spec: str, seconds: float) -> None:
 
     def give_choice_to(chosen):
         for i, net in enumerate(nets):
-            choice = runtime.ThreadChoice()
+            choice = runtime.ThreadChoice(2)
             choice.off = i != chosen
             net._plan._choices[batch] = choice
 
