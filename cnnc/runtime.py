@@ -86,19 +86,26 @@ class ThreadChoice:
     (docs/DESIGN.md, "Threads"): with this host's two vCPUs on different core complexes,
     CIFAR inception b1 took 3.3 ms on two threads and 2.6 on one, and near each other 1.6
     and 2.6. Which case holds changes while a process runs, so the choice is a measurement:
-    the calls of the current choice are timed (the median of the last `RECENT`), and from
-    time to time the next `PROBE` calls run the other way (the first of them, which wakes
-    or idles a thread, is not counted); the other way is taken if it was `MARGIN` faster.
-    A probe comes once the calls since the last add up to what it cost over the choice,
-    over `BUDGET` (at least `FLOOR` calls; the first after `PROBE` calls' time over
-    `BUDGET`), so probes cost about `BUDGET` of the run time -- and they come up to
-    `PATIENCE` times less often after probes that changed nothing; and early when the current
-    choice's median grows `DRIFT` over what it was at the last decision (the cores moved
-    apart). Calls shorter than `SHORT` on the caller's threads are not timed at all.
+
+    - the calls of the current choice are timed (their time: the median of the last
+      `RECENT`);
+    - now and then the next `PROBE` calls run the other way (the first of them, which wakes
+      or idles a thread, is not counted), and the other way is taken if the median of the
+      rest was `MARGIN` faster;
+    - the first probe comes after `PROBE` calls' time over `BUDGET`, each next one after
+      calls worth what the last cost over the choice (at most a call's time a call) over
+      `BUDGET`, but at least `FLOOR` calls; so probes cost about `BUDGET` of the run time.
+      Each probe that changes nothing doubles that wait, up to `PATIENCE` times;
+    - a probe also comes early, within `RECENT` calls, when the current choice's median
+      grows `DRIFT` over its time at the last decision (the cores moved apart);
+    - if the first `RECENT` calls on the caller's threads take less than `SHORT`, nothing
+      more is timed for that batch size, whatever the thread count later.
+
+    A choice is for one thread count: a call at another starts it again.
     """
 
     RECENT = 8
-    PROBE = 3
+    PROBE = 4
     BUDGET = 0.01
     MARGIN = 0.05
     DRIFT = 0.25
@@ -150,14 +157,15 @@ class ThreadChoice:
         if other < (1 - self.MARGIN) * mine:
             self.one = not self.one
             self.recent = self.probe[1:]
-            self.patience = 1
+            self.patience, self.baseline = 1, other
         else:
-            self.patience = min(2 * self.patience, self.PATIENCE)
-        self.baseline = min(mine, other)
-        # what the next probe will cost over the choice, over the budget, but at least
-        # FLOOR calls (ways that take about as long cost nothing to probe); times the
-        # patience
-        self.due = self.patience * max(self.PROBE * abs(other - mine) / self.BUDGET,
+            self.patience, self.baseline = min(2 * self.patience, self.PATIENCE), mine
+        # what the next probe will cost over the choice (at most a call more a call, as the
+        # first probe was budgeted: a hiccup in a probe must not put the next off for
+        # minutes), over the budget, but at least FLOOR calls (ways that take about as
+        # long cost nothing to probe); times the patience
+        cost = min(abs(other - mine), self.baseline)
+        self.due = self.patience * max(self.PROBE * cost / self.BUDGET,
                                        self.FLOOR * self.baseline)
 
 
@@ -328,15 +336,15 @@ class Plan:
             self._interpret(n, x, y)
             return y
         threads = _num_threads()
-        if threads == 1:  # nothing to choose
+        if threads <= 1:  # nothing to choose
             self._interpret(n, x, y)
             return y
         if choice is None or choice.threads != threads:  # times at another count say nothing
             choice = self._choices[n] = ThreadChoice(threads)
         one = choice.one_thread()
-        if one:
-            numba.set_num_threads(1)
         try:
+            if one:
+                numba.set_num_threads(1)
             start = time.perf_counter()
             self._interpret(n, x, y)
             seconds = time.perf_counter() - start
