@@ -5,9 +5,10 @@ Two instances of the same network take turns of 50 ms (each turn after a pause u
 other's threads are quiet, and one untimed call); one has the choice, the other keeps both
 threads always. Two instances of the same code can differ by a few % by themselves (where
 their arenas fall), so the roles swap every 10 s and the ratio is the geometric mean over
-the two assignments. Each round is tagged by placement.py's round trip before and after it
-(near, far; changed in between: dropped). The medians are of each turn's median, so a probe
-(3 calls the other way) weighs more here than in a long run of calls."""
+the two assignments; the choice (its times, its probes' schedule) moves with its role. Each
+round is tagged by placement.py's round trip before and after it (near, far; changed in
+between: dropped). The medians are of each turn's median, so a probe (4 calls the other
+way) weighs more here than in a long run of calls."""
 
 import sys
 import time
@@ -34,11 +35,12 @@ def main(spec: str, seconds: float) -> None:
     flag = np.zeros(8, np.int64)
     _ping_pong(flag, 10)
 
-    def give_choice_to(chosen):
-        for i, net in enumerate(nets):
-            choice = runtime.ThreadChoice(2)
-            choice.off = i != chosen
-            net._plan._choices[batch] = choice
+    choice, off = runtime.ThreadChoice(2), runtime.ThreadChoice(2)
+    off.off = True
+
+    def give_choice_to(chosen):  # the one choice moves with its role, learnt state and all
+        nets[chosen]._plan._choices[batch] = choice
+        nets[1 - chosen]._plan._choices[batch] = off
 
     rounds = {}
     chosen, swap, end = 0, time.time() + SWAP_S, time.time() + seconds
