@@ -123,7 +123,8 @@ class ThreadChoice:
         self.due: float | None = None  # seconds of calls to run before the next probe
         self.baseline = 0.0  # the current choice's median at the last decision
         self.patience = 1  # doubles (up to PATIENCE) with each probe that changes nothing
-        self.calls = 0
+        self.calls = 0  # calls of the current choice, timed
+        self.on_one = 0  # calls that ran on one thread (for `cnnc bench`)
 
     def one_thread(self) -> bool:
         """Whether the next call runs on one thread."""
@@ -131,6 +132,7 @@ class ThreadChoice:
 
     def record(self, seconds: float) -> None:
         """The time of the call that `one_thread` was asked for."""
+        self.on_one += self.one_thread()
         if self.left:
             self.probe.append(seconds)
             self.left -= 1
@@ -353,6 +355,12 @@ class Plan:
                 numba.set_num_threads(threads)
         choice.record(seconds)
         return y
+
+    def calls_on_one_thread(self, n: int) -> int:
+        """How many calls at batch size n have run on one thread by `ThreadChoice` (since
+        the choice for the current thread count began)."""
+        choice = self._choices.get(n)
+        return 0 if choice is None else choice.on_one
 
     def _interpret(self, n: int, x: np.ndarray, y: np.ndarray) -> None:
         # run_plan copies x in and the output out itself, unchecked (decode.copy_rows:

@@ -156,6 +156,7 @@ def test_a_call_on_one_thread_gives_the_same_bits_and_restores_the_threads(monke
         got = net(x)
         assert seen == [1, 2] and numba.get_num_threads() == 2
         np.testing.assert_array_equal(got, want)
+        assert net._plan.calls_on_one_thread(2) == 1  # what `cnnc bench` reports
 
         def fails(*args):
             raise RuntimeError("boom")
