@@ -162,10 +162,10 @@ class ThreadChoice:
             self.patience, self.baseline = 1, other
         else:
             self.patience, self.baseline = min(2 * self.patience, self.PATIENCE), mine
-        # what the next probe will cost over the choice (at most a call more a call, as the
-        # first probe was budgeted: a hiccup in a probe must not put the next off for
-        # minutes), over the budget, but at least FLOOR calls (ways that take about as
-        # long cost nothing to probe); times the patience
+        # what the next probe will cost over the choice (counted as at most one call's time
+        # more a call, as the first probe was budgeted: a stall during a probe must not put
+        # the next off for minutes), over the budget, but at least FLOOR calls (ways that
+        # take about as long cost nothing to probe); times the patience
         cost = min(abs(other - mine), self.baseline)
         self.due = self.patience * max(self.PROBE * cost / self.BUDGET,
                                        self.FLOOR * self.baseline)
