@@ -158,12 +158,11 @@ def _bench(args) -> int:
         times.append(time.perf_counter() - t)
     single = net._plan.calls_on_one_thread(args.batch) - single
     med = float(np.median(times))
-    print(f"{net.name}: batch {args.batch}, {numba.get_num_threads()} threads, "
-          f"{args.repeat} runs")
+    threads = numba.get_num_threads()
+    print(f"{net.name}: batch {args.batch}, {threads} threads, {args.repeat} runs")
     if single > 0:  # runtime.ThreadChoice found one thread faster, or probed it
-        print(f"  {single} of the runs on one thread: faster than "
-              f"{numba.get_num_threads()} lately, or a probe of it (CNNC_ADAPTIVE_THREADS=0 "
-              f"keeps {numba.get_num_threads()})")
+        print(f"  {single} of the runs on one thread: faster than {threads} lately, or a "
+              f"probe of it (CNNC_ADAPTIVE_THREADS=0 keeps {threads})")
     print(f"  latency  {med * 1e3:.3f} ms (median; min {min(times) * 1e3:.3f} ms)")
     print(f"  throughput  {args.batch / med:.1f} images/s")
     print(f"  {2 * macs * args.batch / med / 1e9:.1f} GFLOP/s ({2 * macs / 1e9:.3f} GFLOP/image)")

@@ -334,11 +334,9 @@ class Plan:
         n = x.shape[0]
         y = np.empty((n, *self._output_shape), np.float32)
         choice = self._choices.get(n)
-        if not ADAPTIVE_THREADS or (choice is not None and choice.off):
-            self._interpret(n, x, y)
-            return y
-        threads = _num_threads()
-        if threads <= 1:  # nothing to choose
+        timed = ADAPTIVE_THREADS and (choice is None or not choice.off)
+        threads = _num_threads() if timed else 1
+        if threads <= 1:  # not timed, or nothing to choose
             self._interpret(n, x, y)
             return y
         if choice is None or choice.threads != threads:  # times at another count say nothing

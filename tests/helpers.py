@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import numba
 import numpy as np
 
 from cnnc.graph import build_graph, load_source
+
+
+@contextlib.contextmanager
+def on_threads(threads: int):
+    """numba.set_num_threads(threads) for the block, then the count from before it."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 def graph_of(text: str, network: str | None = None, file: str = "m.cnn"):

@@ -7,12 +7,11 @@ weights go from cnnc to torch by the names of §6.
 import math
 import os
 
-import numba
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import rel_err, same_pads
+from helpers import on_threads, rel_err, same_pads
 
 import cnnc
 from cnnc.runtime import NO_IO
@@ -46,12 +45,8 @@ def max_ref(x, k, s, pad):
 def same_bits_on_one_thread(net, x, got):
     """The network gives `got`'s bits on one thread too: runtime.ThreadChoice moves calls
     between the caller's threads and one, and must change no output."""
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
+    with on_threads(1):
         np.testing.assert_array_equal(net(x), got)
-    finally:
-        numba.set_num_threads(threads)
 
 
 def random_weights(net, seed=1):

@@ -7,6 +7,7 @@ from pathlib import Path
 import numba
 import numpy as np
 import pytest
+from helpers import on_threads
 
 from cnnc import kernels as K
 from cnnc.kernels.sched import (
@@ -36,8 +37,7 @@ def test_take_chunk_hands_out_every_chunk_once(nchunks):
     """sched.take_chunk: whichever end the iterations take from, every chunk goes to
     exactly one of them, and at one thread the front takes them all, in order."""
     for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
-        numba.set_num_threads(threads)
-        try:
+        with on_threads(threads):
             for _ in range(200 if threads > 1 else 1):
                 marks = np.zeros(nchunks, np.int64)
                 order = np.full(nchunks, -1, np.int64)
@@ -45,8 +45,6 @@ def test_take_chunk_hands_out_every_chunk_once(nchunks):
                 assert (marks == 1).all(), marks
                 if threads == 1:
                     assert (order == 0).all()
-        finally:
-            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
 @numba.njit(parallel=True)
@@ -60,13 +58,10 @@ def test_num_threads_follows_set_num_threads():
     """sched.num_threads: the count numba.set_num_threads gave the calling thread, in and
     out of a parallel loop."""
     for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
-        numba.set_num_threads(threads)
-        try:
+        with on_threads(threads):
             out = np.zeros(9, np.int64)
             _threads_seen(out)
             assert (out == threads).all()
-        finally:
-            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
 @numba.njit(parallel=True)
@@ -98,15 +93,12 @@ def test_a_phase_starts_only_when_the_last_is_done(iterations, ntasks):
     have each thread arrive at the wait with the other's tasks in flight)."""
     want = ntasks * (ntasks + 1) // 2
     for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
-        numba.set_num_threads(threads)
-        try:
+        with on_threads(threads):
             for _ in range(300 if threads > 1 else 1):
                 first = np.zeros(ntasks, np.int64)
                 second = np.zeros(ntasks, np.int64)
                 _two_phases(iterations, ntasks, first, second)
                 assert (second == want).all(), second
-        finally:
-            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
 # numpy calls that Numba's parallel passes turn into parallel loops of their own

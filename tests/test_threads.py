@@ -6,6 +6,7 @@ import math
 import numba
 import numpy as np
 import pytest
+from helpers import on_threads
 
 import cnnc
 from cnnc import runtime
@@ -144,8 +145,7 @@ def test_a_call_on_one_thread_gives_the_same_bits_and_restores_the_threads(monke
     the bits of the caller's threads, and leaves the caller's count even when it fails."""
     net = cnnc.compile_source(SOURCE)
     x = np.random.default_rng(0).standard_normal((2, 8, 12, 12)).astype(np.float32)
-    numba.set_num_threads(2)
-    try:
+    with on_threads(2):
         want = net(x)
         choice = net._plan._choices[2]
         assert choice.threads == 2 and not choice.one_thread()
@@ -165,8 +165,6 @@ def test_a_call_on_one_thread_gives_the_same_bits_and_restores_the_threads(monke
         with pytest.raises(RuntimeError):
             net(x)
         assert numba.get_num_threads() == 2
-    finally:
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two threads")
@@ -175,24 +173,18 @@ def test_no_choice_when_switched_off(monkeypatch):
     caller's threads and time nothing; with it on, the same call makes a choice."""
     net = cnnc.compile_source(SOURCE)
     x = np.zeros((1, 8, 12, 12), np.float32)
-    numba.set_num_threads(2)
-    try:
+    with on_threads(2):
         monkeypatch.setattr(runtime, "ADAPTIVE_THREADS", False)
         net(x)
         assert net._plan._choices == {}
         monkeypatch.setattr(runtime, "ADAPTIVE_THREADS", True)
         net(x)
         assert net._plan._choices[1].threads == 2
-    finally:
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
 def test_the_quick_thread_query_agrees_with_numba():
     """runtime._num_threads (the threading layer's own query) says what
     numba.get_num_threads says, at every count."""
-    try:
-        for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
-            numba.set_num_threads(threads)
+    for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+        with on_threads(threads):
             assert runtime._num_threads() == numba.get_num_threads() == threads
-    finally:
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import graph_of, resolve_pads
+from helpers import graph_of, on_threads, resolve_pads
 
 import cnnc
 from cnnc import backend
@@ -144,13 +144,10 @@ def test_outputs_do_not_depend_on_the_threads(m, n, cin, h, w, k):
     upk = K.pack_winograd_weights(wt, m)
     outs = []
     for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
-        numba.set_num_threads(threads)
-        try:
+        with on_threads(threads):
             out = np.empty((n, k, h, w), np.float32)
             K.conv2d_winograd(x, 0, cin, out, 0, k, upk, b, m, 1, 1, K.ACT_RELU, ALPHA, out, -1)
             outs.append(out)
-        finally:
-            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     assert all(np.array_equal(out, outs[0]) for out in outs)
 
 

@@ -20,7 +20,7 @@ import time
 import numba
 import numpy as np
 import onnxruntime as ort
-from placement import FAR_NS, _ping_pong, round_trip
+from placement import _ping_pong, placement, round_trip
 
 import cnnc
 
@@ -58,8 +58,7 @@ def main(model: str, seconds: float, threads: int, batch: int) -> None:
             session.run(None, {name: x})
         numba.set_num_threads(2)
         after = round_trip(flag, 2000)
-        far, near = min(before, after) >= FAR_NS, max(before, after) < FAR_NS
-        tags.append("far" if far else "near" if near else "mixed")
+        tags.append(placement(before, after))
     with open(session.end_profiling(), encoding="utf-8") as f:
         events = json.load(f)
     runs = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"][warm:]

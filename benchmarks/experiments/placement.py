@@ -39,6 +39,14 @@ def round_trip(flag: np.ndarray, n: int) -> float:
     return (time.perf_counter() - start) / n * 1e9
 
 
+def placement(before: float, after: float) -> str:
+    """'near' or 'far' when the round trips before and after a round agree on it, else
+    'mixed' (the vCPUs moved during the round)."""
+    if max(before, after) < FAR_NS:
+        return "near"
+    return "far" if min(before, after) >= FAR_NS else "mixed"
+
+
 def _median_ms(net, x, threads: int, calls: int) -> float:
     numba.set_num_threads(threads)
     for _ in range(3):

@@ -15,7 +15,7 @@ import time
 
 import numba
 import numpy as np
-from placement import FAR_NS, _ping_pong, round_trip
+from placement import _ping_pong, placement, round_trip
 
 import cnnc
 
@@ -59,10 +59,8 @@ def main(seconds: float) -> None:
         for way in (AS_PLANNED, WITHOUT_POOLS, POOLS_ON_ONE):
             run(way)
             row += list(np.median([run(way) for _ in range(7)], axis=0))
-        after = round_trip(flag, 2000)
-        near, far = max(before, after) < FAR_NS, min(before, after) >= FAR_NS
-        tag = "near" if near else "far" if far else ""
-        if tag:
+        tag = placement(before, round_trip(flag, 2000))
+        if tag != "mixed":
             rounds.setdefault(tag, []).append(row)
     for tag, rows in rounds.items():
         m = np.median(np.array(rows), axis=0) * 1e3

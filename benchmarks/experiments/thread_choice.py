@@ -15,7 +15,7 @@ import time
 
 import numba
 import numpy as np
-from placement import FAR_NS, _ping_pong, round_trip
+from placement import _ping_pong, placement, round_trip
 
 sys.path.insert(0, __file__.rsplit("/", 2)[0])
 from bench import wait_until_quiet  # noqa: E402
@@ -60,11 +60,9 @@ def main(spec: str, seconds: float) -> None:
                 net(x)
                 times.append(time.perf_counter() - start)
             medians.append(np.median(times))
-        after = round_trip(flag, 2000)
-        if max(before, after) < FAR_NS:
-            rounds.setdefault(("near", chosen), []).append(medians)
-        elif min(before, after) >= FAR_NS:
-            rounds.setdefault(("far", chosen), []).append(medians)
+        tag = placement(before, round_trip(flag, 2000))
+        if tag != "mixed":
+            rounds.setdefault((tag, chosen), []).append(medians)
     name = spec.rsplit("/", 1)[-1]
     for tag in ("near", "far"):
         ratios = []
